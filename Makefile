@@ -1,0 +1,44 @@
+# xdproxy — see README.md. Every target installs what it needs itself.
+GO        ?= go
+PKGS      := ./...
+# Packages whose tests are too slow under the race detector stay out of RACE_PKGS.
+RACE_PKGS := ./...
+FUZZTIME  ?= 30s
+BIN       := bin/xdproxy
+
+.PHONY: all build test vet bench fuzz generate demo deps clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(GO) build -o $(BIN) ./cmd/xdproxy
+
+vet: deps
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet $(PKGS)
+
+test: vet
+	$(GO) test -race -count=1 $(RACE_PKGS)
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# Runs each fuzz target for FUZZTIME (their seed corpora already run in `make test`).
+fuzz: deps
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+generate: deps
+	$(GO) generate ./...
+
+demo: build
+	@scripts/demo.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,3 @@
+// Package internal holds helpers that several packages' tests share (the
+// network-namespace lab, packet builders). Empty until the data plane lands.
+package internal

@@ -1,0 +1,119 @@
+package stack
+
+import "github.com/valyala/bytebufferpool"
+
+// bufferPool backs every connection's send and receive ring. Storage is taken
+// on the first byte and given back as soon as the ring is empty, so an idle
+// connection holds no buffer memory at all.
+var bufferPool bytebufferpool.Pool
+
+// minRingSize is the first allocation of a ring; it doubles up to the bound.
+const minRingSize = 4096
+
+// ring is a bounded byte FIFO on pooled storage. Bytes are stored at
+// buf[(head+i) % len(buf)] for i < n.
+type ring struct {
+	bb   *bytebufferpool.ByteBuffer
+	buf  []byte
+	head int
+	n    int
+	max  int
+}
+
+func (r *ring) Len() int  { return r.n }
+func (r *ring) Free() int { return r.max - r.n }
+
+// grow makes room for need bytes in total, keeping the stored bytes in order.
+func (r *ring) grow(need int) {
+	size := len(r.buf)
+	if size == 0 {
+		size = minRingSize
+	}
+	for size < need {
+		size *= 2
+	}
+	size = min(size, r.max)
+	bb := bufferPool.Get()
+	if cap(bb.B) < size {
+		bb.B = make([]byte, size)
+	}
+	nb := bb.B[:size]
+	if r.n > 0 {
+		a, b := r.peek(0, r.n)
+		copy(nb[copy(nb, a):], b)
+	}
+	r.releaseStorage()
+	r.bb, r.buf, r.head = bb, nb, 0
+}
+
+func (r *ring) releaseStorage() {
+	if r.bb != nil {
+		r.bb.B = r.bb.B[:0]
+		bufferPool.Put(r.bb)
+		r.bb, r.buf = nil, nil
+	}
+}
+
+// Write appends as much of p as fits under the bound and returns how much.
+func (r *ring) Write(p []byte) int {
+	k := min(len(p), r.Free())
+	if k == 0 {
+		return 0
+	}
+	if r.n+k > len(r.buf) {
+		r.grow(r.n + k)
+	}
+	tail := r.head + r.n
+	if tail >= len(r.buf) {
+		tail -= len(r.buf)
+	}
+	c := copy(r.buf[tail:], p[:k])
+	copy(r.buf, p[c:k])
+	r.n += k
+	return k
+}
+
+// peek returns the n stored bytes starting off bytes past the head, as up to
+// two slices (the second is non-empty when the range wraps).
+func (r *ring) peek(off, n int) (a, b []byte) {
+	if n == 0 {
+		return nil, nil
+	}
+	start := r.head + off
+	if start >= len(r.buf) {
+		start -= len(r.buf)
+	}
+	if end := start + n; end <= len(r.buf) {
+		return r.buf[start:end], nil
+	}
+	return r.buf[start:], r.buf[:n-(len(r.buf)-start)]
+}
+
+// Discard drops the first k stored bytes.
+func (r *ring) Discard(k int) {
+	r.n -= k
+	if r.n == 0 {
+		r.head = 0
+		r.releaseStorage()
+		return
+	}
+	r.head += k
+	if r.head >= len(r.buf) {
+		r.head -= len(r.buf)
+	}
+}
+
+// Read moves up to len(p) bytes out of the ring.
+func (r *ring) Read(p []byte) int {
+	k := min(len(p), r.n)
+	a, b := r.peek(0, k)
+	copy(p[copy(p, a):], b)
+	r.Discard(k)
+	return k
+}
+
+// reset drops everything and gives the storage back.
+func (r *ring) reset() {
+	r.n, r.head = 0, 0
+	r.releaseStorage()
+}

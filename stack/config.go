@@ -1,0 +1,232 @@
+package stack
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/xdproxy/xdproxy/stack/wire"
+)
+
+// SYNCookieMode says when the engine answers a SYN with a SYN cookie instead
+// of keeping a SYN_RCVD record.
+type SYNCookieMode uint8
+
+const (
+	// SYNCookiesAuto sends cookies only while a listener's SYN queue is full.
+	SYNCookiesAuto SYNCookieMode = iota
+	// SYNCookiesAlways answers every SYN with a cookie.
+	SYNCookiesAlways
+	// SYNCookiesNever drops SYNs that overflow the SYN queue.
+	SYNCookiesNever
+)
+
+func (m SYNCookieMode) String() string {
+	switch m {
+	case SYNCookiesAuto:
+		return "auto"
+	case SYNCookiesAlways:
+		return "always"
+	case SYNCookiesNever:
+		return "never"
+	}
+	return fmt.Sprintf("SYNCookieMode(%d)", uint8(m))
+}
+
+// Rand is the engine's source of randomness (ISN and cookie secrets, port
+// choice). *math/rand/v2.Rand satisfies it; production uses a CSPRNG-seeded one.
+type Rand interface {
+	Uint64() uint64
+}
+
+// Sink takes the engine's outgoing frames. NextFrame returns a writable buffer
+// for one frame (at least MTU+18 bytes), or nil when none is free — the frame
+// is then dropped and counted (tx_no_buffer). Commit hands the first n bytes
+// of the buffer NextFrame last returned to the device.
+type Sink interface {
+	NextFrame() []byte
+	Commit(n int)
+}
+
+// Handler receives the engine's events. The engine calls it only after it has
+// finished processing the input that caused them (never from the middle of a
+// segment), so the handler may call any Conn or Listener method.
+type Handler interface {
+	// ConnEvent reports what changed on c since the last call.
+	ConnEvent(c *Conn, ev Events)
+	// Acceptable reports that l's accept queue holds a connection.
+	Acceptable(l *Listener)
+}
+
+// Keepalive configures TCP keepalive probes (RFC 9293 section 3.8.4).
+type Keepalive struct {
+	Disabled bool
+	Idle     time.Duration // idle time before the first probe (default 2h)
+	Interval time.Duration // between unanswered probes (default 75s)
+	Probes   int           // unanswered probes before the connection is reset (default 9)
+}
+
+// Config is one engine's configuration. Zero fields take the defaults that
+// CONFIG.md documents; Validate says which field is wrong.
+type Config struct {
+	MAC       wire.MAC     // the interface's MAC address (source of every frame)
+	Addresses []netip.Addr // addresses the engine answers ARP/NDP/ICMP echo for and terminates TCP on
+	MTU       int          // link MTU (default 1500)
+
+	SYNCookies    SYNCookieMode
+	SYNBacklog    int           // SYN_RCVD entries per listener (default 4096)
+	AcceptBacklog int           // established, not yet accepted, per listener (default 4096)
+	TimeWait      time.Duration // 2MSL (default 60s)
+	TimeWaitMax   int           // TIME_WAIT entries per engine before the oldest is recycled (default 262144)
+	MinRTO        time.Duration // default 200ms
+	InitialRTO    time.Duration // default 1s (RFC 6298)
+	MaxRTO        time.Duration // default 120s (Linux TCP_RTO_MAX)
+	MaxRetries    int           // data retransmissions before the connection times out (default 15)
+	SYNRetries    int           // SYN retransmissions before connect fails (default 6, Linux tcp_syn_retries)
+	SYNACKRetries int           // SYN-ACK retransmissions before a half-open entry is dropped (default 5)
+	Keepalive     Keepalive
+	NoDelay       bool // reserved for Nagle (part 2); the engine sends as soon as it can
+	RcvBuffer     int  // per-connection receive buffer bound (default 256 KiB)
+	SndBuffer     int  // per-connection send buffer bound (default 256 KiB)
+
+	// EphemeralPorts is the source-port range for active opens (default 20000-59999).
+	EphemeralPorts [2]uint16
+	// PortFilter, when set, vetoes source ports (the shard loop uses it to pick
+	// ports whose return traffic the NIC steers to this shard's queue).
+	PortFilter func(port uint16) bool
+
+	// ChallengeACKBurst challenge ACKs per ChallengeACKWindow per connection
+	// (RFC 5961 section 7; defaults 5 per 1s). Beyond that they are counted and suppressed.
+	ChallengeACKBurst  int
+	ChallengeACKWindow time.Duration
+
+	// CookieSecretLifetime is how often the SYN cookie secret rotates (default
+	// 64s); a cookie is valid for two lifetimes, as Linux's is for ~2 minutes.
+	CookieSecretLifetime time.Duration
+
+	// TrustL4Checksum skips verifying TCP/ICMP checksums (the device did).
+	TrustL4Checksum bool
+
+	Sink    Sink
+	Handler Handler
+	Rand    Rand
+}
+
+// Defaults documented in CONFIG.md.
+const (
+	DefaultMTU            = 1500
+	DefaultSYNBacklog     = 4096
+	DefaultAcceptBacklog  = 4096
+	DefaultTimeWait       = 60 * time.Second
+	DefaultTimeWaitMax    = 262144
+	DefaultMinRTO         = 200 * time.Millisecond
+	DefaultInitialRTO     = time.Second
+	DefaultMaxRTO         = 120 * time.Second
+	DefaultMaxRetries     = 15
+	DefaultSYNRetries     = 6
+	DefaultSYNACKRetries  = 5
+	DefaultKeepaliveIdle  = 2 * time.Hour
+	DefaultKeepaliveIntvl = 75 * time.Second
+	DefaultKeepaliveCount = 9
+	DefaultBuffer         = 256 << 10
+)
+
+func (c *Config) setDefaults() {
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	defDur := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	def(&c.MTU, DefaultMTU)
+	def(&c.SYNBacklog, DefaultSYNBacklog)
+	def(&c.AcceptBacklog, DefaultAcceptBacklog)
+	defDur(&c.TimeWait, DefaultTimeWait)
+	def(&c.TimeWaitMax, DefaultTimeWaitMax)
+	defDur(&c.MinRTO, DefaultMinRTO)
+	defDur(&c.InitialRTO, DefaultInitialRTO)
+	defDur(&c.MaxRTO, DefaultMaxRTO)
+	def(&c.MaxRetries, DefaultMaxRetries)
+	def(&c.SYNRetries, DefaultSYNRetries)
+	def(&c.SYNACKRetries, DefaultSYNACKRetries)
+	defDur(&c.Keepalive.Idle, DefaultKeepaliveIdle)
+	defDur(&c.Keepalive.Interval, DefaultKeepaliveIntvl)
+	def(&c.Keepalive.Probes, DefaultKeepaliveCount)
+	def(&c.RcvBuffer, DefaultBuffer)
+	def(&c.SndBuffer, DefaultBuffer)
+	def(&c.ChallengeACKBurst, 5)
+	defDur(&c.ChallengeACKWindow, time.Second)
+	defDur(&c.CookieSecretLifetime, 64*time.Second)
+	if c.EphemeralPorts == [2]uint16{} {
+		c.EphemeralPorts = [2]uint16{20000, 59999}
+	}
+}
+
+// Validate reports the first impossible setting, naming its field. Zero
+// values are valid (they mean the default).
+func (c *Config) Validate() error {
+	var errs []error
+	neg := func(name string, v int) {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", name, v))
+		}
+	}
+	negDur := func(name string, v time.Duration) {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", name, v))
+		}
+	}
+	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 9000) {
+		errs = append(errs, fmt.Errorf("MTU: must be within 576..9000, got %d", c.MTU))
+	}
+	neg("SYNBacklog", c.SYNBacklog)
+	neg("AcceptBacklog", c.AcceptBacklog)
+	neg("TimeWaitMax", c.TimeWaitMax)
+	neg("MaxRetries", c.MaxRetries)
+	neg("SYNRetries", c.SYNRetries)
+	neg("SYNACKRetries", c.SYNACKRetries)
+	neg("Keepalive.Probes", c.Keepalive.Probes)
+	neg("RcvBuffer", c.RcvBuffer)
+	neg("SndBuffer", c.SndBuffer)
+	neg("ChallengeACKBurst", c.ChallengeACKBurst)
+	negDur("TimeWait", c.TimeWait)
+	negDur("MinRTO", c.MinRTO)
+	negDur("InitialRTO", c.InitialRTO)
+	negDur("MaxRTO", c.MaxRTO)
+	negDur("Keepalive.Idle", c.Keepalive.Idle)
+	negDur("Keepalive.Interval", c.Keepalive.Interval)
+	negDur("ChallengeACKWindow", c.ChallengeACKWindow)
+	negDur("CookieSecretLifetime", c.CookieSecretLifetime)
+	if c.SYNCookies > SYNCookiesNever {
+		errs = append(errs, fmt.Errorf("SYNCookies: unknown mode %d", c.SYNCookies))
+	}
+	if c.RcvBuffer != 0 && c.RcvBuffer < 4096 {
+		errs = append(errs, fmt.Errorf("RcvBuffer: must be at least 4096, got %d", c.RcvBuffer))
+	}
+	if c.SndBuffer != 0 && c.SndBuffer < 4096 {
+		errs = append(errs, fmt.Errorf("SndBuffer: must be at least 4096, got %d", c.SndBuffer))
+	}
+	if c.RcvBuffer > 1<<30 || c.SndBuffer > 1<<30 {
+		errs = append(errs, errors.New("RcvBuffer/SndBuffer: must be at most 1 GiB (the window scale limit)"))
+	}
+	if p := c.EphemeralPorts; p != [2]uint16{} && (p[0] == 0 || p[0] > p[1]) {
+		errs = append(errs, fmt.Errorf("EphemeralPorts: %d-%d is not a valid range", p[0], p[1]))
+	}
+	if c.Sink == nil {
+		errs = append(errs, errors.New("Sink: required"))
+	}
+	if c.Rand == nil {
+		errs = append(errs, errors.New("Rand: required"))
+	}
+	for i, a := range c.Addresses {
+		if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() {
+			errs = append(errs, fmt.Errorf("Addresses[%d]: %v is not a unicast address", i, a))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,292 @@
+package stack
+
+import (
+	"io"
+	"time"
+
+	"github.com/xdproxy/xdproxy/stack/seqnum"
+	"github.com/xdproxy/xdproxy/stack/wire"
+)
+
+// Conn is one TCP connection (a TCB, RFC 9293 section 3.3.1). Its fields
+// carry the RFC's names. A Conn belongs to one Engine and may only be used
+// from that engine's goroutine.
+type Conn struct {
+	e     *Engine
+	key   FlowKey
+	state State
+
+	// Send sequence space (RFC 9293 section 3.3.1).
+	iss       seqnum.Value
+	sndUna    seqnum.Value
+	sndNxt    seqnum.Value
+	sndWnd    uint32 // peer's window, scaled
+	maxSndWnd uint32 // largest window the peer has offered (RFC 5961 section 5)
+	sndWL1    seqnum.Value
+	sndWL2    seqnum.Value
+	sndWScale uint8 // the peer's window scale shift, applied to windows it sends
+	sndMSS    int   // the peer's MSS, lowered by path MTU discovery
+	finSent   bool  // our FIN occupies sndBufSeq+sndBuf.Len() in sequence space
+
+	// Receive sequence space.
+	irs        seqnum.Value
+	rcvNxt     seqnum.Value
+	rcvAdvEdge seqnum.Value // RCV.NXT + RCV.WND as last advertised; never moved left
+	rcvWScale  uint8        // our window scale shift
+	finRcvd    bool
+
+	// Options agreed in the handshake.
+	wsOK, sackOK, tsOK bool
+	tsRecent           uint32 // TS.Recent (RFC 7323 section 4.3)
+	tsOffset           uint32
+
+	// Buffers: sndBuf holds everything from sndBufSeq on (unacknowledged and
+	// unsent bytes); rcvBuf holds in-order bytes the application has not read.
+	sndBuf    ring
+	sndBufSeq seqnum.Value
+	rcvBuf    ring
+	finQueued bool // the application closed its write side; FIN follows the buffered data
+
+	// Timers: one heap entry per connection, under the earliest deadline.
+	deadline   Time
+	heapIdx    int
+	rtoAt      Time // retransmission (and handshake) timer
+	rto        time.Duration
+	retries    int
+	kaAt       Time // keepalive, or the FIN_WAIT_2 timeout of an orphaned connection
+	kaProbes   int
+	lastRcvAt  Time
+	keepalive  bool
+	peerMAC    wire.MAC
+	macKnown   bool
+	listener   *Listener // a passive open until accepted
+	inAcceptQ  bool
+	cookieOpen bool // created from a SYN cookie (no SYN_RCVD record existed)
+
+	// RFC 5961 section 7 challenge ACK rate limit.
+	challengeWindowAt Time
+	challengeCount    int
+
+	// Application side.
+	appClosed     bool // Close or Abort called: no more events
+	wantWritable  bool
+	ackNeeded     bool
+	err           error
+	pending       Events
+	queued        bool
+	User          any // the application's own state for this connection
+	bytesIn       uint64
+	bytesOut      uint64
+	retransmitted uint64
+}
+
+// State returns the connection's state. After the engine is done with it,
+// this is CLOSED, or TIME_WAIT for as long as the connection sits there.
+func (c *Conn) State() State { return c.state }
+
+// Key returns the connection's 4-tuple.
+func (c *Conn) Key() FlowKey { return c.key }
+
+// Err returns why the connection ended abnormally (ErrReset, ErrRefused,
+// ErrTimeout, ErrNoRoute), or nil.
+func (c *Conn) Err() error { return c.err }
+
+// Info is a snapshot of a connection for listings (the admin /connections).
+type Info struct {
+	Key              FlowKey
+	State            State
+	SndUna, SndNxt   uint32
+	RcvNxt           uint32
+	SndWnd, RcvWnd   uint32
+	MSS              int
+	RTO              time.Duration
+	BytesIn          uint64
+	BytesOut         uint64
+	Retransmits      uint64
+	SndQueued        int
+	RcvQueued        int
+	SACK, Timestamps bool
+}
+
+// Info returns a snapshot of c.
+func (c *Conn) Info() Info {
+	return Info{
+		Key: c.key, State: c.state,
+		SndUna: uint32(c.sndUna), SndNxt: uint32(c.sndNxt), RcvNxt: uint32(c.rcvNxt),
+		SndWnd: c.sndWnd, RcvWnd: uint32(c.rcvAdvEdge - c.rcvNxt),
+		MSS: c.sndMSS, RTO: c.rto,
+		BytesIn: c.bytesIn, BytesOut: c.bytesOut, Retransmits: c.retransmitted,
+		SndQueued: c.sndBuf.Len(), RcvQueued: c.rcvBuf.Len(),
+		SACK: c.sackOK, Timestamps: c.tsOK,
+	}
+}
+
+// Read moves received bytes into p. It returns 0, nil when nothing is
+// buffered yet (EventReadable follows when something arrives), and io.EOF
+// once the peer's FIN has been reached.
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.appClosed {
+		return 0, ErrClosed
+	}
+	if c.rcvBuf.Len() == 0 {
+		switch {
+		case c.err != nil:
+			return 0, c.err
+		case c.finRcvd:
+			return 0, io.EOF
+		}
+		return 0, nil
+	}
+	n := c.rcvBuf.Read(p)
+	c.bytesIn += uint64(n)
+	c.windowUpdateAfterRead()
+	c.e.flush()
+	return n, nil
+}
+
+// Buffered returns how many received bytes wait to be read.
+func (c *Conn) Buffered() int { return c.rcvBuf.Len() }
+
+// Write copies as much of p as the send buffer has room for and returns how
+// much; EventWritable follows a short write once room frees up. Writes are
+// accepted before the handshake completes and sent once it does.
+func (c *Conn) Write(p []byte) (int, error) {
+	switch {
+	case c.appClosed:
+		return 0, ErrClosed
+	case c.err != nil:
+		return 0, c.err
+	case c.finQueued:
+		return 0, ErrWriteClosed
+	}
+	switch c.state {
+	case SynSent, SynReceived, Established, CloseWait:
+	default:
+		return 0, ErrClosed
+	}
+	n := c.sndBuf.Write(p)
+	c.wantWritable = n < len(p)
+	c.bytesOut += uint64(n)
+	if n > 0 {
+		c.output()
+		c.e.flush()
+	}
+	return n, nil
+}
+
+// WriteSpace returns how many bytes Write would accept now.
+func (c *Conn) WriteSpace() int {
+	if c.finQueued || c.err != nil || c.appClosed {
+		return 0
+	}
+	return c.sndBuf.Free()
+}
+
+// CloseWrite sends a FIN after the buffered data (a half-close: shutdown(SHUT_WR)).
+// The connection keeps receiving until the peer's FIN.
+func (c *Conn) CloseWrite() error {
+	if c.appClosed {
+		return ErrClosed
+	}
+	c.closeWrite()
+	c.e.flush()
+	return nil
+}
+
+func (c *Conn) closeWrite() {
+	if c.finQueued {
+		return
+	}
+	switch c.state {
+	case SynSent, SynReceived:
+		// The FIN waits for the handshake and the data queued behind it
+		// (Linux would fail the shutdown; a proxy wants the half-close carried).
+		c.finQueued = true
+	case Established:
+		c.finQueued = true
+		c.setState(FinWait1)
+		c.output()
+	case CloseWait:
+		c.finQueued = true
+		c.setState(LastAck)
+		c.output()
+	}
+}
+
+// Close ends the application's use of c: it half-closes (FIN after the
+// buffered data) and detaches, so no further events arrive. As Linux does
+// (and RFC 2525 section 2.17 recommends), a Close with unread received data
+// resets the connection instead, and so does data arriving after Close.
+func (c *Conn) Close() error {
+	if c.appClosed {
+		return ErrClosed
+	}
+	if c.rcvBuf.Len() > 0 && c.state.synchronized() && c.state != TimeWait {
+		c.abort()
+		c.e.flush()
+		return nil
+	}
+	c.appClosed = true
+	c.rcvBuf.reset()
+	switch c.state {
+	case SynSent:
+		c.e.releaseConn(c, Closed)
+	case Closed, TimeWait:
+		c.sndBuf.reset()
+	default:
+		c.closeWrite()
+		c.armOrphanTimer()
+	}
+	c.e.flush()
+	return nil
+}
+
+// Abort resets the connection (RST) and detaches: no further events.
+func (c *Conn) Abort() {
+	if c.appClosed {
+		return
+	}
+	c.abort()
+	c.e.flush()
+}
+
+func (c *Conn) abort() {
+	c.appClosed = true
+	switch c.state {
+	case SynReceived, Established, FinWait1, FinWait2, CloseWait, Closing, LastAck:
+		// RFC 9293 section 3.10.5 (ABORT): <SEQ=SND.NXT><CTL=RST>.
+		c.e.sendRST(c.key, c.peerMAC, c.sndNxt, 0, false)
+	}
+	if c.err == nil {
+		c.err = ErrAborted
+	}
+	if c.state != Closed && c.state != TimeWait {
+		c.e.releaseConn(c, Closed)
+	}
+}
+
+// SetKeepalive turns keepalive probes on or off for c (on by default unless
+// Config.Keepalive.Disabled).
+func (c *Conn) SetKeepalive(on bool) {
+	c.keepalive = on
+	c.armKeepalive()
+}
+
+// notify queues events for the handler, unless the application has detached.
+func (c *Conn) notify(ev Events) {
+	if c.appClosed {
+		return
+	}
+	c.pending |= ev
+	if !c.queued {
+		c.queued = true
+		c.e.connEvents = append(c.e.connEvents, c)
+	}
+}
+
+// setState moves c to s and keeps the per-state gauges.
+func (c *Conn) setState(s State) {
+	c.e.stats.states[c.state].Add(-1)
+	c.state = s
+	c.e.stats.states[s].Add(1)
+}

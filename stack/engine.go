@@ -1,0 +1,337 @@
+package stack
+
+import (
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/xdproxy/xdproxy/stack/seqnum"
+	"github.com/xdproxy/xdproxy/stack/wire"
+)
+
+// Engine is one shard's TCP/IP stack. All methods must be called from one
+// goroutine; Counters and Stats may be read from any.
+type Engine struct {
+	cfg     Config
+	sink    Sink
+	handler Handler
+	rand    Rand
+	now     Time
+
+	counters Counters
+	stats    Stats
+
+	owned     []netip.Addr
+	listeners map[netip.AddrPort]*Listener
+	flows     map[FlowKey]*Conn
+	tw        timeWaitTable
+	timers    timerHeap
+	neigh     neighborTable
+
+	isnHash flowHasher
+	tsHash  flowHasher
+	cookies cookieJar
+
+	ourMSS4, ourMSS6 uint16
+	rcvWScale        uint8
+	portCounter      uint32
+
+	// Scratch space, reused for every frame so that input and output never allocate.
+	pkt wire.Packet
+	seg segment
+	txf wire.TCPFrame
+
+	// Events waiting for the handler (see flush).
+	connEvents  []*Conn
+	lisEvents   []*Listener
+	dispatching bool
+}
+
+// Stats are gauges readable from any goroutine.
+type Stats struct {
+	states    [numStates]atomic.Int64
+	listeners atomic.Int64
+}
+
+// Connections returns how many connections are in state s (TIME_WAIT counts
+// the compact entries).
+func (s *Stats) Connections(st State) int64 { return s.states[st].Load() }
+
+// New builds an engine from cfg (defaults filled in). It fails only on an
+// invalid configuration, naming the field.
+func New(cfg Config) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("stack: invalid config: %w", err)
+	}
+	cfg.setDefaults()
+	e := &Engine{
+		cfg:       cfg,
+		sink:      cfg.Sink,
+		handler:   cfg.Handler,
+		rand:      cfg.Rand,
+		owned:     append([]netip.Addr(nil), cfg.Addresses...),
+		listeners: make(map[netip.AddrPort]*Listener),
+		flows:     make(map[FlowKey]*Conn),
+		isnHash:   newFlowHasher(cfg.Rand),
+		tsHash:    newFlowHasher(cfg.Rand),
+		cookies:   cookieJar{lifetime: cfg.CookieSecretLifetime},
+	}
+	e.tw.init(cfg.TimeWaitMax)
+	e.neigh.init()
+	e.ourMSS4 = uint16(cfg.MTU - wire.IPv4HeaderLen - wire.TCPHeaderLen)
+	e.ourMSS6 = uint16(cfg.MTU - wire.IPv6HeaderLen - wire.TCPHeaderLen)
+	// The smallest shift that lets the 16-bit window field cover the whole
+	// receive buffer (RFC 7323 section 2.3).
+	for cfg.RcvBuffer>>e.rcvWScale > 0xffff {
+		e.rcvWScale++
+	}
+	return e, nil
+}
+
+// Counters returns the engine's counters (safe to read from any goroutine).
+func (e *Engine) Counters() *Counters { return &e.counters }
+
+// Stats returns the engine's gauges (safe to read from any goroutine).
+func (e *Engine) Stats() *Stats { return &e.stats }
+
+// Config returns the configuration in force, defaults filled in.
+func (e *Engine) Config() Config { return e.cfg }
+
+// AddAddress makes the engine own a (answer ARP/NDP/echo, terminate TCP).
+func (e *Engine) AddAddress(a netip.Addr) {
+	if !e.owns(a) {
+		e.owned = append(e.owned, a)
+	}
+}
+
+// owns reports whether a is one of the engine's addresses. The list is a
+// handful of entries; a linear scan beats a map here.
+func (e *Engine) owns(a netip.Addr) bool {
+	for _, o := range e.owned {
+		if o == a {
+			return true
+		}
+	}
+	return false
+}
+
+// HandleFrame processes one received Ethernet frame at time now. The frame is
+// not retained: payload bytes are copied into the connection's buffer.
+func (e *Engine) HandleFrame(now Time, frame []byte) {
+	e.now = now
+	e.counters.inc(RxFrames)
+	p := &e.pkt
+	var flags wire.ParseFlags
+	if e.cfg.TrustL4Checksum {
+		flags |= wire.ParseSkipL4Checksum
+	}
+	if d := wire.Parse(frame, p, flags); d != wire.DropNone {
+		e.counters.inc(ParseDropCounter(d))
+		return
+	}
+	switch {
+	case p.EtherType == wire.EtherTypeARP:
+		e.handleARP(p)
+	case p.Proto == wire.ProtoTCP:
+		e.handleTCP(p)
+	case p.Proto == wire.ProtoICMP || p.Proto == wire.ProtoICMPv6:
+		e.handleICMP(p)
+	default:
+		e.counters.inc(RxNotOurs)
+	}
+	e.flush()
+}
+
+// Tick runs every timer due at now. Call it at NextDeadline (or later).
+func (e *Engine) Tick(now Time) {
+	e.now = now
+	for {
+		c := e.timers.peek()
+		if c == nil || c.deadline > now {
+			break
+		}
+		c.onTimer()
+	}
+	e.tw.expire(e, now)
+	e.flush()
+}
+
+// NextDeadline is when the engine next needs Tick, or Never.
+func (e *Engine) NextDeadline() Time {
+	d := Never
+	if c := e.timers.peek(); c != nil {
+		d = c.deadline
+	}
+	return min(d, e.tw.nextExpiry())
+}
+
+// flush hands queued events to the handler. Handlers may call back into the
+// engine, which may queue more events; those are delivered in the same loop.
+func (e *Engine) flush() {
+	if e.dispatching || e.handler == nil {
+		return
+	}
+	e.dispatching = true
+	for i := 0; i < len(e.connEvents); i++ {
+		c := e.connEvents[i]
+		ev := c.pending
+		c.pending, c.queued = 0, false
+		e.connEvents[i] = nil
+		if ev != 0 && !c.appClosed {
+			e.handler.ConnEvent(c, ev)
+		}
+	}
+	e.connEvents = e.connEvents[:0]
+	for i := 0; i < len(e.lisEvents); i++ {
+		l := e.lisEvents[i]
+		l.queued = false
+		e.lisEvents[i] = nil
+		if !l.closed && len(l.acceptQ) > 0 {
+			e.handler.Acceptable(l)
+		}
+	}
+	e.lisEvents = e.lisEvents[:0]
+	e.dispatching = false
+}
+
+// handleTCP demultiplexes a TCP segment: connection, TIME_WAIT entry,
+// listener, or nobody (RFC 9293 section 3.10.7.1: answer with RST).
+func (e *Engine) handleTCP(p *wire.Packet) {
+	if !e.owns(p.Dst) {
+		e.counters.inc(RxNotOurs)
+		return
+	}
+	e.counters.inc(RxSegments)
+	s := &e.seg
+	s.load(p)
+	if c := e.flows[s.key]; c != nil {
+		c.input(s)
+		return
+	}
+	if i, ok := e.tw.lookup(s.key); ok {
+		e.timeWaitInput(i, s)
+		return
+	}
+	if l := e.listeners[s.key.Local()]; l != nil && !l.closed {
+		l.input(s)
+		return
+	}
+	e.noSocket(s)
+}
+
+// noSocket answers a segment that matched nothing (RFC 9293 section
+// 3.10.7.1, CLOSED state); an RST is never answered.
+func (e *Engine) noSocket(s *segment) {
+	e.counters.inc(RxNoSocket)
+	if s.flags&wire.FlagRST != 0 {
+		e.counters.inc(RxRSTIgnored)
+		return
+	}
+	if s.flags&wire.FlagACK != 0 {
+		e.sendRST(s.key, s.srcMAC, s.ack, 0, false)
+		return
+	}
+	e.sendRST(s.key, s.srcMAC, 0, s.seq.Add(s.seqLen()), true)
+}
+
+// sendRST sends <SEQ=seq><CTL=RST>, or <SEQ=seq><ACK=ack><CTL=RST,ACK> when withACK.
+func (e *Engine) sendRST(k FlowKey, mac wire.MAC, seq, ack seqnum.Value, withACK bool) {
+	flags := uint8(wire.FlagRST)
+	if withACK {
+		flags |= wire.FlagACK
+	} else {
+		ack = 0
+	}
+	if e.sendSegment(k, mac, seq, ack, flags, 0, nil, nil, nil) {
+		e.counters.inc(TxResets)
+	}
+}
+
+// sendSegment encodes one segment into a frame from the sink.
+func (e *Engine) sendSegment(k FlowKey, mac wire.MAC, seq, ack seqnum.Value, flags uint8, wnd uint16, opts *wire.TCPOptions, p1, p2 []byte) bool {
+	buf := e.sink.NextFrame()
+	if buf == nil {
+		e.counters.inc(TxNoBuffer)
+		return false
+	}
+	f := &e.txf
+	f.EthSrc, f.EthDst = e.cfg.MAC, mac
+	f.Src, f.Dst = k.LocalAddr, k.RemoteAddr
+	f.TTL = 64
+	f.TCP = wire.TCPHeader{
+		SrcPort: k.LocalPort, DstPort: k.RemotePort,
+		Seq: uint32(seq), Ack: uint32(ack),
+		Flags: flags, Window: wnd,
+	}
+	if opts != nil {
+		f.TCP.Options = *opts
+	}
+	n := wire.EncodeTCP(buf, f, p1, p2)
+	if n == 0 {
+		e.counters.inc(TxNoBuffer)
+		return false
+	}
+	e.sink.Commit(n)
+	e.counters.inc(TxFrames)
+	e.counters.inc(TxSegments)
+	return true
+}
+
+// releaseConn ends the engine's side of c in state final (Closed or
+// TimeWait): out of the flow table and the timer heap, listener slots
+// returned, EventClosed queued.
+func (e *Engine) releaseConn(c *Conn, final State) {
+	if cur, ok := e.flows[c.key]; ok && cur == c {
+		delete(e.flows, c.key)
+	}
+	c.deadline = Never
+	e.timers.remove(c)
+	if l := c.listener; l != nil {
+		l.forget(c)
+	}
+	// Gauges count live connections only; a TIME_WAIT entry is counted by the table.
+	e.stats.states[c.state].Add(-1)
+	c.state = final
+	c.sndBuf.reset()
+	if c.appClosed {
+		c.rcvBuf.reset()
+	}
+	c.notify(EventClosed)
+}
+
+// newConn makes a connection record for k with the engine's defaults.
+func (e *Engine) newConn(k FlowKey, mac wire.MAC) *Conn {
+	c := &Conn{
+		e: e, key: k, state: Closed,
+		heapIdx: -1, deadline: Never, rtoAt: Never, kaAt: Never,
+		peerMAC: mac, macKnown: true,
+		rto:       e.cfg.InitialRTO,
+		keepalive: !e.cfg.Keepalive.Disabled,
+		lastRcvAt: e.now,
+		tsOffset:  e.tsOffset(k.LocalAddr, k.RemoteAddr),
+	}
+	c.sndBuf.max = e.cfg.SndBuffer
+	c.rcvBuf.max = e.cfg.RcvBuffer
+	e.stats.states[Closed].Add(1)
+	return c
+}
+
+// Conns calls fn for every connection (not TIME_WAIT entries) until fn returns false.
+func (e *Engine) Conns(fn func(c *Conn) bool) {
+	for _, c := range e.flows {
+		if !fn(c) {
+			return
+		}
+	}
+}
+
+// TimeWaits calls fn with the 4-tuple of every TIME_WAIT entry until fn returns false.
+func (e *Engine) TimeWaits(fn func(k FlowKey) bool) { e.tw.each(fn) }
+
+// ourMSS is the MSS we advertise for k's address family.
+func (e *Engine) ourMSS(k FlowKey) uint16 {
+	if k.LocalAddr.Is4() {
+		return e.ourMSS4
+	}
+	return e.ourMSS6
+}

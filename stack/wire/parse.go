@@ -1,0 +1,117 @@
+package wire
+
+import "net/netip"
+
+// Drop is why Parse refused a frame. DropNone means the packet is valid.
+type Drop uint8
+
+// Drop reasons, in the order Parse checks them.
+const (
+	DropNone          Drop = iota
+	DropTruncated          // shorter than its headers claim / than the minimum
+	DropEtherType          // not IPv4, IPv6 or ARP (after VLAN tags)
+	DropBadIPv4Header      // version != 4, IHL < 5, total length < IHL*4 or > frame
+	DropIPv4Checksum       // header checksum wrong
+	DropIPv4Fragment       // MF set or fragment offset != 0
+	DropBadIPv6Header      // version != 6, payload length > frame
+	DropIPv6ExtHeader      // next header is an extension header (hop-by-hop, routing, fragment, dest opts, AH, ESP...)
+	DropProto              // IP protocol other than TCP / ICMP / ICMPv6
+	DropBadAddress         // source is multicast/broadcast/unspecified(for TCP) or destination multicast for TCP
+	DropBadTCPHeader       // data offset < 5 or beyond the IP payload
+	DropTCPChecksum        // checksum over pseudo-header and segment wrong
+	DropBadTCPOption       // option length < 2 or running past the header, wrong length for a known kind (MSS 4, WS 3, SACKOK 2, TS 10, SACK 2+8n)
+	DropBadARP             // not Ethernet/IPv4 ARP, wrong lengths, not a request or reply
+	DropBadICMP            // too short for its type; NS/NA failing RFC 4861 §7.1 checks
+	DropICMPChecksum       // ICMP checksum (ICMPv6: with pseudo-header) wrong
+	NumDrops               // count of reasons, for counter arrays
+)
+
+var dropNames = [NumDrops]string{
+	DropNone:          "none",
+	DropTruncated:     "truncated",
+	DropEtherType:     "ethertype",
+	DropBadIPv4Header: "bad_ipv4_header",
+	DropIPv4Checksum:  "ipv4_checksum",
+	DropIPv4Fragment:  "ipv4_fragment",
+	DropBadIPv6Header: "bad_ipv6_header",
+	DropIPv6ExtHeader: "ipv6_ext_header",
+	DropProto:         "proto",
+	DropBadAddress:    "bad_address",
+	DropBadTCPHeader:  "bad_tcp_header",
+	DropTCPChecksum:   "tcp_checksum",
+	DropBadTCPOption:  "bad_tcp_option",
+	DropBadARP:        "bad_arp",
+	DropBadICMP:       "bad_icmp",
+	DropICMPChecksum:  "icmp_checksum",
+}
+
+// String returns the reason in snake_case, usable as a metric label.
+func (d Drop) String() string {
+	if d < NumDrops {
+		return dropNames[d]
+	}
+	return "unknown"
+}
+
+// Packet is the checked view of one received frame. All slices alias the frame.
+type Packet struct {
+	Frame          []byte
+	EthDst, EthSrc MAC
+	VLAN           uint16     // outermost 802.1Q/802.1ad VLAN ID, 0 if untagged
+	EtherType      uint16     // after VLAN tags
+	L3             int        // offset of the IP/ARP header
+	Proto          uint8      // IP protocol
+	Src, Dst       netip.Addr // IP addresses (4-byte form for IPv4: netip.AddrFrom4)
+	TTL            uint8      // TTL / hop limit
+	L4             int        // offset of the TCP/ICMP header
+	TCP            TCPHeader  // valid when Proto == ProtoTCP
+	Payload        []byte     // TCP payload, or ICMP body after the 8-byte ICMP header
+	ARP            ARP        // valid when EtherType == EtherTypeARP
+	ICMP           ICMP       // valid when Proto is ICMP/ICMPv6
+}
+
+// ParseFlags change what Parse checks.
+type ParseFlags uint8
+
+// ParseSkipL4Checksum trusts the TCP/ICMP checksum (the device verified it).
+// The IPv4 header checksum is always checked: it is cheap, and devices that
+// report L4 checksum state do not always cover it.
+const ParseSkipL4Checksum ParseFlags = 1
+
+// Parse checks frame once and fills p (overwriting every field). It returns
+// DropNone for a valid packet; otherwise p holds whatever was decoded before
+// the check that failed and must not be used. Trailing bytes beyond the IP
+// total length (Ethernet padding) are ignored. Never panics, never allocates.
+func Parse(frame []byte, p *Packet, flags ParseFlags) Drop {
+	*p = Packet{Frame: frame}
+	off, d := parseEthernet(frame, p)
+	if d != DropNone {
+		return d
+	}
+	p.L3 = off
+	switch p.EtherType {
+	case EtherTypeIPv4:
+		seg, d := parseIPv4(frame, off, p)
+		if d != DropNone {
+			return d
+		}
+		addrs := frame[off+12 : off+20]
+		if p.Proto == ProtoTCP {
+			return parseTCP(seg, addrs, p, flags)
+		}
+		return parseICMPv4(seg, p, flags)
+	case EtherTypeIPv6:
+		seg, d := parseIPv6(frame, off, p)
+		if d != DropNone {
+			return d
+		}
+		addrs := frame[off+8 : off+40]
+		if p.Proto == ProtoTCP {
+			return parseTCP(seg, addrs, p, flags)
+		}
+		return parseICMPv6(seg, addrs, p, flags)
+	case EtherTypeARP:
+		return parseARP(frame[off:], &p.ARP)
+	}
+	return DropEtherType
+}
