@@ -11,12 +11,15 @@ var bufferPool bytebufferpool.Pool
 const minRingSize = 4096
 
 // ring is a bounded byte FIFO on pooled storage. Bytes are stored at
-// buf[(head+i) % len(buf)] for i < n.
+// buf[(head+i) % len(buf)] for i < n. A receive ring also holds out-of-order
+// bytes past n (written with writeAt, up to hi): they sit where they belong
+// in the stream, so reassembly is a commit, not a copy.
 type ring struct {
 	bb   *bytebufferpool.ByteBuffer
 	buf  []byte
 	head int
 	n    int
+	hi   int // bytes from head that hold data: n plus out-of-order data beyond it
 	max  int
 }
 
@@ -38,8 +41,8 @@ func (r *ring) grow(need int) {
 		bb.B = make([]byte, size)
 	}
 	nb := bb.B[:size]
-	if r.n > 0 {
-		a, b := r.peek(0, r.n)
+	if keep := max(r.n, r.hi); keep > 0 {
+		a, b := r.peek(0, keep)
 		copy(nb[copy(nb, a):], b)
 	}
 	r.releaseStorage()
@@ -48,7 +51,11 @@ func (r *ring) grow(need int) {
 
 func (r *ring) releaseStorage() {
 	if r.bb != nil {
-		r.bb.B = r.bb.B[:0]
+		// Put sizes the buffer by len(B) to calibrate the pool: after 42000
+		// Puts it stops keeping buffers larger than the 95th percentile. At
+		// length 0 every ring would count as 64 bytes, and from then on
+		// every ring would allocate anew. Report the real size.
+		r.bb.B = r.bb.B[:cap(r.bb.B)]
 		bufferPool.Put(r.bb)
 		r.bb, r.buf = nil, nil
 	}
@@ -70,13 +77,40 @@ func (r *ring) Write(p []byte) int {
 	c := copy(r.buf[tail:], p[:k])
 	copy(r.buf, p[c:k])
 	r.n += k
+	r.hi = max(r.hi, r.n)
 	return k
+}
+
+// writeAt stores p at offset off from the head without making it readable
+// (out-of-order data, off >= n); it returns how much fit under the bound.
+func (r *ring) writeAt(off int, p []byte) int {
+	k := min(len(p), r.max-off)
+	if k <= 0 {
+		return 0
+	}
+	if off+k > len(r.buf) {
+		r.grow(off + k)
+	}
+	pos := r.head + off
+	if pos >= len(r.buf) {
+		pos -= len(r.buf)
+	}
+	c := copy(r.buf[pos:], p[:k])
+	copy(r.buf, p[c:k])
+	r.hi = max(r.hi, off+k)
+	return k
+}
+
+// commit makes k bytes already written past n (by writeAt) readable.
+func (r *ring) commit(k int) {
+	r.n += k
+	r.hi = max(r.hi, r.n)
 }
 
 // peek returns the n stored bytes starting off bytes past the head, as up to
 // two slices (the second is non-empty when the range wraps).
 func (r *ring) peek(off, n int) (a, b []byte) {
-	if n == 0 {
+	if n <= 0 {
 		return nil, nil
 	}
 	start := r.head + off
@@ -92,7 +126,8 @@ func (r *ring) peek(off, n int) (a, b []byte) {
 // Discard drops the first k stored bytes.
 func (r *ring) Discard(k int) {
 	r.n -= k
-	if r.n == 0 {
+	r.hi -= k
+	if r.hi == 0 {
 		r.head = 0
 		r.releaseStorage()
 		return
@@ -114,6 +149,6 @@ func (r *ring) Read(p []byte) int {
 
 // reset drops everything and gives the storage back.
 func (r *ring) reset() {
-	r.n, r.head = 0, 0
+	r.n, r.hi, r.head = 0, 0, 0
 	r.releaseStorage()
 }

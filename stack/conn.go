@@ -82,7 +82,14 @@ type Conn struct {
 
 // State returns the connection's state. After the engine is done with it,
 // this is CLOSED, or TIME_WAIT for as long as the connection sits there.
-func (c *Conn) State() State { return c.state }
+func (c *Conn) State() State {
+	if c.state == TimeWait {
+		if _, ok := c.e.tw.lookup(c.key); !ok {
+			return Closed // the TIME_WAIT entry expired (or was recycled)
+		}
+	}
+	return c.state
+}
 
 // Key returns the connection's 4-tuple.
 func (c *Conn) Key() FlowKey { return c.key }
@@ -111,7 +118,7 @@ type Info struct {
 // Info returns a snapshot of c.
 func (c *Conn) Info() Info {
 	return Info{
-		Key: c.key, State: c.state,
+		Key: c.key, State: c.State(),
 		SndUna: uint32(c.sndUna), SndNxt: uint32(c.sndNxt), RcvNxt: uint32(c.rcvNxt),
 		SndWnd: c.sndWnd, RcvWnd: uint32(c.rcvAdvEdge - c.rcvNxt),
 		MSS: c.sndMSS, RTO: c.rto,
@@ -174,12 +181,17 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// WriteSpace returns how many bytes Write would accept now.
+// WriteSpace returns how many bytes Write would accept now. When it returns
+// 0, EventWritable follows once room frees up (as after a short Write).
 func (c *Conn) WriteSpace() int {
 	if c.finQueued || c.err != nil || c.appClosed {
 		return 0
 	}
-	return c.sndBuf.Free()
+	free := c.sndBuf.Free()
+	if free == 0 {
+		c.wantWritable = true
+	}
+	return free
 }
 
 // CloseWrite sends a FIN after the buffered data (a half-close: shutdown(SHUT_WR)).

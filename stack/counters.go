@@ -14,25 +14,26 @@ const (
 	// Frames.
 	RxFrames Counter = iota
 	TxFrames
-	TxNoBuffer      // the sink had no free frame: the outgoing frame was lost
-	RxNotOurs       // valid frame for an address, protocol or port the engine does not own
+	TxNoBuffer // the sink had no free frame: the outgoing frame was lost
+	RxNotOurs  // valid frame for an address, protocol or port the engine does not own
 
 	// TCP segments in and out.
 	RxSegments
 	TxSegments
-	RxNoSocket     // segment matched no listener, connection or TIME_WAIT entry (answered by RST unless it was one)
-	TxResets       // RST segments sent
-	RxResets       // acceptable RSTs that reset a connection
-	RxRSTIgnored   // RST out of window, or RST to no socket (never answered)
-	RxOutOfWindow  // unacceptable segment sequence (answered by an ACK)
-	RxACKUnsent    // ACK for data not yet sent (RFC 9293 3.10.7.4; dropped)
-	RxACKTooOld    // ACK older than SND.UNA - MAX.SND.WND (RFC 5961 section 5)
-	RxSYNInWindow  // SYN on a synchronized connection (RFC 5961 section 4)
-	RxOutOfOrder   // in-window segment past RCV.NXT, not yet reassembled (part 2)
-	RxDataAfterClose
-	RxBadSYN       // SYN with RST/FIN, or SYN|ACK to a listener
-	RxNoFlags      // segment with neither SYN, RST nor ACK on a synchronized connection
-	ChallengeACKs  // RFC 5961 challenge ACKs sent
+	RxNoSocket       // segment matched no listener, connection or TIME_WAIT entry (answered by RST unless it was one)
+	TxResets         // RST segments sent
+	RxResets         // acceptable RSTs that reset a connection
+	RxRSTIgnored     // RST out of window, or RST to no socket (never answered)
+	RxOutOfWindow    // unacceptable segment sequence (answered by an ACK)
+	RxACKUnsent      // ACK for data not yet sent (RFC 9293 3.10.7.4; dropped)
+	RxACKTooOld      // ACK older than SND.UNA - MAX.SND.WND (RFC 5961 section 5)
+	RxSYNInWindow    // SYN on a synchronized connection (RFC 5961 section 4)
+	RxOutOfOrder     // in-window segment past RCV.NXT, not yet reassembled (part 2)
+	RxDataAfterClose // data for a connection the application closed (answered by RST)
+	RxDataAfterFIN   // data past the peer's own FIN (CLOSE_WAIT, CLOSING, LAST_ACK): ignored
+	RxBadSYN         // SYN with RST/FIN, or SYN|ACK to a listener
+	RxNoFlags        // segment with neither SYN, RST nor ACK on a synchronized connection
+	ChallengeACKs    // RFC 5961 challenge ACKs sent
 	ChallengeACKsLimited
 	Retransmits    // segments sent again on RTO
 	SYNRetransmits // SYN and SYN-ACK retransmissions
@@ -63,6 +64,8 @@ const (
 	TimeWaitReopened // a new SYN reopened the 4-tuple (RFC 6191)
 	TimeWaitRSTIgnored
 	TimeWaitFINReACKed
+	TimeWaitACKs    // other segments to a TIME_WAIT entry, answered with an ACK
+	TimeWaitDupACKs // bare duplicate ACKs to a TIME_WAIT entry, dropped
 
 	// Keepalive.
 	KeepaliveProbes
@@ -86,11 +89,11 @@ const (
 
 var counterNames = [numCounters]string{
 	RxFrames: "rx_frames", TxFrames: "tx_frames", TxNoBuffer: "tx_no_buffer",
-	RxNotOurs: "rx_not_ours",
+	RxNotOurs:  "rx_not_ours",
 	RxSegments: "rx_segments", TxSegments: "tx_segments", RxNoSocket: "rx_no_socket",
 	TxResets: "tx_resets", RxResets: "rx_resets", RxRSTIgnored: "rx_rst_ignored",
 	RxOutOfWindow: "rx_out_of_window", RxACKUnsent: "rx_ack_unsent", RxACKTooOld: "rx_ack_too_old",
-	RxSYNInWindow: "rx_syn_on_synchronized", RxOutOfOrder: "rx_out_of_order", RxDataAfterClose: "rx_data_after_close",
+	RxSYNInWindow: "rx_syn_on_synchronized", RxOutOfOrder: "rx_out_of_order", RxDataAfterClose: "rx_data_after_close", RxDataAfterFIN: "rx_data_after_fin",
 	RxBadSYN: "rx_bad_syn", RxNoFlags: "rx_no_flags",
 	ChallengeACKs: "challenge_acks", ChallengeACKsLimited: "challenge_acks_limited",
 	Retransmits: "retransmits", SYNRetransmits: "syn_retransmits",
@@ -101,6 +104,7 @@ var counterNames = [numCounters]string{
 	SYNCookiesSent: "syn_cookies_sent", SYNCookiesAccepted: "syn_cookies_accepted", SYNCookiesRejected: "syn_cookies_rejected",
 	TimeWaitEntered: "time_wait_entered", TimeWaitExpired: "time_wait_expired", TimeWaitRecycled: "time_wait_recycled",
 	TimeWaitReopened: "time_wait_reopened", TimeWaitRSTIgnored: "time_wait_rst_ignored", TimeWaitFINReACKed: "time_wait_fin_reacked",
+	TimeWaitACKs: "time_wait_acks", TimeWaitDupACKs: "time_wait_dup_acks",
 	KeepaliveProbes: "keepalive_probes", KeepaliveTimeouts: "keepalive_timeouts",
 	ARPRequestsIn: "arp_requests_in", ARPRepliesOut: "arp_replies_out", ARPRequestsOut: "arp_requests_out", ARPRepliesIn: "arp_replies_in",
 	NDPSolicitsIn: "ndp_solicits_in", NDPAdvertsOut: "ndp_adverts_out",

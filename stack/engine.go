@@ -168,15 +168,32 @@ func (e *Engine) NextDeadline() Time {
 // flush hands queued events to the handler. Handlers may call back into the
 // engine, which may queue more events; those are delivered in the same loop.
 func (e *Engine) flush() {
-	if e.dispatching || e.handler == nil {
+	if e.dispatching {
+		return
+	}
+	if e.handler == nil {
+		for _, c := range e.connEvents {
+			c.pending, c.queued = 0, false
+		}
+		for _, l := range e.lisEvents {
+			l.queued = false
+		}
+		clear(e.connEvents)
+		clear(e.lisEvents)
+		e.connEvents, e.lisEvents = e.connEvents[:0], e.lisEvents[:0]
 		return
 	}
 	e.dispatching = true
 	for i := 0; i < len(e.connEvents); i++ {
 		c := e.connEvents[i]
-		ev := c.pending
-		c.pending, c.queued = 0, false
 		e.connEvents[i] = nil
+		c.queued = false
+		if c.listener != nil {
+			// Not accepted yet: the events wait; Accept queues them again.
+			continue
+		}
+		ev := c.pending
+		c.pending = 0
 		if ev != 0 && !c.appClosed {
 			e.handler.ConnEvent(c, ev)
 		}
@@ -287,6 +304,8 @@ func (e *Engine) releaseConn(c *Conn, final State) {
 	c.deadline = Never
 	e.timers.remove(c)
 	if l := c.listener; l != nil {
+		// Never accepted: the application has not seen c and hears nothing of it.
+		c.appClosed = true
 		l.forget(c)
 	}
 	// Gauges count live connections only; a TIME_WAIT entry is counted by the table.

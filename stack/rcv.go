@@ -23,6 +23,23 @@ func (c *Conn) input(s *segment) {
 		return
 	}
 
+	// Simultaneous open (RFC 9293 section 3.5, figure 8): in SYN_RCVD after
+	// our own SYN, the peer's SYN-ACK acknowledging it completes the
+	// handshake. RFC 9293's sequence test would answer it with an ACK and
+	// stay; Linux (tcp_validate_incoming, "goto pass") takes it and, since
+	// 6.x, sends nothing. We match Linux.
+	if c.state == SynReceived && c.listener == nil && s.seq == c.irs && s.ack == c.sndNxt && len(s.payload) == 0 &&
+		s.flags&(wire.FlagSYN|wire.FlagACK|wire.FlagRST|wire.FlagFIN) == wire.FlagSYN|wire.FlagACK {
+		maxWnd := c.maxSndWnd
+		if c.synReceivedToEstablished(s) && c.processACK(s) {
+			// The window of a SYN is never scaled (RFC 7323 section 2.2).
+			c.sndWnd = uint32(s.wnd)
+			c.maxSndWnd = max(maxWnd, c.sndWnd)
+			c.output()
+		}
+		return
+	}
+
 	// First: the sequence number (section 3.10.7.4, the four-case table).
 	wnd := seqnum.Size(0)
 	if c.rcvAdvEdge.GreaterThan(c.rcvNxt) {
@@ -34,14 +51,45 @@ func (c *Conn) input(s *segment) {
 		// but special allowance should be made to accept valid ACKs, URGs,
 		// and RSTs": a segment at exactly RCV.NXT goes on, its data trimmed.
 		if !(wnd == 0 && s.seq == c.rcvNxt) {
-			if !s.has(wire.FlagRST) {
+			switch {
+			case s.has(wire.FlagRST) && c.finRcvd && s.seq == c.rcvNxt-1:
+				// Linux (tcp_reset_check) also takes an RST carrying the
+				// sequence number of the peer's FIN in CLOSE_WAIT, CLOSING
+				// and LAST_ACK: some stacks send one right behind their FIN.
+				c.resetByPeer()
+			case s.has(wire.FlagRST):
+				e.counters.inc(RxRSTIgnored)
+			case s.has(wire.FlagSYN) && c.state.synchronized():
+				// A SYN is challenged (rate limited) whatever its sequence
+				// number: RFC 5961 section 4.2, Linux's syn_challenge.
+				e.counters.inc(RxSYNInWindow)
+				c.challengeACK()
+			default:
 				e.counters.inc(RxOutOfWindow)
 				c.sendACK()
-			} else {
-				e.counters.inc(RxRSTIgnored)
 			}
 			return
 		}
+	}
+
+	// A passive SYN_RCVD entry is Linux's request socket (tcp_check_req),
+	// which any in-window RST or SYN ends: RFC 5961's exact match and
+	// challenge ACK are for full connections. An in-window SYN other than
+	// the retransmission handled above is answered with an RST (RFC 9293
+	// just returns the entry to LISTEN).
+	if c.state == SynReceived && c.listener != nil && s.flags&(wire.FlagRST|wire.FlagSYN) != 0 {
+		if !s.has(wire.FlagRST) {
+			e.counters.inc(RxSYNInWindow)
+			if s.has(wire.FlagACK) {
+				e.sendRST(c.key, s.srcMAC, s.ack, 0, false)
+			} else {
+				e.sendRST(c.key, s.srcMAC, 0, s.seq.Add(segLen), true)
+			}
+			e.releaseConn(c, Closed)
+			return
+		}
+		c.resetByPeer()
+		return
 	}
 
 	// Second: RST (RFC 5961 section 3.2). Only an exact RCV.NXT match resets;
@@ -61,6 +109,13 @@ func (c *Conn) input(s *segment) {
 		e.counters.inc(RxSYNInWindow)
 		c.challengeACK()
 		return
+	}
+
+	// RFC 7323 section 4.3: TS.Recent takes the TSval of an acceptable
+	// segment that is not older and starts no later than RCV.NXT (our last
+	// ACK), so that our TSecr echoes what the peer measures its RTT by.
+	if c.tsOK && s.opts.HasTimestamps && s.seq.LessThanEq(c.rcvNxt) && int32(s.opts.TSVal-c.tsRecent) >= 0 {
+		c.tsRecent = s.opts.TSVal
 	}
 
 	// Fifth: the ACK field.
@@ -217,6 +272,7 @@ func (c *Conn) receiveText(s *segment) {
 	default:
 		// CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT: the peer's FIN came
 		// already; RFC 9293 says this "should not occur": ignore it.
+		e.counters.inc(RxDataAfterFIN)
 		return
 	}
 	if c.appClosed {
@@ -359,7 +415,10 @@ func (c *Conn) resetByPeer() {
 		e.counters.inc(ConnectRefused)
 		c.fail(ErrRefused, EventConnectFailed)
 	case Established, FinWait1, FinWait2, CloseWait:
-		e.counters.inc(EstablishedResets)
+		if c.state == Established || c.state == CloseWait {
+			// As Linux's TCP_MIB_ESTABRESETS: from ESTABLISHED or CLOSE_WAIT only.
+			e.counters.inc(EstablishedResets)
+		}
 		c.rcvBuf.reset() // RFC 9293: queued data is flushed on reset
 		c.fail(ErrReset, EventReset)
 	default: // CLOSING, LAST_ACK

@@ -13,6 +13,7 @@ func (c *Conn) negotiate(s *segment) {
 	e := c.e
 	c.irs = s.seq
 	c.rcvNxt = s.seq.Add(1)
+	c.rcvAdvEdge = c.rcvNxt // nothing advertised relative to RCV.NXT yet
 	peerMSS := s.opts.MSS
 	if peerMSS == 0 {
 		peerMSS = defaultMSS(c.key)
@@ -203,6 +204,12 @@ func (c *Conn) armRTO() {
 
 // rearm puts c in the timer heap under its earliest deadline.
 func (c *Conn) rearm() {
+	if c.state == Closed || c.state == TimeWait {
+		// Released (releaseConn took it out of the heap): an application
+		// call such as SetKeepalive must not put it back, where onTimer
+		// would neither run nor re-arm it and Tick would spin.
+		return
+	}
 	c.deadline = min(c.rtoAt, c.kaAt)
 	c.e.timers.set(c)
 }
@@ -235,6 +242,12 @@ func (c *Conn) onRTO() {
 	c.retries++
 	switch c.state {
 	case SynSent:
+		if c.retries > e.cfg.SYNRetries && !c.macKnown {
+			// The next hop never answered ARP/NDP: no SYN ever left.
+			e.counters.inc(ConnectNoRoute)
+			c.fail(ErrNoRoute, EventConnectFailed)
+			return
+		}
 		if c.retries > e.cfg.SYNRetries {
 			e.counters.inc(ConnectTimeouts)
 			c.fail(ErrTimeout, EventConnectFailed)
@@ -250,6 +263,11 @@ func (c *Conn) onRTO() {
 		c.sendSYN()
 	case SynReceived:
 		if c.retries > e.cfg.SYNACKRetries {
+			if c.listener == nil { // a simultaneous open: the application is waiting
+				e.counters.inc(ConnectTimeouts)
+				c.fail(ErrTimeout, EventConnectFailed)
+				return
+			}
 			e.counters.inc(HalfOpenTimeouts)
 			e.releaseConn(c, Closed)
 			return

@@ -189,7 +189,11 @@ func (e *Engine) timeWaitInput(slot int, s *segment) {
 		// set past anything the old connection sent.
 		newer := s.seq.GreaterThan(tw.rcvNxt)
 		if tw.hasTS && s.opts.HasTimestamps {
-			newer = newer || int32(s.opts.TSVal-tw.tsRecent) > 0
+			// RFC 6191 section 2 (and Linux's PAWS check in
+			// tcp_timewait_state_process): a newer timestamp reopens, an
+			// equal one defers to the sequence number, an older one never.
+			d := int32(s.opts.TSVal - tw.tsRecent)
+			newer = d > 0 || (d == 0 && newer)
 		}
 		l := e.listeners[s.key.Local()]
 		if newer && l != nil && !l.closed {
@@ -212,8 +216,10 @@ func (e *Engine) timeWaitInput(slot int, s *segment) {
 		e.timeWaitACK(&en)
 		return
 	case len(s.payload) == 0 && s.seq == tw.rcvNxt:
-		return // a bare duplicate ACK: nothing to say
+		e.counters.inc(TimeWaitDupACKs) // a bare duplicate ACK: nothing to say
+		return
 	}
+	e.counters.inc(TimeWaitACKs)
 	e.timeWaitACK(tw)
 }
 

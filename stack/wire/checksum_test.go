@@ -132,3 +132,24 @@ func BenchmarkChecksum(b *testing.B) {
 }
 
 var sink16 uint16
+
+func TestIPv4HeaderChecksumFastPath(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	h := make([]byte, 24)
+	for i := range 100000 {
+		for j := range h {
+			h[j] = byte(r.Uint32())
+		}
+		if i%2 == 0 { // make half of them valid
+			h[10], h[11] = 0, 0
+			c := refChecksum(h[:20], 0)
+			h[10], h[11] = byte(c>>8), byte(c)
+		}
+		if got, want := ipv4HeaderChecksumOK(h[:20]), refChecksum(h[:20], 0) == 0; got != want {
+			t.Fatalf("% x: fast path %v, reference %v", h[:20], got, want)
+		}
+		if got, want := ipv4HeaderChecksumOK(h), refChecksum(h, 0) == 0; got != want {
+			t.Fatalf("% x: %v, reference %v", h, got, want)
+		}
+	}
+}

@@ -5,7 +5,8 @@ import "net/netip"
 // Drop is why Parse refused a frame. DropNone means the packet is valid.
 type Drop uint8
 
-// Drop reasons, in the order Parse checks them.
+// Drop reasons. Parse reports the first check that fails, outer headers
+// first.
 const (
 	DropNone          Drop = iota
 	DropTruncated          // shorter than its headers claim / than the minimum
@@ -16,7 +17,7 @@ const (
 	DropBadIPv6Header      // version != 6, payload length > frame
 	DropIPv6ExtHeader      // next header is an extension header (hop-by-hop, routing, fragment, dest opts, AH, ESP...)
 	DropProto              // IP protocol other than TCP / ICMP / ICMPv6
-	DropBadAddress         // source is multicast/broadcast/unspecified(for TCP) or destination multicast for TCP
+	DropBadAddress         // source multicast/broadcast; for TCP also source in 0.0.0.0/8 or ::, destination multicast/broadcast/unspecified
 	DropBadTCPHeader       // data offset < 5 or beyond the IP payload
 	DropTCPChecksum        // checksum over pseudo-header and segment wrong
 	DropBadTCPOption       // option length < 2 or running past the header, wrong length for a known kind (MSS 4, WS 3, SACKOK 2, TS 10, SACK 2+8n)

@@ -93,12 +93,14 @@ func EncodeTCP(b []byte, f *TCPFrame, p1, p2 []byte) int {
 	}
 	optLen := f.TCP.Options.Len()
 	segLen := TCPHeaderLen + optLen + len(p1) + len(p2)
-	l4 := EthernetHeaderLen + IPv6HeaderLen
+	// The IPv4 total length counts the header, the IPv6 payload length
+	// does not; both are 16 bits.
+	l4, maxSeg := EthernetHeaderLen+IPv6HeaderLen, maxIPLen
 	if v4 {
-		l4 = EthernetHeaderLen + IPv4HeaderLen
+		l4, maxSeg = EthernetHeaderLen+IPv4HeaderLen, maxIPLen-IPv4HeaderLen
 	}
 	n := l4 + segLen
-	if len(b) < n || segLen+IPv4HeaderLen > ipv4MaxLen {
+	if len(b) < n || segLen > maxSeg {
 		return 0
 	}
 	var addrs []byte

@@ -91,6 +91,7 @@ func ParseTCPOptions(b []byte, o *TCPOptions) bool {
 			if blocks == 0 || blocks > maxSACKBlocks || (n-2)%lenSACKBlock != 0 {
 				return false
 			}
+			o.SACK = [maxSACKBlocks]SACKBlock{} // a repeated option replaces the blocks
 			for k := range blocks {
 				o.SACK[k] = SACKBlock{
 					Start: binary.BigEndian.Uint32(v[8*k:]),

@@ -175,6 +175,11 @@ func TestParseTCPOptionsLastWins(t *testing.T) {
 	if o.MSS != 200 || o.WScale != 2 {
 		t.Errorf("got %+v", o)
 	}
+	sacks := append([]byte{5, 26}, bytes.Repeat([]byte{0x11}, 24)...) // three blocks
+	sacks = append(sacks, 5, 10, 0, 0, 0, 9, 0, 0, 0, 10)
+	if !ParseTCPOptions(sacks, &o) || o.NumSACK != 1 || o.SACK != [4]SACKBlock{{9, 10}} {
+		t.Errorf("repeated SACK option: got %+v", o)
+	}
 	o = TCPOptions{MSS: 1, NumSACK: 3}
 	if !ParseTCPOptions(nil, &o) || o != (TCPOptions{}) {
 		t.Errorf("empty options left %+v", o)

@@ -1,0 +1,39 @@
+package stack
+
+import "time"
+
+// rttEstimator is RFC 6298's SRTT/RTTVAR estimator.
+//
+// The RTO differs from RFC 6298 section 2.3 the way Linux differs
+// (tcp_set_rto): the variance term is floored at min_rto instead of the RTO
+// as a whole, RTO = SRTT + max(4*RTTVAR, min_rto), so that a short, steady
+// RTT does not leave the timer a hair above the RTT where a delayed ACK
+// fires it spuriously.
+type rttEstimator struct {
+	srtt   time.Duration
+	rttvar time.Duration
+	valid  bool
+}
+
+// sample folds one measurement R into the estimate (section 2.2-2.3) and
+// returns the new RTO, clamped to [minRTO, maxRTO].
+func (r *rttEstimator) sample(m, minRTO, maxRTO time.Duration) time.Duration {
+	if m <= 0 {
+		m = time.Microsecond
+	}
+	if !r.valid {
+		r.srtt, r.rttvar, r.valid = m, m/2, true
+	} else {
+		d := r.srtt - m
+		if d < 0 {
+			d = -d
+		}
+		r.rttvar = (3*r.rttvar + d) / 4 // β = 1/4
+		r.srtt = (7*r.srtt + m) / 8     // α = 1/8
+	}
+	return r.rto(minRTO, maxRTO)
+}
+
+func (r *rttEstimator) rto(minRTO, maxRTO time.Duration) time.Duration {
+	return min(max(r.srtt+max(4*r.rttvar, minRTO), minRTO), maxRTO)
+}
