@@ -76,8 +76,8 @@ type seg struct {
 	wnd     int
 	zeroWnd bool
 	data    []byte
-	opts  *wire.TCPOptions // nil: the harness's defaults (timestamps if agreed)
-	noTS  bool             // send without timestamps even if they were agreed
+	opts    *wire.TCPOptions // nil: the harness's defaults (timestamps if agreed)
+	noTS    bool             // send without timestamps even if they were agreed
 }
 
 func (s seg) String() string {
