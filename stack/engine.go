@@ -184,30 +184,34 @@ func (e *Engine) flush() {
 		return
 	}
 	e.dispatching = true
-	for i := 0; i < len(e.connEvents); i++ {
-		c := e.connEvents[i]
-		e.connEvents[i] = nil
-		c.queued = false
-		if c.listener != nil {
-			// Not accepted yet: the events wait; Accept queues them again.
-			continue
+	// Until both queues are empty: an Accept from Acceptable queues the
+	// events that waited for it.
+	for len(e.connEvents) > 0 || len(e.lisEvents) > 0 {
+		for i := 0; i < len(e.connEvents); i++ {
+			c := e.connEvents[i]
+			e.connEvents[i] = nil
+			c.queued = false
+			if c.listener != nil {
+				// Not accepted yet: the events wait; Accept queues them again.
+				continue
+			}
+			ev := c.pending
+			c.pending = 0
+			if ev != 0 && !c.appClosed {
+				e.handler.ConnEvent(c, ev)
+			}
 		}
-		ev := c.pending
-		c.pending = 0
-		if ev != 0 && !c.appClosed {
-			e.handler.ConnEvent(c, ev)
+		e.connEvents = e.connEvents[:0]
+		for i := 0; i < len(e.lisEvents); i++ {
+			l := e.lisEvents[i]
+			l.queued = false
+			e.lisEvents[i] = nil
+			if !l.closed && len(l.acceptQ) > 0 {
+				e.handler.Acceptable(l)
+			}
 		}
+		e.lisEvents = e.lisEvents[:0]
 	}
-	e.connEvents = e.connEvents[:0]
-	for i := 0; i < len(e.lisEvents); i++ {
-		l := e.lisEvents[i]
-		l.queued = false
-		e.lisEvents[i] = nil
-		if !l.closed && len(l.acceptQ) > 0 {
-			e.handler.Acceptable(l)
-		}
-	}
-	e.lisEvents = e.lisEvents[:0]
 	e.dispatching = false
 }
 

@@ -1078,7 +1078,7 @@ func TestScenario17ResetsAndHalfOpen(t *testing.T) {
 		h.expectNone()
 		h.expectCounter(ChallengeACKs, 5)
 		h.expectCounter(ChallengeACKsLimited, 2)
-		h.advance(DefaultInitialRTO) // ChallengeACKWindow: a new second
+		h.advance(time.Second) // ChallengeACKWindow (default 1s): a new window
 		h.send(seg{flags: RST, seq: 300})
 		h.expect(seg{flags: ACK, seq: 1, ack: 1})
 		h.expectCounter(ChallengeACKs, 6)

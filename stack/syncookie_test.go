@@ -487,3 +487,44 @@ func TestCookieTSValAndOptions(t *testing.T) {
 		}
 	}
 }
+
+// acceptingHandler accepts every connection as soon as the listener reports
+// one, as a server loop does, and records the events.
+type acceptingHandler struct {
+	accepted []*Conn
+	events   map[*Conn]Events
+}
+
+func (a *acceptingHandler) ConnEvent(c *Conn, ev Events) { a.events[c] |= ev }
+func (a *acceptingHandler) Acceptable(l *Listener) {
+	for c := l.Accept(); c != nil; c = l.Accept() {
+		a.accepted = append(a.accepted, c)
+	}
+}
+
+// The third segment of a cookie handshake may carry data (the client
+// believes it is established). It is taken, acknowledged, and reported to
+// the application as soon as it accepts the connection — within the same
+// input, when it accepts from the Acceptable callback.
+func TestCookieDataOnThirdACK(t *testing.T) {
+	h := newHarness(t, withCookies(SYNCookiesAlways))
+	a := &acceptingHandler{events: map[*Conn]Events{}}
+	h.e.handler = a
+	h.listen()
+	h.send(seg{flags: SYN, seq: 0})
+	h.expectCookieSYNACK(1)
+	// peer: PSH|ACK(seq=x+1, ack=cookie+1, "GET /")
+	h.send(seg{flags: PSH | ACK, seq: 1, ack: 1, data: []byte("GET /")})
+	// engine: ACK(seq=y+1, ack=x+6)
+	h.expect(seg{flags: ACK, seq: 1, ack: 6})
+	h.expectState(Established)
+	if len(a.accepted) != 1 || a.accepted[0] != h.c {
+		t.Fatalf("accepted %v, want the cookie connection", a.accepted)
+	}
+	if ev := a.events[h.c]; ev != EventReadable {
+		t.Fatalf("events %v delivered with the segment, want readable", ev)
+	}
+	if got := h.readAll(h.c); got != "GET /" {
+		t.Fatalf("read %q", got)
+	}
+}

@@ -22,6 +22,7 @@ type twEntry struct {
 	tsOffset uint32
 	expires  Time
 	peerMAC  wire.MAC
+	wnd      uint16 // the window field we last advertised (Linux's tw_rcv_wnd)
 	hasTS    bool
 	live     bool
 }
@@ -158,6 +159,7 @@ func (c *Conn) enterTimeWait() {
 		key: c.key, sndNxt: c.sndNxt, rcvNxt: c.rcvNxt,
 		tsRecent: c.tsRecent, tsOffset: c.tsOffset, hasTS: c.tsOK,
 		peerMAC: c.peerMAC, expires: e.now.Add(e.cfg.TimeWait),
+		wnd: c.rcvWindow(),
 	}
 	e.releaseConn(c, TimeWait)
 	e.counters.inc(TimeWaitEntered)
@@ -231,5 +233,5 @@ func (e *Engine) timeWaitACK(tw *twEntry) {
 		o = wire.TCPOptions{HasTimestamps: true, TSVal: tsClock(e.now) + tw.tsOffset, TSEcr: tw.tsRecent}
 		opts = &o
 	}
-	e.sendSegment(tw.key, tw.peerMAC, tw.sndNxt, tw.rcvNxt, wire.FlagACK, 0, opts, nil, nil)
+	e.sendSegment(tw.key, tw.peerMAC, tw.sndNxt, tw.rcvNxt, wire.FlagACK, tw.wnd, opts, nil, nil)
 }
