@@ -3,7 +3,7 @@ GO        ?= go
 PKGS      := ./...
 # Tests too slow under the race detector (the network simulations, which are
 # single-goroutine anyway) run without it.
-NORACE    := Sim
+NORACE    := ^TestSim
 FUZZTIME  ?= 30s
 BIN       := bin/xdproxy
 

@@ -48,6 +48,9 @@ type congestion interface {
 	onRTO(now Time, inFlight int)
 	// setMSS changes the segment size (path MTU discovery).
 	setMSS(smss int)
+	// undo restores the window from before a reduction that D-SACKs showed
+	// to be spurious (RFC 3708's detection; Linux's tcp_try_undo_dsack).
+	undo(cwnd, ssthresh int)
 }
 
 func newCongestion(kind CongestionControl, smss int) congestion {
@@ -98,6 +101,10 @@ func (r *reno) onLoss(now Time, inFlight int) {
 }
 
 func (r *reno) onRecoveryEnd(now Time) { r.cw = r.ssth }
+
+func (r *reno) undo(cwnd, ssthresh int) {
+	r.cw, r.ssth = max(r.cw, cwnd), max(r.ssth, ssthresh)
+}
 
 // onRTO: ssthresh as on loss, cwnd = the loss window, one segment (RFC 5681 section 3.1).
 func (r *reno) onRTO(now Time, inFlight int) {

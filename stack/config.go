@@ -86,9 +86,11 @@ type Config struct {
 	SYNRetries    int           // SYN retransmissions before connect fails (default 6, Linux tcp_syn_retries)
 	SYNACKRetries int           // SYN-ACK retransmissions before a half-open entry is dropped (default 5)
 	Keepalive     Keepalive
-	NoDelay       bool // reserved for Nagle (part 2); the engine sends as soon as it can
-	RcvBuffer     int  // per-connection receive buffer bound (default 256 KiB)
-	SndBuffer     int  // per-connection send buffer bound (default 256 KiB)
+	Nagle         bool          // Nagle's algorithm (RFC 9293 section 3.7.4); off by default (CONFIG.md's nodelay: true)
+	DelayedACK    time.Duration // delayed-ACK timeout (default 40ms, Linux's TCP_DELACK_MIN)
+	Congestion    CongestionControl
+	RcvBuffer     int // per-connection receive buffer bound (default 256 KiB)
+	SndBuffer     int // per-connection send buffer bound (default 256 KiB)
 
 	// EphemeralPorts is the source-port range for active opens (default 20000-59999).
 	EphemeralPorts [2]uint16
@@ -130,6 +132,7 @@ const (
 	DefaultKeepaliveIntvl = 75 * time.Second
 	DefaultKeepaliveCount = 9
 	DefaultBuffer         = 256 << 10
+	DefaultDelayedACK     = 40 * time.Millisecond
 )
 
 func (c *Config) setDefaults() {
@@ -149,6 +152,7 @@ func (c *Config) setDefaults() {
 	defDur(&c.TimeWait, DefaultTimeWait)
 	def(&c.TimeWaitMax, DefaultTimeWaitMax)
 	defDur(&c.MinRTO, DefaultMinRTO)
+	defDur(&c.DelayedACK, DefaultDelayedACK)
 	defDur(&c.InitialRTO, DefaultInitialRTO)
 	defDur(&c.MaxRTO, DefaultMaxRTO)
 	def(&c.MaxRetries, DefaultMaxRetries)
@@ -202,6 +206,10 @@ func (c *Config) Validate() error {
 	negDur("Keepalive.Interval", c.Keepalive.Interval)
 	negDur("ChallengeACKWindow", c.ChallengeACKWindow)
 	negDur("CookieSecretLifetime", c.CookieSecretLifetime)
+	negDur("DelayedACK", c.DelayedACK)
+	if c.Congestion > NewReno {
+		errs = append(errs, fmt.Errorf("Congestion: unknown algorithm %d", c.Congestion))
+	}
 	if c.SYNCookies > SYNCookiesNever {
 		errs = append(errs, fmt.Errorf("SYNCookies: unknown mode %d", c.SYNCookies))
 	}

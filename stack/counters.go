@@ -35,7 +35,18 @@ const (
 	RxNoFlags        // segment with neither SYN, RST nor ACK on a synchronized connection
 	ChallengeACKs    // RFC 5961 challenge ACKs sent
 	ChallengeACKsLimited
-	Retransmits    // segments sent again on RTO
+	Retransmits        // segments sent again (timeout or fast retransmit)
+	FastRecoveries     // loss recoveries entered on duplicate ACKs / SACK (RFC 6675, RFC 6582)
+	RTORecoveries      // retransmission timeouts with data outstanding
+	RxDSACKs           // D-SACK blocks received (RFC 2883): the peer got something twice
+	LostRetransmits    // retransmissions found lost by later data being SACKed
+	SpuriousRecoveries // window reductions undone: every retransmission came back D-SACKed
+	RxDuplicate        // data segments entirely below RCV.NXT (answered with a D-SACK)
+	RxOOOOverflow      // out-of-order segments dropped because the hole list was full
+	RxPAWSRejected     // segments with a timestamp older than TS.Recent (RFC 7323 section 5)
+	DelayedACKs        // ACKs sent by the delayed-ACK timer
+	ZeroWindowProbes
+	TailLossProbes // RFC 8985 section 7 probes sent
 	SYNRetransmits // SYN and SYN-ACK retransmissions
 
 	// Opens and closes.
@@ -96,7 +107,9 @@ var counterNames = [numCounters]string{
 	RxSYNInWindow: "rx_syn_on_synchronized", RxOutOfOrder: "rx_out_of_order", RxDataAfterClose: "rx_data_after_close", RxDataAfterFIN: "rx_data_after_fin",
 	RxBadSYN: "rx_bad_syn", RxNoFlags: "rx_no_flags",
 	ChallengeACKs: "challenge_acks", ChallengeACKsLimited: "challenge_acks_limited",
-	Retransmits: "retransmits", SYNRetransmits: "syn_retransmits",
+	Retransmits: "retransmits", FastRecoveries: "fast_recoveries", RTORecoveries: "rto_recoveries",
+	RxDSACKs: "rx_dsacks", LostRetransmits: "lost_retransmits", SpuriousRecoveries: "spurious_recoveries", RxDuplicate: "rx_duplicate", RxOOOOverflow: "rx_ooo_overflow", RxPAWSRejected: "rx_paws_rejected",
+	DelayedACKs: "delayed_acks", ZeroWindowProbes: "zero_window_probes", TailLossProbes: "tail_loss_probes", SYNRetransmits: "syn_retransmits",
 	ActiveOpens: "active_opens", PassiveOpens: "passive_opens", EstablishedResets: "established_resets",
 	ConnectRefused: "connect_refused", ConnectTimeouts: "connect_timeouts", RetransmitTimeouts: "retransmit_timeouts",
 	HalfOpenTimeouts: "half_open_timeouts", FinWait2Timeouts: "fin_wait2_timeouts", EphemeralPortsExhausted: "ephemeral_ports_exhausted", ConnectNoRoute: "connect_no_route",

@@ -91,6 +91,12 @@ func (c *cubic) onLoss(now Time, inFlight int) {
 	c.ackedAcc = 0
 }
 
+func (c *cubic) undo(cwnd, ssthresh int) {
+	c.reno.undo(cwnd, ssthresh)
+	c.wMax = c.wLastMax
+	c.epochStart = 0
+}
+
 func (c *cubic) onRecoveryEnd(now Time) {
 	c.cw = c.ssth
 	c.epochStart = 0

@@ -159,8 +159,16 @@ func (e *Engine) Tick(now Time) {
 // NextDeadline is when the engine next needs Tick, or Never.
 func (e *Engine) NextDeadline() Time {
 	d := Never
-	if c := e.timers.peek(); c != nil {
+	// Heap entries may be early (rearm moves deadlines later lazily): settle
+	// the top until it is exact.
+	for c := e.timers.peek(); c != nil; c = e.timers.peek() {
+		if exact := c.nextTimer(); exact != c.deadline {
+			c.deadline = exact
+			e.timers.set(c)
+			continue
+		}
 		d = c.deadline
+		break
 	}
 	return min(d, e.tw.nextExpiry())
 }
@@ -318,9 +326,15 @@ func (e *Engine) releaseConn(c *Conn, final State) {
 	c.sndBuf.reset()
 	if c.appClosed {
 		c.rcvBuf.reset()
+		c.ooo.reset()
 	}
 	c.notify(EventClosed)
 }
+
+// maxQuickAcks is how many segments a new connection ACKs at once before
+// delaying ACKs (Linux's TCP_MAX_QUICKACKS): the sender's slow start is not
+// held back by our delayed ACKs while its window is small.
+const maxQuickAcks = 16
 
 // newConn makes a connection record for k with the engine's defaults.
 func (e *Engine) newConn(k FlowKey, mac wire.MAC) *Conn {
@@ -328,10 +342,15 @@ func (e *Engine) newConn(k FlowKey, mac wire.MAC) *Conn {
 		e: e, key: k, state: Closed,
 		heapIdx: -1, deadline: Never, rtoAt: Never, kaAt: Never,
 		peerMAC: mac, macKnown: true,
-		rto:       e.cfg.InitialRTO,
-		keepalive: !e.cfg.Keepalive.Disabled,
-		lastRcvAt: e.now,
-		tsOffset:  e.tsOffset(k.LocalAddr, k.RemoteAddr),
+		persistAt: Never, delackAt: Never, tlpAt: Never,
+		quickAcks:  maxQuickAcks,
+		reordering: dupThresh,
+		rcvMSSSeen: int(defaultMSS(k)),
+		cc:         newCongestion(e.cfg.Congestion, int(defaultMSS(k))),
+		rto:        e.cfg.InitialRTO,
+		keepalive:  !e.cfg.Keepalive.Disabled,
+		lastRcvAt:  e.now,
+		tsOffset:   e.tsOffset(k.LocalAddr, k.RemoteAddr),
 	}
 	c.sndBuf.max = e.cfg.SndBuffer
 	c.rcvBuf.max = e.cfg.RcvBuffer

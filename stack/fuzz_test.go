@@ -241,8 +241,8 @@ func (w *fzWorld) addTarget(k FlowKey) {
 // through the real transitions (the harness checks each segment on the way).
 func newFuzzWorld(t *testing.T, cfgByte byte) *fzWorld {
 	h := newHarness(t, func(c *Config) {
-		c.SYNBacklog = 4
-		c.AcceptBacklog = 4
+		c.SYNBacklog = 2
+		c.AcceptBacklog = 2
 		c.TimeWaitMax = 4
 		c.RcvBuffer = 8192
 		c.SndBuffer = 8192
@@ -751,7 +751,7 @@ func (w *fzWorld) mgmtOp(r *fzReader) {
 	if arg&1 != 0 {
 		l = w.l6
 	}
-	switch kind % 5 {
+	switch kind % 6 {
 	case 0, 1:
 		if c := l.Accept(); c != nil {
 			if c.listener != nil || c.inAcceptQ {
@@ -789,6 +789,8 @@ func (w *fzWorld) mgmtOp(r *fzReader) {
 				w.l6 = nl
 			}
 		}
+	case 5: // the TX ring runs out of frames, or has them again
+		w.h.sink.full = arg&2 != 0
 	}
 }
 
@@ -864,8 +866,9 @@ func (w *fzWorld) check() {
 			}
 			w.rcvNxt[c] = c.rcvNxt
 		}
-		if want := min(c.rtoAt, c.kaAt); c.deadline != want {
-			w.fatalf("%v (%v): heap deadline %d, timers want %d", k, c.state, c.deadline, want)
+		// The heap entry may fire early (onTimer re-arms it), never late.
+		if next := c.nextTimer(); c.deadline > next {
+			w.fatalf("%v (%v): heap deadline %d after the next timer %d", k, c.state, c.deadline, next)
 		}
 		if c.deadline == Never {
 			if c.heapIdx != -1 {
@@ -1070,7 +1073,7 @@ func fzSeeds() [][]byte {
 		// A new connection from a fresh port: handshake, data, both closes.
 		fzInput(0,
 			fzSeg{target: fzNewPeer1, flags: SYN, ts: true, mss: 1200}.step(),
-			fzSeg{target: fzNewPeer1, flags: ACK, ts: true}.step(),
+			fzSeg{target: fzNewPeer1, flags: ACK, ackFromNxt: true, ts: true}.step(),
 			fzMgmt(0, 0),
 			fzSeg{target: fzNewPeer1, flags: ACK | PSH, ts: true, plen16: 3}.step(),
 			fzApp(11, 7, 0), fzApp(11, 1, 500), fzApp(11, 2, 0),
@@ -1082,7 +1085,7 @@ func fzSeeds() [][]byte {
 			fzSeg{target: fzNewPeer2, flags: SYN, ts: true}.step(),
 			fzSeg{target: fzNewPeer2, flags: ACK, ts: true, plen16: 2}.step(),
 			fzSeg{target: fzNewPeer6, flags: SYN}.step(),
-			fzSeg{target: fzNewPeer6, flags: ACK}.step(),
+			fzSeg{target: fzNewPeer6, flags: ACK, ackFromNxt: true}.step(),
 			fzMgmt(0, 0), fzMgmt(0, 1),
 			fzSeg{target: fzNewPeer6, flags: ACK | FIN}.step(),
 		),
@@ -1129,8 +1132,35 @@ func fzSeeds() [][]byte {
 		// Simultaneous open: a SYN to the SYN_SENT connection, then its SYN-ACK.
 		fzInput(0,
 			fzSeg{target: fzSynSent, flags: SYN, seq: 77}.step(),
-			fzSeg{target: fzSynSent, flags: SYN | ACK, seq: -1}.step(),
+			fzSeg{target: fzSynSent, flags: SYN | ACK, seq: -1, ackFromNxt: true}.step(),
 			fzSeg{target: fzSynSent, flags: ACK}.step(),
+		),
+		// Both listener queues full: a SYN_RCVD entry's ACK finds no room.
+		fzInput(0,
+			fzSeg{target: fzNewPeer1, flags: SYN}.step(),
+			fzSeg{target: fzNewPeer2, flags: SYN, ts: true}.step(),
+			fzSeg{target: fzNewPeer1, flags: ACK, ackFromNxt: true}.step(),
+			fzSeg{target: fzNewPeer2, flags: ACK, ts: true}.step(),
+			fzSeg{target: fzSynRcvd, flags: ACK, ackFromNxt: true}.step(),
+			fzSeg{target: fzNewPeer1, flags: RST}.step(),
+			fzSeg{target: fzSynRcvd, flags: ACK, ackFromNxt: true}.step(),
+			fzMgmt(0, 0), fzMgmt(0, 0),
+		),
+		// The TX ring empty while segments arrive and timers run, then back.
+		fzInput(0,
+			fzMgmt(5, 2),
+			fzSeg{target: fzEstData, flags: ACK | PSH, plen16: 4}.step(),
+			fzApp(fzConnEstIdle, 1, 500),
+			fzTickAt(0xc0), fzTickAt(0xc0),
+			fzMgmt(5, 0),
+			fzTickAt(0xc0), fzTickAt(0xc0),
+		),
+		// A burst of in-window RSTs: challenge ACKs, then their rate limit.
+		fzInput(0,
+			fzSeg{target: fzEstIdle, flags: RST, seq: 10}.step(), fzSeg{target: fzEstIdle, flags: RST, seq: 11}.step(),
+			fzSeg{target: fzEstIdle, flags: RST, seq: 12}.step(), fzSeg{target: fzEstIdle, flags: RST, seq: 13}.step(),
+			fzSeg{target: fzEstIdle, flags: RST, seq: 14}.step(), fzSeg{target: fzEstIdle, flags: RST, seq: 15}.step(),
+			fzSeg{tb: 0x4a, target: fzEstIdle, flags: SYN, seq: 16}.step(),
 		),
 		// The application's calls on every connection, then time.
 		fzInput(8,
@@ -1208,7 +1238,8 @@ func TestFuzzSeedsReachStates(t *testing.T) {
 		PassiveOpens, ActiveOpens, SYNCookiesSent, SYNCookiesAccepted, ChallengeACKs, RxResets,
 		TimeWaitExpired, TimeWaitReopened, TimeWaitRecycled, Retransmits, RetransmitTimeouts,
 		KeepaliveProbes, ICMPPathMTU, ICMPEchoReplies, ARPRepliesOut, NDPAdvertsOut, RxOutOfOrder,
-		SYNQueueOverflow, FinWait2Timeouts, ConnectNoRoute,
+		SYNQueueOverflow, FinWait2Timeouts, ConnectNoRoute, AcceptQueueOverflow, TxNoBuffer,
+		ChallengeACKsLimited, SYNRetransmits,
 	} {
 		if total[c] == 0 {
 			t.Errorf("no seed reaches %v", c)

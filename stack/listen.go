@@ -270,6 +270,8 @@ func (l *Listener) cookieACK(s *segment) {
 	c.maxSndWnd = c.sndWnd
 	c.sndWL1, c.sndWL2 = s.seq, s.ack
 	c.rcvAdvEdge = c.rcvNxt.Add(seqnum.Size(min(e.cfg.RcvBuffer, 0xffff)))
+	c.lastAckSent = c.rcvNxt
+	c.cc.setMSS(c.effectiveMSS())
 	c.setState(Established)
 	e.flows[s.key] = c
 	e.counters.inc(SYNCookiesAccepted)

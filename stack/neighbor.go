@@ -207,11 +207,13 @@ func (e *Engine) pathMTU(ic *wire.ICMP) {
 		return
 	}
 	c.sndMSS = mss
+	c.cc.setMSS(c.effectiveMSS())
 	e.counters.inc(ICMPPathMTU)
-	// The segment that was too big is lost: send again from SND.UNA at the new size.
+	// What was sent at the old size is lost: resend it at the new size
+	// without a congestion response (Linux's tcp_simple_retransmit).
 	if c.sndNxt != c.sndUna && c.state.synchronized() {
-		c.sndNxt = c.sndUna
-		c.finSent = false
+		c.inRecovery, c.rtoRecovery = true, true
+		c.recoverySeq, c.highRxt = c.sndNxt, c.sndUna
 		c.output()
 	}
 }

@@ -1,6 +1,8 @@
 package stack
 
 import (
+	"time"
+
 	"github.com/xdproxy/xdproxy/stack/seqnum"
 	"github.com/xdproxy/xdproxy/stack/wire"
 )
@@ -37,6 +39,23 @@ func (c *Conn) input(s *segment) {
 			c.maxSndWnd = max(maxWnd, c.sndWnd)
 			c.output()
 		}
+		return
+	}
+
+	// PAWS (RFC 7323 section 5.3 R1): a segment whose timestamp is older
+	// than TS.Recent is an old duplicate: ACK and drop. An RST is exempt (Linux).
+	// Like Linux (tcp_disordered_ack) we exempt segments that carry nothing
+	// but an ACK: a reordered pure ACK is harmless (the ACK and window
+	// checks below judge it), and dropping it would stall the sender.
+	if c.tsOK && s.opts.HasTimestamps && !s.has(wire.FlagRST) && int32(s.opts.TSVal-c.tsRecent) < 0 &&
+		(len(s.payload) > 0 || s.has(wire.FlagSYN|wire.FlagFIN)) {
+		e.counters.inc(RxPAWSRejected)
+		if len(s.payload) > 0 && s.seq.LessThan(c.rcvNxt) {
+			// An old duplicate: report it (Linux's tcp_send_dupack does), so
+			// the sender learns its retransmission was spurious.
+			c.setDSACK(s.seq, seqnum.Min(s.seq.Add(seqnum.Size(len(s.payload))), c.rcvNxt))
+		}
+		c.sendACK()
 		return
 	}
 
@@ -92,6 +111,14 @@ func (c *Conn) input(s *segment) {
 		return
 	}
 
+	// RFC 7323 section 4.3: TS.Recent takes the TSval of an acceptable
+	// segment that starts at or before the last ACK we sent (Last.ACK.sent),
+	// so that our TSecr echoes what the peer measures its RTT by. Older
+	// TSvals never get here (PAWS above).
+	if c.tsOK && s.opts.HasTimestamps && s.seq.LessThanEq(c.lastAckSent) && int32(s.opts.TSVal-c.tsRecent) >= 0 {
+		c.tsRecent = s.opts.TSVal
+	}
+
 	// Second: RST (RFC 5961 section 3.2). Only an exact RCV.NXT match resets;
 	// anything else in the window gets a challenge ACK.
 	if s.has(wire.FlagRST) {
@@ -109,13 +136,6 @@ func (c *Conn) input(s *segment) {
 		e.counters.inc(RxSYNInWindow)
 		c.challengeACK()
 		return
-	}
-
-	// RFC 7323 section 4.3: TS.Recent takes the TSval of an acceptable
-	// segment that is not older and starts no later than RCV.NXT (our last
-	// ACK), so that our TSecr echoes what the peer measures its RTT by.
-	if c.tsOK && s.opts.HasTimestamps && s.seq.LessThanEq(c.rcvNxt) && int32(s.opts.TSVal-c.tsRecent) >= 0 {
-		c.tsRecent = s.opts.TSVal
 	}
 
 	// Fifth: the ACK field.
@@ -203,8 +223,19 @@ func (c *Conn) processACK(s *segment) bool {
 		c.challengeACK()
 		return false
 	}
-	if s.ack.GreaterThan(c.sndUna) {
-		c.ackAdvance(s.ack)
+	c.probes = 0
+	newSACK := false
+	if c.sackOK && s.opts.NumSACK > 0 {
+		newSACK = c.updateScoreboard(s.opts, s.ack)
+	}
+	switch {
+	case s.ack.GreaterThan(c.sndUna):
+		c.ackAdvance(s)
+	case s.ack == c.sndUna && c.sndNxt != c.sndUna && len(s.payload) == 0 && !s.has(wire.FlagSYN|wire.FlagFIN) &&
+		(newSACK || (!c.sackOK && uint32(s.wnd)<<c.sndWScale == c.sndWnd)):
+		// A duplicate ACK: RFC 5681 section 2's definition, or with SACK
+		// RFC 6675 section 2's (one that SACKs new data).
+		c.dupAcks++
 	}
 	// Window update (section 3.10.7.4, fifth step): only from a segment newer
 	// than the one that last set it.
@@ -216,13 +247,33 @@ func (c *Conn) processACK(s *segment) bool {
 	if c.state == Closed || c.state == TimeWait {
 		return false
 	}
+	// Loss detection: DupThresh duplicate ACKs (RFC 5681 section 3.2,
+	// RFC 6582) or, with SACK, enough SACKed above SND.UNA that it is
+	// deemed lost (RFC 6675 section 5, IsLost(HighACK + 1)).
+	if !c.inRecovery && c.sndNxt != c.sndUna {
+		switch {
+		case c.dupAcks >= c.reordering || (c.sackOK && c.lostBoundary().GreaterThan(c.sndUna)):
+			c.enterRecovery(false)
+		case c.tlpOut && newSACK && c.sacked.n > 0 && c.sacked.r[c.sacked.n-1].end == c.sndNxt:
+			// The tail loss probe, sent last and two round trips after the
+			// rest, was SACKed while holes remain below it: those segments
+			// are lost (the inference RACK makes from send times, RFC 8985
+			// section 7.4).
+			c.enterRecovery(false)
+			c.lostTo = c.sacked.r[c.sacked.n-1].start
+		}
+	}
 	return true
 }
 
-// ackAdvance moves SND.UNA to ack, frees acknowledged bytes and runs the
-// state changes our FIN's acknowledgment causes.
-func (c *Conn) ackAdvance(ack seqnum.Value) {
+// ackAdvance moves SND.UNA to the segment's ACK: frees acknowledged bytes,
+// takes an RTT sample, feeds congestion control, restarts the
+// retransmission timer and runs the state changes our FIN's acknowledgment
+// causes.
+func (c *Conn) ackAdvance(s *segment) {
 	e := c.e
+	ack := s.ack
+	ackedSeq := int(c.sndUna.Size(ack))
 	c.sndUna = ack
 	dataEnd := c.sndBufSeq.Add(seqnum.Size(c.sndBuf.Len()))
 	acked := c.sndBuf.Len()
@@ -234,13 +285,54 @@ func (c *Conn) ackAdvance(ack seqnum.Value) {
 		c.sndBufSeq = c.sndBufSeq.Add(seqnum.Size(acked))
 	}
 	finAcked := c.finSent && ack == dataEnd.Add(1)
+	c.pruneScoreboard()
+	c.dupAcks = 0
+	if c.highRxt.LessThan(c.sndUna) {
+		c.highRxt = c.sndUna
+	}
+
+	// RTT (RFC 6298 section 3; RFC 7323 section 4: with timestamps every
+	// ACK of new data is a sample, retransmissions included, since TSecr
+	// names the transmission it answers; without, Karn's algorithm).
+	var rtt time.Duration
+	switch {
+	case c.tsOK && s.opts.HasTimestamps && s.opts.TSEcr != 0:
+		if d := int32(c.tsNow() - s.opts.TSEcr); d >= 0 {
+			rtt = time.Duration(d) * time.Millisecond
+			c.rtt.sample(rtt, e.cfg.MinRTO, e.cfg.MaxRTO)
+		}
+	case c.rttTiming && !ack.LessThan(c.rttSeq):
+		rtt = e.now.Sub(c.rttAt)
+		c.rtt.sample(rtt, e.cfg.MinRTO, e.cfg.MaxRTO)
+		c.rttTiming = false
+	}
+
+	if c.inRecovery {
+		if !ack.LessThan(c.recoverySeq) {
+			c.exitRecovery()
+		} else if !c.sackOK {
+			// NewReno partial ACK (RFC 6582 section 3.2 step 5): the next
+			// unacknowledged segment is lost too; send it at once.
+			c.highRxt = c.sndUna
+		}
+	} else {
+		c.cc.onAck(e.now, ackedSeq, rtt)
+	}
+
+	// RFC 6298 section 5.3 and 5.7: restart the timer, undo the backoff.
 	c.retries = 0
-	c.rto = max(e.cfg.MinRTO, min(c.rto, e.cfg.InitialRTO))
+	if c.rtt.valid {
+		c.rto = c.rtt.rto(e.cfg.MinRTO, e.cfg.MaxRTO)
+	} else {
+		c.rto = e.cfg.InitialRTO
+	}
 	if c.sndUna == c.sndNxt {
 		c.rtoAt = Never
 	} else {
 		c.rtoAt = e.now.Add(c.rto)
 	}
+	c.tlpOut, c.tlpAt = false, Never
+	c.armTLP()
 	c.rearm()
 	if c.wantWritable && c.sndBuf.Free() >= c.sndBuf.max/3 && !c.finQueued {
 		c.wantWritable = false
@@ -260,8 +352,12 @@ func (c *Conn) ackAdvance(ack seqnum.Value) {
 	}
 }
 
-// receiveText is step seven: in-order data goes to the receive buffer.
-// Part 2 adds out-of-order reassembly, delayed ACKs and SACK here.
+// receiveText is step seven. In-order data goes to the receive buffer and
+// commits any out-of-order ranges it now reaches; out-of-order data is
+// stored in place (reassembly.go) and reported with SACK; duplicates are
+// discarded and reported with D-SACK. Out-of-order and duplicate data, and
+// data that fills a hole, are ACKed at once (RFC 5681 section 4.2); in-order
+// data by the delayed-ACK rules (scheduleACK).
 func (c *Conn) receiveText(s *segment) {
 	e := c.e
 	if len(s.payload) == 0 {
@@ -284,33 +380,93 @@ func (c *Conn) receiveText(s *segment) {
 		c.e.releaseConn(c, Closed)
 		return
 	}
+	c.rcvMSSSeen = max(c.rcvMSSSeen, len(s.payload))
 	seq, data := s.seq, s.payload
-	if seq.LessThan(c.rcvNxt) { // already have the head
+	if seq.LessThan(c.rcvNxt) { // we have the head already
 		skip := int(seq.Size(c.rcvNxt))
 		if skip >= len(data) {
+			e.counters.inc(RxDuplicate)
+			c.setDSACK(seq, seq.Add(seqnum.Size(len(data))))
 			c.ackNeeded = true
 			return
 		}
+		c.setDSACK(seq, c.rcvNxt)
 		seq, data = c.rcvNxt, data[skip:]
 	}
+	base := c.rcvBuf.Len()
 	if seq != c.rcvNxt {
-		// Out of order: part 1 drops it and asks again with a duplicate ACK.
-		e.counters.inc(RxOutOfOrder)
+		end := seq.Add(seqnum.Size(len(data)))
+		if c.ooo.covers(seq, end) {
+			e.counters.inc(RxDuplicate)
+			c.setDSACK(seq, end)
+			c.ackNeeded = true
+			return
+		}
+		n := c.rcvBuf.writeAt(base+int(c.rcvNxt.Size(seq)), data)
 		c.ackNeeded = true
+		switch {
+		case n == 0:
+			e.counters.inc(RxOutOfWindow)
+		case !c.ooo.add(seq, seq.Add(seqnum.Size(n))):
+			e.counters.inc(RxOOOOverflow)
+		default:
+			e.counters.inc(RxOutOfOrder)
+		}
 		return
 	}
-	n := c.rcvBuf.Write(data)
+	n := c.rcvBuf.writeAt(base, data)
+	c.rcvBuf.commit(n)
 	c.rcvNxt = c.rcvNxt.Add(seqnum.Size(n))
-	c.ackNeeded = true
-	if n < len(data) {
-		// Past the window we advertised: trimmed (section 3.10.7.4).
-		e.counters.inc(RxOutOfWindow)
-		if s.has(wire.FlagFIN) {
-			s.flags &^= wire.FlagFIN // the FIN lies beyond what we kept
+	filled := false
+	for {
+		r, ok := c.ooo.popFront(c.rcvNxt)
+		if !ok {
+			break
+		}
+		filled = true
+		if r.end.GreaterThan(c.rcvNxt) {
+			k := c.rcvNxt.Size(r.end)
+			c.rcvBuf.commit(int(k))
+			c.rcvNxt = r.end
 		}
 	}
-	if n > 0 {
+	if n < len(data) {
+		// Past the buffer: trimmed (section 3.10.7.4).
+		e.counters.inc(RxOutOfWindow)
+		s.flags &^= wire.FlagFIN // the FIN lies beyond what we kept
+	}
+	if n > 0 || filled {
 		c.notify(EventReadable)
+	}
+	c.unackedRcv += n
+	if filled || c.ooo.n > 0 {
+		c.ackNeeded = true
+	} else {
+		c.scheduleACK()
+	}
+}
+
+// setDSACK remembers a duplicate range for the next ACK's first SACK block.
+func (c *Conn) setDSACK(start, end seqnum.Value) {
+	if c.sackOK {
+		c.dsack, c.hasDSACK = seqRange{start, end}, true
+	}
+}
+
+// scheduleACK decides when in-order data (or a FIN) is acknowledged:
+// at once in quick-ack mode, else for at least every second full-sized
+// segment (RFC 5681 section 4.2, RFC 9293 section 3.8.6.3), else when the
+// delayed-ACK timer fires.
+func (c *Conn) scheduleACK() {
+	switch {
+	case c.quickAcks > 0:
+		c.quickAcks--
+		c.ackNeeded = true
+	case c.unackedRcv >= 2*c.rcvMSSSeen:
+		c.ackNeeded = true
+	case c.delackAt == Never:
+		c.delackAt = c.e.now.Add(c.e.cfg.DelayedACK)
+		c.rearm()
 	}
 }
 
@@ -325,7 +481,13 @@ func (c *Conn) receiveFIN(s *segment) {
 	}
 	c.finRcvd = true
 	c.rcvNxt = c.rcvNxt.Add(1)
-	c.ackNeeded = true
+	if c.state == FinWait1 || c.state == FinWait2 {
+		c.ackNeeded = true
+	} else {
+		// The passive close's ACK may be delayed, so that an application
+		// closing at once sends ACK and FIN in one segment (scenario 13).
+		c.scheduleACK()
+	}
 	c.notify(EventPeerClosed | EventReadable)
 	switch c.state {
 	case SynReceived, Established:
@@ -420,6 +582,7 @@ func (c *Conn) resetByPeer() {
 			e.counters.inc(EstablishedResets)
 		}
 		c.rcvBuf.reset() // RFC 9293: queued data is flushed on reset
+		c.ooo.reset()
 		c.fail(ErrReset, EventReset)
 	default: // CLOSING, LAST_ACK
 		c.fail(ErrReset, EventReset)

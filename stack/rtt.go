@@ -18,9 +18,7 @@ type rttEstimator struct {
 // sample folds one measurement R into the estimate (section 2.2-2.3) and
 // returns the new RTO, clamped to [minRTO, maxRTO].
 func (r *rttEstimator) sample(m, minRTO, maxRTO time.Duration) time.Duration {
-	if m <= 0 {
-		m = time.Microsecond
-	}
+	m = max(m, 0) // a 0 ms timestamp sample is a real "less than a tick"
 	if !r.valid {
 		r.srtt, r.rttvar, r.valid = m, m/2, true
 	} else {

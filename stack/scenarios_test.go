@@ -447,7 +447,7 @@ func TestScenario06SeqAckArithmetic(t *testing.T) {
 	// engine: PSH|ACK(seq=1, ack=100, 119 bytes)
 	h.writeAll(h.c, string(resp))
 	h.expect(seg{flags: PSH | ACK, seq: 1, ack: 100, data: resp})
-	h.expectDeadline(DefaultInitialRTO)
+	h.expectDeadline(rtoAfterHandshake)
 	// peer: ACK(seq=100, ack=120)
 	h.send(seg{flags: ACK, seq: 100, ack: 120})
 	h.expectNone()
@@ -524,7 +524,7 @@ func TestScenario10ActiveClose(t *testing.T) {
 	h.c.CloseWrite()
 	h.expect(seg{flags: FIN | ACK, seq: 1, ack: 1})
 	h.expectState(FinWait1)
-	h.expectDeadline(DefaultInitialRTO) // our FIN is retransmitted until acknowledged
+	h.expectDeadline(rtoAfterHandshake) // our FIN is retransmitted until acknowledged
 	// (peer: ESTABLISHED → CLOSE_WAIT, acknowledges the FIN: it counts one)
 	// peer: ACK(seq=1, ack=2)                          engine: FIN_WAIT_1 → FIN_WAIT_2
 	h.send(seg{flags: ACK, seq: 1, ack: 2})
@@ -616,12 +616,12 @@ func TestScenario11PassiveClose(t *testing.T) {
 	h.c.CloseWrite()
 	h.expect(seg{flags: FIN | ACK, seq: 4, ack: 2})
 	h.expectState(LastAck)
-	h.expectDeadline(DefaultInitialRTO)
+	h.expectDeadline(rtoAfterHandshake)
 	// The FIN is lost; it is retransmitted on timeout.
-	h.advance(DefaultInitialRTO)
+	h.advance(rtoAfterHandshake)
 	h.expect(seg{flags: FIN | ACK, seq: 4, ack: 2})
 	h.expectState(LastAck)
-	h.expectDeadline(2 * DefaultInitialRTO)
+	h.expectDeadline(2 * rtoAfterHandshake)
 	h.expectCounter(Retransmits, 1)
 	// (peer: FIN_WAIT_2 → TIME_WAIT, ACK(seq=2, ack=5))
 	h.send(seg{flags: ACK, seq: 2, ack: 5})
@@ -762,10 +762,10 @@ func TestScenario14SimultaneousClose(t *testing.T) {
 	h.expect(seg{flags: ACK, seq: 2, ack: 2})
 	h.expectState(Closing)
 	h.expectEvents(EventPeerClosed | EventReadable)
-	h.expectDeadline(DefaultInitialRTO) // our FIN still unacknowledged
+	h.expectDeadline(rtoAfterHandshake) // our FIN still unacknowledged
 	// (our FIN reaches the peer: FIN_WAIT_1 → CLOSING; it sends ACK(seq=2, ack=2))
 	// Before that ACK arrives our FIN is retransmitted.
-	h.advance(DefaultInitialRTO)
+	h.advance(rtoAfterHandshake)
 	h.expect(seg{flags: FIN | ACK, seq: 1, ack: 2})
 	h.expectState(Closing)
 	// peer: ACK(seq=2, ack=2)                          engine: CLOSING → TIME_WAIT
@@ -1121,7 +1121,7 @@ func TestScenario17ResetsAndHalfOpen(t *testing.T) {
 		// engine: PSH|ACK(seq=1, ack=1, "hello")
 		h.writeAll(h.c, "hello")
 		h.expect(seg{flags: PSH | ACK, seq: 1, ack: 1, data: []byte("hello")})
-		h.expectDeadline(DefaultInitialRTO)
+		h.expectDeadline(rtoAfterHandshake)
 		// peer (CLOSED): <SEQ=SEG.ACK><CTL=RST> = RST(seq=1), exactly RCV.NXT
 		h.send(seg{flags: RST, seq: 1, noTS: true})
 		h.expectNone()
@@ -1160,3 +1160,8 @@ func TestScenario17ResetsAndHalfOpen(t *testing.T) {
 		h.expectCounter(PassiveOpens, 2)
 	})
 }
+
+// rtoAfterHandshake is the RTO once the handshake's ACK has given an RTT
+// sample: the harness answers at once, so the sample is 0 ms on the 1 ms
+// timestamp clock and RTO = SRTT + max(4*RTTVAR, min_rto) = min_rto (rtt.go).
+const rtoAfterHandshake = DefaultMinRTO

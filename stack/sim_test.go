@@ -31,7 +31,7 @@ const simTransfer = 64 << 20
 type linkConfig struct {
 	loss    float64       // probability a frame is lost
 	dup     float64       // probability a frame is delivered twice
-	reorder float64       // probability a frame is held back by 1-3 ms extra
+	reorder float64       // probability a frame is held back by up to two one-way delays (later frames overtake it)
 	delay   time.Duration // one-way propagation delay
 	rate    float64       // bits per second; 0: unlimited
 }
@@ -105,7 +105,7 @@ func (k *simSink) Commit(n int) {
 	}
 	at := start.Add(l.delay)
 	if l.reorder > 0 && s.rng.Float64() < l.reorder {
-		at = at.Add(time.Duration(1+s.rng.IntN(3)) * time.Millisecond)
+		at = at.Add(time.Duration(s.rng.Int64N(int64(2*l.delay) + 1)))
 	}
 	s.push(at, 1-k.idx, frame)
 	if l.dup > 0 && s.rng.Float64() < l.dup {
@@ -320,9 +320,9 @@ func runSim(t *testing.T, name string, link linkConfig) simResult {
 		if e.tw.live != 0 {
 			t.Errorf("%s: engine %d still holds %d TIME_WAIT entries", name, i, e.tw.live)
 		}
-		if e.Counters().Load(TimeWaitEntered)+e.Counters().Load(TimeWaitExpired) == 0 && i == 0 {
-			t.Errorf("%s: the active closer never entered TIME_WAIT", name)
-		}
+	}
+	if s.engines[0].Counters().Load(TimeWaitEntered)+s.engines[1].Counters().Load(TimeWaitEntered) == 0 {
+		t.Errorf("%s: neither side went through TIME_WAIT", name)
 	}
 	for _, a := range apps {
 		if st := a.c.State(); st != Closed && st != TimeWait {
@@ -379,23 +379,23 @@ func checkSimGolden(t *testing.T, r simResult) {
 }
 
 func TestSimNoFaults(t *testing.T) {
-	checkSimGolden(t, runSim(t, "no faults", linkConfig{delay: 100 * time.Microsecond, rate: 10e9}))
+	checkSimGolden(t, runSim(t, "no faults", linkConfig{delay: 100 * time.Microsecond, rate: 1e9}))
 }
 
 func TestSimLoss1(t *testing.T) {
-	checkSimGolden(t, runSim(t, "1% loss", linkConfig{loss: 0.01, delay: 100 * time.Microsecond, rate: 10e9}))
+	checkSimGolden(t, runSim(t, "1% loss", linkConfig{loss: 0.01, delay: 100 * time.Microsecond, rate: 1e9}))
 }
 
 func TestSimLoss5(t *testing.T) {
-	checkSimGolden(t, runSim(t, "5% loss", linkConfig{loss: 0.05, delay: 100 * time.Microsecond, rate: 10e9}))
+	checkSimGolden(t, runSim(t, "5% loss", linkConfig{loss: 0.05, delay: 100 * time.Microsecond, rate: 1e9}))
 }
 
 func TestSimReorder10(t *testing.T) {
-	checkSimGolden(t, runSim(t, "10% reordering", linkConfig{reorder: 0.10, delay: 100 * time.Microsecond, rate: 10e9}))
+	checkSimGolden(t, runSim(t, "10% reordering", linkConfig{reorder: 0.10, delay: 100 * time.Microsecond, rate: 1e9}))
 }
 
 func TestSimDuplicate1(t *testing.T) {
-	checkSimGolden(t, runSim(t, "1% duplication", linkConfig{dup: 0.01, delay: 100 * time.Microsecond, rate: 10e9}))
+	checkSimGolden(t, runSim(t, "1% duplication", linkConfig{dup: 0.01, delay: 100 * time.Microsecond, rate: 1e9}))
 }
 
 func TestSimWAN50msRTT10Mbit(t *testing.T) {

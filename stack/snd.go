@@ -5,6 +5,10 @@ import (
 	"github.com/xdproxy/xdproxy/stack/wire"
 )
 
+// minSndMSS is the smallest MSS we send with, whatever the peer asks
+// (Linux's net.ipv4.tcp_min_snd_mss default).
+const minSndMSS = 48
+
 // negotiate takes the peer's SYN options (RFC 9293 section 3.7.1 MSS,
 // RFC 7323 window scale and timestamps, RFC 2018 SACK-permitted). An option
 // is in force only when both sides sent it; our SYN-ACK echoes only what the
@@ -18,7 +22,9 @@ func (c *Conn) negotiate(s *segment) {
 	if peerMSS == 0 {
 		peerMSS = defaultMSS(c.key)
 	}
-	c.sndMSS = int(min(peerMSS, e.ourMSS(c.key)))
+	// Linux's tcp_min_snd_mss: a floor under the peer's MSS, without which
+	// an MSS below the 12 bytes of timestamps leaves no room for data.
+	c.sndMSS = max(int(min(peerMSS, e.ourMSS(c.key))), minSndMSS)
 	if s.opts.HasWScale {
 		c.wsOK = true
 		c.sndWScale = min(s.opts.WScale, 14) // RFC 7323 section 2.3: treat larger as 14
@@ -35,6 +41,7 @@ func (c *Conn) negotiate(s *segment) {
 	c.sndWnd = uint32(s.wnd)
 	c.maxSndWnd = c.sndWnd
 	c.sndWL1, c.sndWL2 = s.seq, s.ack
+	c.cc.setMSS(c.effectiveMSS())
 }
 
 // synOptions are the options of our SYN or SYN-ACK.
@@ -70,16 +77,23 @@ func (c *Conn) sendSYN() {
 	wnd := uint16(min(c.rcvBuf.Free(), 0xffff))
 	c.rcvAdvEdge = c.rcvNxt.Add(seqnum.Size(wnd))
 	c.e.sendSegment(c.key, c.peerMAC, c.iss, ack, flags, wnd, &o, nil, nil)
+	c.lastAckSent = c.rcvNxt
 	c.sndNxt = c.iss.Add(1)
 	c.armRTO()
 }
 
-// rcvWindow is the window to advertise: the free receive buffer, scaled,
-// never moving the right edge left of what was already advertised
-// (RFC 9293 section 3.8.6.2.2 forbids shrinking the window).
+// rcvWindow is the window to advertise: the free receive buffer, scaled. The
+// right edge never moves left of what was already advertised (RFC 9293
+// section 3.8.6.2.2 forbids shrinking the window), and — receiver silly
+// window avoidance, same section — it moves right only in steps of at least
+// min(buffer/2, MSS).
 func (c *Conn) rcvWindow() uint16 {
 	free := uint32(c.rcvBuf.Free())
-	if adv := uint32(c.rcvAdvEdge - c.rcvNxt); c.rcvAdvEdge.GreaterThan(c.rcvNxt) && adv > free {
+	adv := uint32(0)
+	if c.rcvAdvEdge.GreaterThan(c.rcvNxt) {
+		adv = uint32(c.rcvNxt.Size(c.rcvAdvEdge))
+	}
+	if free <= adv || free-adv < uint32(min(c.rcvBuf.max/2, int(c.e.ourMSS(c.key)))) {
 		free = adv
 	}
 	w := free >> c.rcvWScale
@@ -92,12 +106,23 @@ func (c *Conn) rcvWindow() uint16 {
 	return uint16(w)
 }
 
-// options fills the options of a non-SYN segment.
+// options fills the options of a non-SYN segment: timestamps (RFC 7323) and
+// SACK blocks (RFC 2018), a D-SACK block first when one is owed (RFC 2883).
 func (c *Conn) options(o *wire.TCPOptions) *wire.TCPOptions {
-	if !c.tsOK {
+	*o = wire.TCPOptions{}
+	if c.tsOK {
+		o.HasTimestamps, o.TSVal, o.TSEcr = true, c.tsNow(), c.tsRecent
+	}
+	if c.sackOK && (c.ooo.n > 0 || c.hasDSACK) {
+		var d *seqRange
+		if c.hasDSACK {
+			d = &c.dsack
+		}
+		c.ooo.sackBlocks(o, d)
+	}
+	if !o.HasTimestamps && o.NumSACK == 0 {
 		return nil
 	}
-	*o = wire.TCPOptions{HasTimestamps: true, TSVal: c.tsNow(), TSEcr: c.tsRecent}
 	return o
 }
 
@@ -108,13 +133,30 @@ func (c *Conn) sendACK() {
 
 // sendAt sends the segment at seq carrying n bytes of the send buffer from
 // offset off, with flags (ACK is always set on a synchronized connection).
+// Every such segment acknowledges RCV.NXT, so it also settles any ACK owed.
 func (c *Conn) sendAt(seq seqnum.Value, flags uint8, off, n int) {
 	var o wire.TCPOptions
 	p1, p2 := c.sndBuf.peek(off, n)
 	flags |= wire.FlagACK
 	if c.e.sendSegment(c.key, c.peerMAC, seq, c.rcvNxt, flags, c.rcvWindow(), c.options(&o), p1, p2) {
 		c.ackNeeded = false
+		c.hasDSACK = false
+		c.unackedRcv = 0
+		c.delackAt = Never
+		c.lastAckSent = c.rcvNxt
 	}
+}
+
+// transmit sends n bytes from seq, and our FIN after them when fin.
+func (c *Conn) transmit(seq seqnum.Value, n int, fin bool) {
+	flags := uint8(0)
+	if fin {
+		flags |= wire.FlagFIN
+	}
+	if n > 0 && seq.Add(seqnum.Size(n)) == c.sndBufSeq.Add(seqnum.Size(c.sndBuf.Len())) {
+		flags |= wire.FlagPSH // the last of the buffered data, as Linux marks the end of a write
+	}
+	c.sendAt(seq, flags, int(c.sndBufSeq.Size(seq)), n)
 }
 
 // challengeACK sends an RFC 5961 challenge ACK, at most ChallengeACKBurst per
@@ -142,12 +184,12 @@ func (c *Conn) effectiveMSS() int {
 	return c.sndMSS
 }
 
-// output sends whatever the peer's window allows: new data, then our FIN once
-// every byte before it is out, and finally a bare ACK if one is owed and
-// nothing else carried it.
-//
-// Part 2 puts the congestion window, Nagle, sender silly-window avoidance
-// and the persist timer here: the usable window becomes min(cwnd, SND.WND).
+// output sends what may be sent now: in loss recovery first the lost
+// segments (RFC 6675 NextSeg rule 1), then new data within
+// min(cwnd - pipe, the peer's window), then our FIN once every byte before
+// it is out; finally a bare ACK if one is owed and nothing else carried it.
+// With nothing in flight and the window too small to send, it arms the
+// persist timer.
 func (c *Conn) output() {
 	switch c.state {
 	case Established, CloseWait, FinWait1, Closing, LastAck:
@@ -157,43 +199,120 @@ func (c *Conn) output() {
 		}
 		return
 	}
+	e := c.e
 	mss := c.effectiveMSS()
+	dataEnd := c.sndBufSeq.Add(seqnum.Size(c.sndBuf.Len()))
+	blocked := false
 	for {
-		end := c.sndBufSeq.Add(seqnum.Size(c.sndBuf.Len())) // first byte after the data
-		unsent := int(c.sndNxt.Size(end))
-		if c.finSent || c.sndNxt.GreaterThan(end) {
-			unsent = 0
+		cwnd, pipe := c.cc.cwnd(), c.pipe()
+		if c.inRecovery && cwnd-pipe >= mss {
+			if seq, n, ok := c.nextRetransmit(mss); ok {
+				dn, fin := n, false
+				if c.finSent && seq.Add(seqnum.Size(n)) == dataEnd.Add(1) {
+					dn, fin = n-1, true
+				}
+				c.transmit(seq, dn, fin)
+				c.highRxt = seq.Add(seqnum.Size(n))
+				e.counters.inc(Retransmits)
+				c.retransmitted++
+				c.undoRetrans++
+				if c.rtoAt == Never {
+					c.armRTO()
+				}
+				continue
+			}
 		}
-		wndEnd := c.sndUna.Add(seqnum.Size(c.sndWnd))
+		unsent := 0
+		if !c.finSent && c.sndNxt.LessThan(dataEnd) {
+			unsent = int(c.sndNxt.Size(dataEnd))
+		}
 		usable := 0
-		if wndEnd.GreaterThan(c.sndNxt) {
+		if wndEnd := c.sndUna.Add(seqnum.Size(c.sndWnd)); wndEnd.GreaterThan(c.sndNxt) {
 			usable = int(c.sndNxt.Size(wndEnd))
 		}
-		n := min(unsent, usable, mss)
+		if !c.inRecovery {
+			// Limited transmit (RFC 3042): each of the first two duplicate
+			// ACKs lets one new segment out, so that a small window still
+			// produces the duplicate ACKs fast retransmit needs.
+			cwnd += min(c.dupAcks, 2) * mss
+		}
+		budget := max(cwnd-pipe, 0)
+		n := min(unsent, usable, mss, budget)
 		fin := c.finQueued && !c.finSent && n == unsent && usable > n
+		if n < mss && n < unsent {
+			// Not limited by the data. Sender silly window avoidance (RFC 9293
+			// section 3.8.6.2.1): a short segment only when the peer's window
+			// is all it will ever offer (at least half its largest); a short
+			// congestion budget waits for ACKs.
+			if n < budget || n == 0 || usable < int(c.maxSndWnd/2) {
+				blocked = n < budget || n == 0
+				break
+			}
+		}
+		if n > 0 && n < mss && n == unsent && !fin && e.cfg.Nagle && c.sndNxt != c.sndUna {
+			break // Nagle (RFC 9293 section 3.7.4): one small segment in flight at a time
+		}
 		if n == 0 && !fin {
+			blocked = unsent > 0 || (c.finQueued && !c.finSent)
 			break
 		}
-		flags := uint8(0)
-		if n > 0 && n == unsent {
-			flags |= wire.FlagPSH
+		c.transmit(c.sndNxt, n, fin)
+		if !c.tsOK && !c.rttTiming && n > 0 && !c.inRecovery {
+			c.rttTiming, c.rttSeq, c.rttAt = true, c.sndNxt.Add(seqnum.Size(n)), e.now
 		}
-		if fin {
-			flags |= wire.FlagFIN
-		}
-		c.sendAt(c.sndNxt, flags, int(c.sndBufSeq.Size(c.sndNxt)), n)
 		c.sndNxt = c.sndNxt.Add(seqnum.Size(n))
 		if fin {
 			c.finSent = true
 			c.sndNxt = c.sndNxt.Add(1)
 		}
+		c.persistShift = 0
 		if c.rtoAt == Never {
 			c.armRTO()
 		}
+		c.armTLP()
+	}
+	switch {
+	case blocked && c.sndNxt == c.sndUna && c.persistAt == Never:
+		c.armPersist()
+	case !blocked || c.sndNxt != c.sndUna:
+		c.persistAt = Never
 	}
 	if c.ackNeeded {
 		c.sendACK()
 	}
+}
+
+// armPersist starts the persist timer (RFC 9293 section 3.8.6.1): the peer's
+// window is closed, nothing is in flight to provoke an update, so we probe,
+// backing off exponentially.
+func (c *Conn) armPersist() {
+	e := c.e
+	d := c.rto << c.persistShift
+	c.persistAt = e.now.Add(min(max(d, e.cfg.MinRTO), e.cfg.MaxRTO))
+	c.rearm()
+}
+
+// onPersist sends a zero-window probe. Like Linux's tcp_xmit_probe_skb it
+// carries no data and an old sequence number (SND.UNA-1), which the peer
+// must answer with an ACK showing its current window. Probes the peer never
+// answers count against MaxRetries.
+func (c *Conn) onPersist() {
+	e := c.e
+	if c.sndNxt != c.sndUna {
+		return
+	}
+	c.probes++
+	if c.probes > e.cfg.MaxRetries {
+		e.counters.inc(RetransmitTimeouts)
+		c.fail(ErrTimeout, EventTimedOut)
+		return
+	}
+	e.counters.inc(ZeroWindowProbes)
+	c.sendAt(c.sndUna-1, wire.FlagACK, 0, 0)
+	if c.persistShift < 16 {
+		c.persistShift++
+	}
+	c.armPersist()
 }
 
 // armRTO starts the retransmission timer with the current RTO.
@@ -202,7 +321,13 @@ func (c *Conn) armRTO() {
 	c.rearm()
 }
 
-// rearm puts c in the timer heap under its earliest deadline.
+// nextTimer is the earliest of c's timers.
+func (c *Conn) nextTimer() Time { return min(c.rtoAt, c.kaAt, c.persistAt, c.delackAt, c.tlpAt) }
+
+// rearm puts c in the timer heap under its earliest deadline. Moving a
+// deadline later (the RTO restarted by every ACK) leaves the heap alone: the
+// entry fires early and onTimer re-arms it, so the per-segment cost does not
+// grow with the number of connections.
 func (c *Conn) rearm() {
 	if c.state == Closed || c.state == TimeWait {
 		// Released (releaseConn took it out of the heap): an application
@@ -210,33 +335,58 @@ func (c *Conn) rearm() {
 		// would neither run nor re-arm it and Tick would spin.
 		return
 	}
-	c.deadline = min(c.rtoAt, c.kaAt)
+	d := c.nextTimer()
+	if c.heapIdx >= 0 && d >= c.deadline {
+		return
+	}
+	c.deadline = d
 	c.e.timers.set(c)
 }
 
-// onTimer runs whichever of c's timers is due.
+// rearmNow sets the heap entry to the exact earliest deadline.
+func (c *Conn) rearmNow() {
+	if c.state == Closed || c.state == TimeWait {
+		return
+	}
+	c.deadline = c.nextTimer()
+	c.e.timers.set(c)
+}
+
+// onTimer runs whichever of c's timers are due.
 func (c *Conn) onTimer() {
-	now := c.e.now
+	e := c.e
+	now := e.now
+	released := func() bool { return c.state == Closed || c.state == TimeWait }
 	if c.rtoAt <= now {
 		c.rtoAt = Never
 		c.onRTO()
 	}
-	if c.state == Closed || c.state == TimeWait {
-		return
+	if !released() && c.tlpAt <= now {
+		c.tlpAt = Never
+		c.onTLP()
 	}
-	if c.kaAt <= now {
+	if !released() && c.persistAt <= now {
+		c.persistAt = Never
+		c.onPersist()
+	}
+	if !released() && c.delackAt <= now {
+		c.delackAt = Never
+		if c.ackNeeded || c.unackedRcv > 0 {
+			e.counters.inc(DelayedACKs)
+			c.sendACK()
+		}
+	}
+	if !released() && c.kaAt <= now {
 		c.kaAt = Never
 		c.onKeepalive()
 	}
-	if c.state != Closed && c.state != TimeWait {
-		c.rearm()
+	if !released() {
+		c.rearmNow()
 	}
 }
 
 // onRTO retransmits the oldest unacknowledged segment with exponential
-// backoff (RFC 6298 section 5), or gives up after the configured retries.
-// Part 1 resends from SND.UNA (go-back-N); part 2 adds RTT estimation, fast
-// retransmit and SACK-based recovery.
+// backoff (RFC 6298 section 5.5-5.7), or gives up after the configured retries.
 func (c *Conn) onRTO() {
 	e := c.e
 	c.retries++
@@ -286,12 +436,16 @@ func (c *Conn) onRTO() {
 			c.fail(ErrTimeout, EventTimedOut)
 			return
 		}
-		e.counters.inc(Retransmits)
 		c.backoff()
-		c.retransmitted++
-		// Go back to SND.UNA and send again what the window allows.
-		c.sndNxt = c.sndUna
-		c.finSent = false
+		if c.retries > 1 {
+			// A second timeout in a row: the peer may have reneged on what it
+			// SACKed (RFC 2018 section 8), so resend everything.
+			c.sacked.reset()
+		}
+		// Everything un-SACKed below SND.NXT is lost (RFC 6675 section 5.1,
+		// Linux's tcp_enter_loss); cwnd drops to one segment and slow start
+		// sends the holes again.
+		c.enterRecovery(true)
 		c.output()
 		if c.rtoAt == Never {
 			c.armRTO()

@@ -500,17 +500,22 @@ func TestUnitKeepaliveNotWithDataInFlight(t *testing.T) {
 		t.Fatalf("Write = %d, %v", n, err)
 	}
 	h.expect(seg{flags: ACK | PSH, seq: 1, ack: 1, data: []byte("hello")})
-	h.expectDeadline(5 * time.Second) // keepalive, before the 30s RTO
-	h.advance(5 * time.Second)
-	h.expectNone() // unacknowledged data: the retransmission timer watches the peer
-	h.expectDeadline(10 * time.Second)
-	h.advance(10 * time.Second)
-	h.expectNone()
+	// Unacknowledged data: the retransmission timers watch the peer, and
+	// the keepalive idle time passes twice without a probe.
+	for range 20 {
+		h.advance(time.Second)
+	}
+	h.drain()
 	h.expectCounter(KeepaliveProbes, 0)
+	h.expectState(Established)
 	// Once the data is acknowledged, idleness counts from the ACK.
 	h.send(seg{flags: ACK, seq: 1, ack: 6})
-	h.advance(10 * time.Second)
+	h.drain()
+	h.advance(10*time.Second - time.Millisecond)
+	h.expectNone()
+	h.advance(time.Millisecond)
 	h.expect(seg{flags: ACK, seq: 5, ack: 1})
+	h.expectCounter(KeepaliveProbes, 1)
 }
 
 // --- ARP, ICMP ---
@@ -790,11 +795,12 @@ func TestUnitTSRecentFollowsPeer(t *testing.T) {
 	if got := p.TCP.Options.TSEcr; got != 6000 {
 		t.Fatalf("TSecr %d, want the peer's latest TSval 6000", got)
 	}
-	// An older TSval (reordered) does not move TS.Recent back.
-	h.peerTSVal = 5500
-	h.send(seg{flags: ACK | PSH, seq: 4, ack: 1, data: []byte("d")})
-	if p := h.expect(seg{flags: ACK, seq: 1, ack: 5}); p.TCP.Options.TSEcr != 6000 {
-		t.Fatalf("TSecr %d after an older TSval, want 6000", p.TCP.Options.TSEcr)
+	// A newer TSval on a segment past RCV.NXT (out of order) is not taken:
+	// TS.Recent only follows segments up to the last ACK we sent.
+	h.peerTSVal = 7000
+	h.send(seg{flags: ACK | PSH, seq: 10, ack: 1, data: []byte("j")})
+	if p := h.expect(seg{flags: ACK, seq: 1, ack: 4}); p.TCP.Options.TSEcr != 6000 {
+		t.Fatalf("TSecr %d after an out-of-order segment, want 6000", p.TCP.Options.TSEcr)
 	}
 }
 
@@ -827,4 +833,33 @@ func TestUnitSetKeepaliveAfterRelease(t *testing.T) {
 		t.Fatal("SetKeepalive put a closed connection back in the timer heap")
 	}
 	h2.expectDeadline(-1)
+}
+
+// TestUnitTinyPeerMSS: a peer MSS smaller than the options every segment
+// carries left no room for data (the effective MSS went negative and output
+// looped for ever, sending SND.NXT backwards). The MSS is clamped from below
+// as Linux's tcp_min_snd_mss (48) does.
+func TestUnitTinyPeerMSS(t *testing.T) {
+	for _, mss := range []uint16{1, 6, 12, 47} {
+		h := newHarness(t)
+		h.peerOpts.MSS = mss
+		h.established()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			h.c.Write(seqBytes(0, 100))
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("peer MSS %d: Write did not return", mss)
+		}
+		if got := h.c.Info().MSS; got != 48 {
+			t.Fatalf("peer MSS %d: MSS %d, want the floor 48", mss, got)
+		}
+		h.expect(seg{flags: ACK, seq: 1, ack: 1, data: seqBytes(0, 36)}) // 48 less 12 bytes of timestamps
+		h.expect(seg{flags: ACK, seq: 37, ack: 1, data: seqBytes(36, 36)})
+		h.expect(seg{flags: ACK | PSH, seq: 73, ack: 1, data: seqBytes(72, 28)})
+		h.expectNone()
+	}
 }

@@ -1,0 +1,314 @@
+package stack
+
+import (
+	"time"
+
+	"github.com/xdproxy/xdproxy/stack/seqnum"
+	"github.com/xdproxy/xdproxy/stack/wire"
+)
+
+// Loss recovery is RFC 6675 ("conservative SACK-based loss recovery"), with
+// RFC 6582 NewReno as its degenerate form when the peer does not do SACK.
+//
+// Why RFC 6675 and not RACK-TLP (RFC 8985): RACK needs a per-segment
+// transmit time for every segment in flight, i.e. a per-segment record
+// alongside the send ring; RFC 6675 works from the SACK scoreboard (a handful
+// of ranges) and the byte ring we already keep, so it allocates nothing per
+// segment and its decisions depend only on sequence numbers, which makes it
+// exact to test. Its weakness — reordering beyond DupThresh looks like loss —
+// costs a spurious retransmission and a window reduction, which the 10%
+// reordering simulation measures.
+//
+// The scoreboard is the set of SACKed ranges above SND.UNA. IsLost (RFC 6675
+// section 4) is monotone in the sequence number when judged by SACKed bytes
+// above a point, so "lost" is everything un-SACKed below one boundary; after
+// an RTO everything un-SACKed below the recovery point is lost (as Linux's
+// tcp_enter_loss marks it).
+
+const dupThresh = 3
+
+// updateScoreboard takes the ACK's SACK blocks (RFC 2018); it reports
+// whether they SACKed anything new. Blocks outside [SND.UNA, SND.NXT] and
+// D-SACK blocks (RFC 2883: the first block below SND.UNA, or inside another
+// block) carry no new information for the sender and are only counted.
+func (c *Conn) updateScoreboard(o *wire.TCPOptions, ack seqnum.Value) bool {
+	newInfo := false
+	for i := 0; i < int(o.NumSACK); i++ {
+		start, end := seqnum.Value(o.SACK[i].Start), seqnum.Value(o.SACK[i].End)
+		if !start.LessThan(end) || end.GreaterThan(c.sndNxt) {
+			continue
+		}
+		if i == 0 && isDSACK(o, ack) {
+			c.e.counters.inc(RxDSACKs)
+			c.onDSACK(start)
+			continue
+		}
+		if end.LessThanEq(c.sndUna) {
+			continue
+		}
+		start = seqnum.Max(start, c.sndUna)
+		if c.sacked.covers(start, end) {
+			continue // repeated: receivers report held ranges in every ACK
+		}
+		if c.sacked.add(start, end) {
+			newInfo = true
+			if c.inRecovery && end.GreaterThan(c.rxtMark) && c.highRxt.GreaterThan(c.sndUna) {
+				// Data sent after our retransmissions arrived while a hole
+				// we retransmitted is still open: that retransmission was
+				// lost too. Retransmit the holes again (the check RACK makes
+				// by time, made here by order: Linux's tcp_mark_lost_retrans).
+				c.highRxt = c.sndUna
+				c.rxtMark = c.sndNxt
+				c.e.counters.inc(LostRetransmits)
+			}
+		}
+	}
+	return newInfo
+}
+
+// onDSACK learns from a D-SACK: the peer received something twice, so a
+// retransmission of ours was spurious — the "loss" was reordering. Raise
+// DupThresh to the reordering distance seen (Linux's tcp_check_sack_reordering,
+// capped as its tcp_max_reordering is) and, once every retransmission of the
+// last reduction has proved spurious, undo the reduction.
+func (c *Conn) onDSACK(start seqnum.Value) {
+	mss := c.effectiveMSS()
+	top := c.sndUna
+	if c.sacked.n > 0 {
+		top = c.sacked.r[c.sacked.n-1].end
+	}
+	if top.GreaterThan(start) {
+		if dist := int(start.Size(top))/mss + 1; dist > c.reordering {
+			c.reordering = min(dist, maxReordering)
+		}
+	}
+	if c.undoRetrans > 0 {
+		c.undoRetrans--
+		if c.undoRetrans == 0 && c.priorCwnd > 0 {
+			c.cc.undo(c.priorCwnd, c.priorSsth)
+			c.priorCwnd = 0
+			c.e.counters.inc(SpuriousRecoveries)
+		}
+	}
+}
+
+// maxReordering caps DupThresh (Linux's tcp_max_reordering is 300).
+const maxReordering = 300
+
+// isDSACK reports whether the first SACK block is a D-SACK (RFC 2883
+// section 4): below the cumulative ACK, or inside the second block.
+func isDSACK(o *wire.TCPOptions, ack seqnum.Value) bool {
+	start, end := seqnum.Value(o.SACK[0].Start), seqnum.Value(o.SACK[0].End)
+	if end.LessThanEq(ack) {
+		return true
+	}
+	if o.NumSACK > 1 {
+		s1, e1 := seqnum.Value(o.SACK[1].Start), seqnum.Value(o.SACK[1].End)
+		return s1.LessThanEq(start) && end.LessThanEq(e1)
+	}
+	return false
+}
+
+// pruneScoreboard drops what SND.UNA has passed.
+func (c *Conn) pruneScoreboard() {
+	for c.sacked.n > 0 && c.sacked.r[0].start.LessThan(c.sndUna) {
+		if c.sacked.r[0].end.LessThanEq(c.sndUna) {
+			c.sacked.popFront(c.sacked.r[0].start)
+			continue
+		}
+		// The cumulative ACK reached into a SACKed range.
+		old := c.sacked.r[0].start
+		c.sacked.r[0].start = c.sndUna
+		for k := 0; k < c.sacked.nrec; k++ {
+			if c.sacked.recent[k] == old {
+				c.sacked.recent[k] = c.sndUna
+			}
+		}
+		break
+	}
+}
+
+// lostBoundary is the sequence number below which every un-SACKed byte is
+// considered lost (RFC 6675 IsLost, with DupThresh SMSS of SACKed bytes above).
+func (c *Conn) lostBoundary() seqnum.Value {
+	if c.rtoRecovery {
+		return c.recoverySeq
+	}
+	if !c.sackOK {
+		if c.inRecovery {
+			// NewReno: the first unacknowledged segment is the lost one.
+			return seqnum.Min(c.sndUna.Add(seqnum.Size(c.effectiveMSS())), c.sndNxt)
+		}
+		return c.sndUna
+	}
+	// IsLost: more than (DupThresh-1)*SMSS bytes, or DupThresh discontiguous
+	// ranges, SACKed above.
+	threshold := (c.reordering - 1) * c.effectiveMSS()
+	acc := 0
+	boundary := c.sndUna
+	for k := c.sacked.n - 1; k >= 0; k-- {
+		acc += int(c.sacked.r[k].start.Size(c.sacked.r[k].end))
+		if acc > threshold || c.sacked.n-k >= c.reordering {
+			boundary = c.sacked.r[k].start
+			break
+		}
+	}
+	if c.inRecovery {
+		boundary = seqnum.Max(boundary, c.lostTo)
+		// Section 5 step 4.3: recovery begins by resending the first
+		// segment, whatever the scoreboard says (entered on DupThresh
+		// duplicate ACKs whose SACK blocks were lost, say).
+		boundary = seqnum.Max(boundary, seqnum.Min(c.sndUna.Add(seqnum.Size(c.effectiveMSS())), c.sndNxt))
+	}
+	return boundary
+}
+
+// pipe is RFC 6675's estimate of the bytes in the network (SetPipe): every
+// un-SACKed byte not deemed lost, plus every byte retransmitted below HighRxt.
+// Outside recovery it is the FlightSize.
+func (c *Conn) pipe() int {
+	flight := int(c.sndUna.Size(c.sndNxt))
+	if !c.inRecovery {
+		return flight
+	}
+	lost := c.lostBoundary()
+	p := 0
+	c.eachHole(func(a, b seqnum.Value) {
+		if b.GreaterThan(lost) {
+			p += int(seqnum.Max(a, lost).Size(b))
+		}
+		if a.LessThan(c.highRxt) {
+			p += int(a.Size(seqnum.Min(b, c.highRxt)))
+		}
+	})
+	if !c.sackOK {
+		// Without SACK each duplicate ACK says one segment left the network
+		// (RFC 6582's window inflation, expressed as pipe deflation).
+		p = max(0, p-c.dupAcks*c.effectiveMSS())
+	}
+	return p
+}
+
+// eachHole calls fn for every un-SACKed range [a, b) of [SND.UNA, SND.NXT).
+func (c *Conn) eachHole(fn func(a, b seqnum.Value)) {
+	at := c.sndUna
+	for i := 0; i < c.sacked.n; i++ {
+		r := c.sacked.r[i]
+		if r.start.GreaterThan(at) {
+			fn(at, seqnum.Min(r.start, c.sndNxt))
+		}
+		at = seqnum.Max(at, r.end)
+	}
+	if at.LessThan(c.sndNxt) {
+		fn(at, c.sndNxt)
+	}
+}
+
+// nextRetransmit is RFC 6675 NextSeg rule 1: the first un-SACKed, lost
+// sequence range at or above HighRxt, at most max bytes long.
+func (c *Conn) nextRetransmit(max int) (seqnum.Value, int, bool) {
+	lost := c.lostBoundary()
+	from := seqnum.Max(c.highRxt, c.sndUna)
+	var seq seqnum.Value
+	n := 0
+	c.eachHole(func(a, b seqnum.Value) {
+		if n > 0 {
+			return
+		}
+		a = seqnum.Max(a, from)
+		b = seqnum.Min(b, lost)
+		if a.LessThan(b) {
+			seq, n = a, min(int(a.Size(b)), max)
+		}
+	})
+	return seq, n, n > 0
+}
+
+// Tail loss probe (RFC 8985 section 7). When the last segments of a flight
+// are lost, or the window is too small for the losses to produce DupThresh
+// duplicate ACKs, nothing but the RTO (min_rto, 200 ms) would notice. A
+// probe after about two round trips — new data if any may go, else the last
+// segment again — draws a SACK that starts fast recovery instead.
+
+// armTLP schedules a probe while data is in flight outside recovery.
+func (c *Conn) armTLP() {
+	e := c.e
+	if c.tlpOut || c.inRecovery || c.sndUna == c.sndNxt || !c.rtt.valid || c.tlpAt != Never {
+		return
+	}
+	pto := 2 * c.rtt.srtt
+	if int(c.sndUna.Size(c.sndNxt)) <= c.effectiveMSS() {
+		// A lone segment's ACK may be delayed by the peer (RFC 8985 7.2: WCDelAckT).
+		pto += 200 * time.Millisecond
+	}
+	pto = max(pto, 10*time.Millisecond)
+	at := e.now.Add(pto)
+	if at >= c.rtoAt {
+		return
+	}
+	c.tlpAt = at
+	c.rearm()
+}
+
+// onTLP sends the probe.
+func (c *Conn) onTLP() {
+	e := c.e
+	if c.inRecovery || c.sndUna == c.sndNxt || c.tlpOut {
+		return
+	}
+	c.tlpOut = true
+	e.counters.inc(TailLossProbes)
+	mss := c.effectiveMSS()
+	dataEnd := c.sndBufSeq.Add(seqnum.Size(c.sndBuf.Len()))
+	wndEnd := c.sndUna.Add(seqnum.Size(c.sndWnd))
+	if !c.finSent && c.sndNxt.LessThan(dataEnd) && c.sndNxt.LessThan(wndEnd) {
+		n := min(int(c.sndNxt.Size(dataEnd)), int(c.sndNxt.Size(wndEnd)), mss)
+		c.transmit(c.sndNxt, n, false)
+		c.sndNxt = c.sndNxt.Add(seqnum.Size(n))
+		return
+	}
+	// Resend the last segment (with our FIN if that is what it was).
+	end := c.sndNxt
+	fin := c.finSent
+	if fin {
+		end = end.Sub(1)
+	}
+	start := seqnum.Max(c.sndUna, end.Sub(seqnum.Size(mss)))
+	if start.GreaterThan(end) {
+		start = end
+	}
+	c.transmit(start, int(start.Size(end)), fin)
+	e.counters.inc(Retransmits)
+	c.retransmitted++
+}
+
+// enterRecovery starts loss recovery: fast retransmit after DupThresh
+// duplicate ACKs or SACKed evidence (rto false), or after a retransmission
+// timeout (rto true).
+func (c *Conn) enterRecovery(rto bool) {
+	e := c.e
+	flight := int(c.sndUna.Size(c.sndNxt))
+	c.priorCwnd, c.priorSsth = c.cc.cwnd(), c.cc.ssthresh()
+	c.undoRetrans = 0
+	if rto {
+		c.priorCwnd = 0 // an RTO is not undone
+		c.cc.onRTO(e.now, flight)
+		e.counters.inc(RTORecoveries)
+	} else {
+		c.cc.onLoss(e.now, flight)
+		e.counters.inc(FastRecoveries)
+	}
+	c.inRecovery, c.rtoRecovery = true, rto
+	c.recoverySeq = c.sndNxt
+	c.highRxt = c.sndUna
+	c.rxtMark = c.sndNxt
+	c.lostTo = c.sndUna
+	c.rttTiming = false // Karn: no sample from anything sent before a retransmission
+}
+
+// exitRecovery ends recovery once the recovery point is acknowledged.
+func (c *Conn) exitRecovery() {
+	c.inRecovery, c.rtoRecovery = false, false
+	c.dupAcks = 0
+	c.cc.onRecoveryEnd(c.e.now)
+}
