@@ -84,6 +84,7 @@ type Conn struct {
 	undoRetrans  int          // retransmissions of the last reduction not yet shown spurious by a D-SACK
 	priorCwnd    int          // cwnd and ssthresh before the last reduction, for undo
 	priorSsth    int
+	rxtTSval     uint32
 	probes       int // unanswered zero-window probes
 	persistShift int // persist timer backoff
 	delackAt     Time

@@ -40,6 +40,7 @@ func (e *Engine) Dial(now Time, local netip.Addr, remote netip.AddrPort) (*Conn,
 		c.sendSYN()
 	} else {
 		// The SYN goes out when the reply arrives (resolved); the RTO retries the request.
+		e.neigh.waiting = append(e.neigh.waiting, c)
 		e.neigh.request(e, local, nh)
 		c.sndNxt = c.iss.Add(1)
 		c.armRTO()

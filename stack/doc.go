@@ -14,8 +14,12 @@
 //	listen.go    listeners, the SYN queue and the accept queue
 //	syncookie.go SYN cookies
 //	isn.go       initial sequence numbers (RFC 6528)
-//	rcv.go       segment arrival (RFC 9293 section 3.10.7), RFC 5961 checks
-//	snd.go       segment output
+//	rcv.go       segment arrival (RFC 9293 section 3.10.7), RFC 5961 checks, PAWS, delayed ACKs
+//	reassembly.go out-of-order data held in place in the receive ring; SACK/D-SACK blocks
+//	snd.go       segment output, RTO, persist timer, sender/receiver silly window avoidance
+//	recovery.go  RFC 6675 SACK loss recovery (NewReno without SACK), limited transmit, tail loss probe
+//	cc.go        congestion control interface, NewReno; cubic.go CUBIC (RFC 9438)
+//	rtt.go       RTT estimation (RFC 6298)
 //	conn.go      the connection record and the application side
 //	timewait.go  the compact TIME_WAIT table
 //	timer.go     the per-shard timer heap
@@ -24,8 +28,8 @@
 //	neighbor.go  ARP, ICMP echo and path MTU
 //	counters.go  every drop and notable event, readable from other goroutines
 //
-// Retransmission here is the simple part: an RTO with exponential backoff that
-// resends from SND.UNA (SYN, SYN-ACK, data and FIN alike). RTT estimation,
-// fast retransmit, SACK recovery, congestion control, out-of-order reassembly
-// and delayed ACKs plug into snd.go/rcv.go (see the TODO markers named "part 2").
+// Timers: one binary heap per engine holds each connection once, under its
+// earliest deadline. Deadlines that move later (the RTO restarted by every
+// ACK) do not touch the heap; the entry fires early and is re-armed, so the
+// per-segment cost does not grow with the number of connections.
 package stack

@@ -9,13 +9,14 @@ package stack
 //
 // Input layout: byte 0 is the configuration (bit 0 TrustL4Checksum, bit 1
 // SYN cookies always, bit 2 the setup's peers send no timestamps, bit 3
-// keepalive off); then steps, each
+// keepalive off for new connections, bit 4 a handler that accepts, reads,
+// writes and closes from inside its callbacks); then steps, each
 //
 //	time byte   0b00nnnnnn n ms, 0b01nnnnnn n×100ms, 0b10nnnnnn n×10s,
 //	            0b11nnnnnn to the next deadline, then n ms
 //	op byte     low 3 bits: the operation (fzOp*); bit 7: do not Tick even
 //	            if a deadline has passed (the timers run late)
-//	operands    per operation, see fzWorld.step
+//	operands    per operation, see fzWorld.doStep
 //
 // A structured segment names a target 4-tuple; its sequence number is an
 // offset from the target's RCV.NXT (or its advertised window edge), its
@@ -167,6 +168,8 @@ func (f *fzFlow) acks(ack seqnum.Value) bool {
 	return false
 }
 
+// fzWorld is the engine under test with its peers, its application (the
+// handler and the connections it holds) and what the fuzzer knows of each flow.
 type fzWorld struct {
 	t      *testing.T
 	h      *harness
@@ -175,15 +178,16 @@ type fzWorld struct {
 	flags  wire.ParseFlags
 	l4, l6 *Listener
 
-	targets []FlowKey
-	flows   map[FlowKey]*fzFlow
-	conns   []*Conn // every connection the application holds
-	held    map[*Conn]bool
-	rcvNxt  map[*Conn]seqnum.Value
-	closed  map[*Conn]bool // EventClosed delivered
-	peerTS  uint32
-	step    int
-	rd, wr  []byte
+	targets  []FlowKey
+	flows    map[FlowKey]*fzFlow
+	conns    []*Conn // every connection the application holds
+	held     map[*Conn]bool
+	rcvNxt   map[*Conn]seqnum.Value
+	closed   map[*Conn]bool // EventClosed delivered
+	peerTS   uint32
+	step     int
+	reactive bool // the handler reads, writes and closes from its callbacks
+	rd, wr   []byte
 }
 
 func (w *fzWorld) fatalf(format string, args ...any) {
@@ -202,11 +206,35 @@ func (w *fzWorld) ConnEvent(c *Conn, ev Events) {
 		w.closed[c] = true
 	}
 	w.hold(c)
+	if !w.reactive {
+		return
+	}
+	// A proxy's reactions, from inside the callback.
+	if ev&EventReadable != 0 {
+		for w.read(c, w.rd) > 0 {
+		}
+	}
+	if ev&EventWritable != 0 {
+		w.write(c, 3000)
+	}
+	if ev&EventPeerClosed != 0 {
+		if w.step%2 == 0 {
+			c.CloseWrite()
+		} else {
+			c.Close()
+		}
+	}
 }
 
 func (w *fzWorld) Acceptable(l *Listener) {
 	if l.AcceptQueueLen() == 0 {
 		w.fatalf("Acceptable with an empty accept queue")
+	}
+	if w.reactive {
+		if c := l.Accept(); c != nil {
+			w.hold(c)
+			w.addTarget(c.key)
+		}
 	}
 }
 
@@ -359,6 +387,7 @@ func newFuzzWorld(t *testing.T, cfgByte byte) *fzWorld {
 	if cfgByte&2 != 0 {
 		h.e.cfg.SYNCookies = SYNCookiesAlways // after the setup, which needs a SYN_RCVD entry
 	}
+	w.reactive = cfgByte&16 != 0
 	h.drain()
 	h.e.handler = w
 	w.now = h.now
@@ -375,6 +404,9 @@ func (w *fzWorld) run(in []byte) {
 	}
 }
 
+// doStep decodes and runs one step. The operands: a segment, see segFrame;
+// an application call, see appOp; a raw frame, rawOp; ARP and ICMP, netOp;
+// accept, dial and listeners, mgmtOp. Tick has none.
 func (w *fzWorld) doStep(r *fzReader) {
 	tb, op := r.u8(), r.u8()
 	n := time.Duration(tb & 63)
@@ -877,6 +909,20 @@ func (w *fzWorld) check() {
 		} else if c.heapIdx < 0 || c.heapIdx >= len(e.timers) || e.timers[c.heapIdx] != c {
 			w.fatalf("%v (%v): deadline armed but not in the heap", k, c.state)
 		}
+		// Liveness: whatever waits on the peer has a timer that ends the wait.
+		unsent := c.sndBufSeq.Add(seqnum.Size(c.sndBuf.Len())).GreaterThan(c.sndNxt) || (c.finQueued && !c.finSent)
+		sending := c.state == Established || c.state == CloseWait || c.state == FinWait1 || c.state == Closing || c.state == LastAck
+		switch {
+		case c.nextTimer() != Never:
+		case c.state == SynSent || c.state == SynReceived:
+			w.fatalf("%v (%v): handshake without a timer", k, c.state)
+		case c.sndUna != c.sndNxt:
+			w.fatalf("%v (%v): %d bytes in flight without a timer", k, c.state, c.sndUna.Size(c.sndNxt))
+		case c.appClosed:
+			w.fatalf("%v (%v): closed by the application, without a timer to end it", k, c.state)
+		case sending && unsent:
+			w.fatalf("%v (%v): data or FIN waiting to be sent without a timer (window %d)", k, c.state, c.sndWnd)
+		}
 		if c.listener != nil && c.state != SynReceived && !c.inAcceptQ {
 			w.fatalf("%v (%v): belongs to a listener but is in neither queue", k, c.state)
 		}
@@ -1201,6 +1247,11 @@ func fzSeeds() [][]byte {
 	seeds = append(seeds, fzInput(0, all(func(t byte) []byte {
 		return fzSeg{target: t, flags: ACK, ack: -70000}.step()
 	})...))
+	// The data, handshake and close seeds again with a handler that reacts
+	// from inside its callbacks.
+	for _, i := range []int{1, 2, 4, 5} {
+		seeds = append(seeds, append([]byte{seeds[i][0] | 16}, seeds[i][1:]...))
+	}
 	// A new SYN for each TIME_WAIT entry, newer and older.
 	seeds = append(seeds, fzInput(0,
 		fzSeg{target: fzTimeWait1, flags: SYN, seq: 100, ts: true}.step(),

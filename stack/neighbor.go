@@ -12,8 +12,9 @@ import (
 // neighbour advertisements tell it, and asks with its own ARP/NDP when an
 // active open needs a next hop it does not know.
 type neighborTable struct {
-	macs   map[netip.Addr]wire.MAC
-	routes []route
+	macs    map[netip.Addr]wire.MAC
+	routes  []route
+	waiting []*Conn // active opens whose next hop is not resolved yet
 }
 
 var allNodes = netip.AddrFrom16([16]byte{0: 0xff, 1: 0x02, 15: 1})
@@ -74,13 +75,24 @@ func (t *neighborTable) request(e *Engine, src, target netip.Addr) {
 
 // resolved sends the SYNs of active opens that were waiting for ip's MAC.
 func (e *Engine) resolved(ip netip.Addr) {
+	if len(e.neigh.waiting) == 0 {
+		return
+	}
 	mac := e.neigh.macs[ip]
-	for _, c := range e.flows {
-		if c.state == SynSent && !c.macKnown && c.nextHop() == ip {
+	kept := e.neigh.waiting[:0]
+	for _, c := range e.neigh.waiting {
+		switch {
+		case c.state != SynSent || c.macKnown:
+			// gone, or resolved by another path: drop from the list
+		case c.nextHop() == ip:
 			c.peerMAC, c.macKnown = mac, true
 			c.sendSYN()
+		default:
+			kept = append(kept, c)
 		}
 	}
+	clear(e.neigh.waiting[len(kept):])
+	e.neigh.waiting = kept
 }
 
 // handleARP answers requests for our addresses and learns from every ARP

@@ -83,6 +83,14 @@ func (c *Conn) input(s *segment) {
 				// number: RFC 5961 section 4.2, Linux's syn_challenge.
 				e.counters.inc(RxSYNInWindow)
 				c.challengeACK()
+			case len(s.payload) > 0 && s.seq.LessThan(c.rcvNxt):
+				// Data we have already: a spurious retransmission, or a
+				// duplicate. ACK it with a D-SACK (RFC 2883 section 4, as
+				// Linux's tcp_send_dupack does), which is how the sender
+				// learns to undo its window reduction.
+				e.counters.inc(RxDuplicate)
+				c.setDSACK(s.seq, seqnum.Min(s.seq.Add(seqnum.Size(len(s.payload))), c.rcvNxt))
+				c.sendACK()
 			default:
 				e.counters.inc(RxOutOfWindow)
 				c.sendACK()
@@ -273,7 +281,7 @@ func (c *Conn) processACK(s *segment) bool {
 func (c *Conn) ackAdvance(s *segment) {
 	e := c.e
 	ack := s.ack
-	ackedSeq := int(c.sndUna.Size(ack))
+	c.detectDelayedOriginal(s)
 	c.sndUna = ack
 	dataEnd := c.sndBufSeq.Add(seqnum.Size(c.sndBuf.Len()))
 	acked := c.sndBuf.Len()
@@ -308,15 +316,32 @@ func (c *Conn) ackAdvance(s *segment) {
 	}
 
 	if c.inRecovery {
+		if c.rtoRecovery {
+			// After a timeout cwnd is not being reduced: it grows by slow
+			// start from one segment while the holes are resent (RFC 5681
+			// section 3.1; Linux's Loss state, unlike Recovery, raises
+			// cwnd). Held at one segment, a lost flight of N segments took
+			// N round trips to resend.
+			c.cc.onAck(e.now, acked, rtt)
+		}
 		if !ack.LessThan(c.recoverySeq) {
 			c.exitRecovery()
 		} else if !c.sackOK {
 			// NewReno partial ACK (RFC 6582 section 3.2 step 5): the next
-			// unacknowledged segment is lost too; send it at once.
+			// unacknowledged segment is lost too; send it at once —
+			// whatever the pipe, which without SACK still counts the
+			// flight above it and would hold it until the RTO.
 			c.highRxt = c.sndUna
+			if seq, n, ok := c.nextRetransmit(c.effectiveMSS()); ok {
+				c.retransmit(seq, n)
+			}
 		}
 	} else {
-		c.cc.onAck(e.now, ackedSeq, rtt)
+		// Data bytes only (RFC 3465 counts bytes of data): the SYN and FIN
+		// occupy sequence space but carry nothing, and counting the passive
+		// handshake's ACK of our SYN left cwnd one byte past a segment
+		// boundary — a 1-byte segment after every initial window.
+		c.cc.onAck(e.now, acked, rtt)
 	}
 
 	// RFC 6298 section 5.3 and 5.7: restart the timer, undo the backoff.

@@ -77,7 +77,13 @@ func (c *Conn) onDSACK(start seqnum.Value) {
 	if c.sacked.n > 0 {
 		top = c.sacked.r[c.sacked.n-1].end
 	}
-	if top.GreaterThan(start) {
+	// Only a D-SACK at or above SND.UNA measures reordering (as Linux's
+	// tcp_sacktag_one takes it only for data still in its queue): below, the
+	// distance to the top has grown by all that was acknowledged since, and
+	// one spurious retransmission under loss (a lost ACK, say) raised
+	// DupThresh to a window's worth, leaving every later loss to the RTO.
+	// Reordering below SND.UNA is found by detectDelayedOriginal instead.
+	if top.GreaterThan(start) && !start.LessThan(c.sndUna) {
 		if dist := int(start.Size(top))/mss + 1; dist > c.reordering {
 			c.reordering = min(dist, maxReordering)
 		}
@@ -89,6 +95,28 @@ func (c *Conn) onDSACK(start seqnum.Value) {
 			c.priorCwnd = 0
 			c.e.counters.inc(SpuriousRecoveries)
 		}
+	}
+}
+
+// detectDelayedOriginal is Eifel detection (RFC 3522) as Linux's
+// tcp_packet_delayed makes it: an ACK advancing SND.UNA during fast recovery
+// whose TSecr is older than our first retransmission was sent for the
+// original segment, which was delayed, not lost. Reordering is then as deep
+// as the data that arrived ahead of it (SND.UNA to the highest SACKed byte,
+// Linux's tcp_check_sack_reordering with prior_snd_una). Called before
+// SND.UNA moves. c.rxtTSval is the TSval of the recovery's first
+// retransmission.
+func (c *Conn) detectDelayedOriginal(s *segment) {
+	if !c.inRecovery || c.rtoRecovery || !c.tsOK || !s.opts.HasTimestamps || s.opts.TSEcr == 0 ||
+		int32(s.opts.TSEcr-c.rxtTSval) >= 0 {
+		return
+	}
+	top := s.ack
+	if c.sacked.n > 0 {
+		top = seqnum.Max(top, c.sacked.r[c.sacked.n-1].end)
+	}
+	if dist := int(c.sndUna.Size(top))/c.effectiveMSS() + 1; dist > c.reordering {
+		c.reordering = min(dist, maxReordering)
 	}
 }
 
@@ -292,7 +320,13 @@ func (c *Conn) enterRecovery(rto bool) {
 	c.undoRetrans = 0
 	if rto {
 		c.priorCwnd = 0 // an RTO is not undone
-		c.cc.onRTO(e.now, flight)
+		if c.retries <= 1 {
+			// A segment the timer already resent: ssthresh is held
+			// constant (RFC 5681 section 3.1; Linux's tcp_enter_loss
+			// reduces once per episode) and cwnd is still one segment.
+			// Reducing again took CUBIC's ssthresh from 0.7 cwnd to 2 SMSS.
+			c.cc.onRTO(e.now, flight)
+		}
 		e.counters.inc(RTORecoveries)
 	} else {
 		c.cc.onLoss(e.now, flight)
@@ -304,11 +338,29 @@ func (c *Conn) enterRecovery(rto bool) {
 	c.rxtMark = c.sndNxt
 	c.lostTo = c.sndUna
 	c.rttTiming = false // Karn: no sample from anything sent before a retransmission
+	// The TSval the retransmissions about to go will carry.
+	c.rxtTSval = c.tsNow()
+	if !rto {
+		// Fast retransmit: the first segment presumed lost goes out now,
+		// whatever the pipe (RFC 6675 section 5 step 4.3, RFC 5681 section
+		// 3.2 step 2; Linux's PRR forces it too). Only what follows waits
+		// for cwnd - pipe to open, which with cwnd cut to 0.7 or 0.5 of the
+		// flight takes several more ACKs.
+		if seq, n, ok := c.nextRetransmit(c.effectiveMSS()); ok {
+			c.retransmit(seq, n)
+		}
+	}
 }
 
 // exitRecovery ends recovery once the recovery point is acknowledged.
 func (c *Conn) exitRecovery() {
+	rto := c.rtoRecovery
 	c.inRecovery, c.rtoRecovery = false, false
 	c.dupAcks = 0
-	c.cc.onRecoveryEnd(c.e.now)
+	if !rto {
+		// cwnd = ssthresh ends a fast recovery's reduction; after a
+		// timeout slow start has been growing cwnd and keeps it (Linux
+		// leaves the Loss state without touching cwnd).
+		c.cc.onRecoveryEnd(c.e.now)
+	}
 }

@@ -207,18 +207,7 @@ func (c *Conn) output() {
 		cwnd, pipe := c.cc.cwnd(), c.pipe()
 		if c.inRecovery && cwnd-pipe >= mss {
 			if seq, n, ok := c.nextRetransmit(mss); ok {
-				dn, fin := n, false
-				if c.finSent && seq.Add(seqnum.Size(n)) == dataEnd.Add(1) {
-					dn, fin = n-1, true
-				}
-				c.transmit(seq, dn, fin)
-				c.highRxt = seq.Add(seqnum.Size(n))
-				e.counters.inc(Retransmits)
-				c.retransmitted++
-				c.undoRetrans++
-				if c.rtoAt == Never {
-					c.armRTO()
-				}
+				c.retransmit(seq, n)
 				continue
 			}
 		}
@@ -243,8 +232,9 @@ func (c *Conn) output() {
 			// Not limited by the data. Sender silly window avoidance (RFC 9293
 			// section 3.8.6.2.1): a short segment only when the peer's window
 			// is all it will ever offer (at least half its largest); a short
-			// congestion budget waits for ACKs.
-			if n < budget || n == 0 || usable < int(c.maxSndWnd/2) {
+			// congestion budget waits for ACKs. (A peer whose whole window is
+			// below our MSS was never sent a byte, only zero-window probes.)
+			if n == 0 || n >= budget || usable < int(c.maxSndWnd/2) {
 				blocked = n < budget || n == 0
 				break
 			}
@@ -279,6 +269,24 @@ func (c *Conn) output() {
 	}
 	if c.ackNeeded {
 		c.sendACK()
+	}
+}
+
+// retransmit resends the n sequence numbers from seq (the last of them our
+// FIN when it is there) and advances HighRxt past them.
+func (c *Conn) retransmit(seq seqnum.Value, n int) {
+	dataEnd := c.sndBufSeq.Add(seqnum.Size(c.sndBuf.Len()))
+	dn, fin := n, false
+	if c.finSent && seq.Add(seqnum.Size(n)) == dataEnd.Add(1) {
+		dn, fin = n-1, true
+	}
+	c.transmit(seq, dn, fin)
+	c.highRxt = seq.Add(seqnum.Size(n))
+	c.e.counters.inc(Retransmits)
+	c.retransmitted++
+	c.undoRetrans++
+	if c.rtoAt == Never {
+		c.armRTO()
 	}
 }
 
