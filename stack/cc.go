@@ -54,10 +54,24 @@ type congestion interface {
 }
 
 func newCongestion(kind CongestionControl, smss int) congestion {
+	var st ccState
+	return st.init(kind, smss)
+}
+
+// ccState holds either algorithm's state; a Conn embeds one, so the
+// congestion controller costs no allocation of its own.
+type ccState struct {
+	reno  reno
+	cubic cubic
+}
+
+func (st *ccState) init(kind CongestionControl, smss int) congestion {
 	if kind == NewReno {
-		return newNewReno(smss)
+		st.reno = *newNewReno(smss)
+		return &st.reno
 	}
-	return newCubic(smss)
+	st.cubic = *newCubic(smss)
+	return &st.cubic
 }
 
 // reno is RFC 5681 slow start and congestion avoidance, with appropriate

@@ -65,6 +65,7 @@ type Conn struct {
 
 	// Reliability and congestion control (part 2).
 	cc           congestion
+	ccState      ccState // cc points into it
 	rtt          rttEstimator
 	rttTiming    bool         // a segment is being timed (Karn's algorithm; no timestamps)
 	rttSeq       seqnum.Value // the timed segment's end

@@ -346,12 +346,12 @@ func (e *Engine) newConn(k FlowKey, mac wire.MAC) *Conn {
 		quickAcks:  maxQuickAcks,
 		reordering: dupThresh,
 		rcvMSSSeen: int(defaultMSS(k)),
-		cc:         newCongestion(e.cfg.Congestion, int(defaultMSS(k))),
 		rto:        e.cfg.InitialRTO,
 		keepalive:  !e.cfg.Keepalive.Disabled,
 		lastRcvAt:  e.now,
 		tsOffset:   e.tsOffset(k.LocalAddr, k.RemoteAddr),
 	}
+	c.cc = c.ccState.init(e.cfg.Congestion, int(defaultMSS(k)))
 	c.sndBuf.max = e.cfg.SndBuffer
 	c.rcvBuf.max = e.cfg.RcvBuffer
 	e.stats.states[Closed].Add(1)

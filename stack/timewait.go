@@ -9,8 +9,10 @@ import (
 // compact entries, apart from full connection records: the 4-tuple, the two
 // sequence numbers, TS.Recent and the peer's MAC. Since every entry lives
 // the same 2MSL, insertion order is expiry order: entries sit in a FIFO ring
-// and expire from its head, O(1) each. When the ring holds TimeWaitMax live
-// entries the oldest is recycled (counted) — bounded memory under churn.
+// and expire from its head, O(1) each. The ring has at most TimeWaitMax
+// slots; when they are all taken (live entries, plus tombstones left by
+// restarted timers) the oldest slot is recycled, counted when it was live —
+// bounded memory under churn, constant time per operation.
 //
 // A retransmitted FIN restarts an entry's timer: the entry moves to the
 // tail (its old slot becomes a tombstone), which keeps the ring in expiry order.
