@@ -36,7 +36,10 @@ fuzz: deps
 	  done; \
 	done
 
+# bpf/ runs bpf2go: clang, llvm-strip and libbpf's headers (Debian: clang llvm libbpf-dev).
 generate: deps
+	@scripts/deps.sh clang:clang llvm-strip:llvm
+	@test -e /usr/include/bpf/bpf_helpers.h || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libbpf-dev >/dev/null; }
 	$(GO) generate ./...
 
 demo: build

@@ -1,4 +1,115 @@
-// Package bpf will hold the XDP program that steers xdproxy's TCP packets into
-// AF_XDP sockets, with its maps, loader and BPF_PROG_TEST_RUN fixtures.
-// Not built yet: see the README's Status section.
+// Package bpf holds xdproxy's XDP program, which steers the packets xdproxy
+// owns into the AF_XDP socket (XSK) of the queue they arrived on and passes
+// everything else to the kernel, together with its maps, its loader and its
+// BPF_PROG_TEST_RUN fixtures.
+//
+// # Files
+//
+//	xdp.c          the program (xdproxy_steer) and its maps
+//	parse.h        header parsing: cursor, Ethernet and VLAN, ARP, ICMP layouts
+//	xdproxy.h      map key/value layouts and constants shared with Go
+//	gen.go         the bpf2go line; xdp_bpfel.go and xdp_bpfel.o are generated
+//	               and committed, so building needs no clang (make generate)
+//	loader.go      Load, Attach/Detach, map updates, Counters
+//	netlink.go     what rtnetlink says is attached; detaching netlink programs
+//
+// # What is steered
+//
+// After Ethernet and up to two VLAN tags (802.1Q or 802.1ad, any VLAN ID):
+//
+//   - TCP to a listener address:port (the client legs), IPv4 or IPv6.
+//     A listener on 0.0.0.0 or :: matches every destination address of its
+//     family (RedirectListener).
+//   - TCP to an owned address with a destination port in its owned range:
+//     the return traffic of the backend legs (RedirectOwned).
+//   - ARP requests and replies (Ethernet/IPv4) whose target address is a
+//     neighbour address (RedirectARP), and neighbour solicitations and
+//     advertisements (ICMPv6 135/136) whose target is one (RedirectNDP).
+//     Neighbour addresses are those the kernel does not own and the engine
+//     answers for.
+//   - Only with SetICMPSteering(true): ICMP/ICMPv6 echo requests to a
+//     neighbour address, and ICMP errors (destination unreachable with
+//     fragmentation needed among them, packet too big, time exceeded,
+//     parameter problem) that quote a TCP segment sent from a listener
+//     address:port or an owned port (RedirectICMP): the engine's path MTU
+//     discovery and ping. Off after Load.
+//
+// Everything else is passed (XDP_PASS). A packet that is ours by address and
+// port (or NDP target) but malformed is dropped (XDP_DROP, DropMalformed):
+// TCP header cut short, data offset below 5 or past the segment, IP total or
+// payload length past the frame or shorter than the headers, NDP with a code
+// other than 0 or a hop limit other than 255 (RFC 4861 section 7.1).
+// XDP_ABORTED is returned only if index 0 of an array map were missing.
+//
+// Redirects use bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS): when the
+// queue has no socket the packet goes to the kernel and RedirectFailed counts
+// it (besides its reason counter).
+//
+// # Maps
+//
+// Every address is 16 bytes in network byte order: IPv6 as is, IPv4 as the
+// IPv4-mapped address ::ffff:a.b.c.d (so 192.0.2.1 is 00 00 00 00 00 00 00
+// 00 00 00 ff ff c0 00 02 01); the loader maps IPv4-mapped netip.Addrs to
+// IPv4 and drops zones.
+//
+//	listeners     HASH, 1024   key  {addr [16]byte; port uint16 (network order, as on the wire); pad uint16 = 0}  (20 bytes)
+//	                           value uint32, unused (0)
+//	owned_ranges  HASH, 256    key  addr [16]byte
+//	                           value {lo, hi uint16 (host order, inclusive)}: one range per address
+//	arp_addrs     HASH, 256    key  addr [16]byte
+//	                           value uint32, unused (0)
+//	xsks          XSKMAP, 64   key  queue index uint32; value XSK fd (MaxQueues)
+//	settings      ARRAY, 1     {flags uint32}: bit 0 steering enabled (set by Load),
+//	                           bit 1 a wildcard listener exists (kept by the loader),
+//	                           bit 2 ICMP steering
+//	counters      PERCPU_ARRAY, 1   struct of uint64 counters, below
+//
+// # Counters
+//
+// In order, with the names Counters.List gives them: rx_packets (every
+// packet), redirect_listener, redirect_owned, redirect_arp, redirect_ndp,
+// redirect_icmp, pass_not_ours, pass_disabled (steering off), drop_malformed,
+// and redirect_failed. Each packet is counted in rx_packets and in exactly
+// one of the next eight; redirect_failed counts the redirects, already
+// counted by reason, that found no socket and went to the kernel.
+//
+// # Attaching
+//
+// Attach uses a BPF link (Linux 5.9 or later), which the kernel removes when
+// the process exits, so a killed xdproxy leaves nothing behind. An xdproxy
+// program found on the interface (any program whose name starts with
+// "xdproxy": a link of another live Program, or one attached through netlink
+// by an older version or by hand, which outlives its process) is detached
+// first: programs never stack. For that short moment the interface runs no
+// program and its packets go to the kernel. A program of anyone else is left
+// in place and Attach fails with ErrForeignProgram. ModeAuto tries native
+// (driver) mode, then generic; AttachedMode says which one took.
+//
+// # Known bypasses and limits
+//
+//   - IPv6 extension headers are not walked: TCP behind any of them
+//     (hop-by-hop, routing, destination options, fragment) passes to the
+//     kernel, as do ICMPv6 and NDP behind them.
+//   - IPv4 fragments, the first included, pass to the kernel: the engine
+//     never sees fragmented TCP. If the kernel owns the address it
+//     reassembles them and, with no socket there, answers with a RST.
+//   - Packets whose deciding field is cut off (IPv4 header shorter than 20
+//     bytes or with IHL below 5, fewer than 4 bytes of TCP, truncated ARP or
+//     NDP target) cannot be shown to be ours and pass; the kernel drops them.
+//   - Three or more VLAN tags pass. The VLAN ID is not looked at: a listener
+//     matches on every VLAN. NICs that strip the VLAN tag in hardware hand
+//     XDP (and the XSK) untagged frames.
+//   - Checksums are not verified here (the engine does), and the Ethernet
+//     destination address is not checked.
+//   - Queues 64 and up have no XSK slot: their packets pass to the kernel
+//     (counted as redirect_failed).
+//   - A socket in xsks that is bound to another interface or queue makes the
+//     redirect fail after the program returned: the kernel drops the packet,
+//     visible only through the xdp:xdp_redirect_err tracepoint.
+//   - In generic mode the program sees GRO-merged packets; frames larger than
+//     the XSK's frame size are dropped by the socket, and with BIG TCP an
+//     IPv4 aggregate has total length 0 and is dropped as malformed: turn GRO
+//     and LRO off on steered interfaces.
+//   - Without SetICMPSteering(true), ICMP about the engine's flows (path MTU
+//     included) goes to the kernel, which has no socket for them.
 package bpf

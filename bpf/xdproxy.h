@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * Map layouts and constants shared by the XDP program (xdp.c) and the Go
+ * loader (loader.go). bpf2go generates the Go mirrors of the structs named
+ * with -type in gen.go; keep every layout free of implicit padding so that
+ * the two sides cannot disagree.
+ */
+#ifndef XDPROXY_H
+#define XDPROXY_H
+
+#include <linux/types.h>
+
+/* Sizes of the hash maps; the loader reports a full map as an error. */
+#define MAX_LISTENERS    1024
+#define MAX_OWNED_RANGES 256
+#define MAX_NEIGH_ADDRS  256
+/* XSKMAP slots: one per NIC queue, indexed by rx_queue_index. */
+#define MAX_QUEUES       64
+
+/*
+ * Addresses are 16 bytes in network order. IPv4 is written as the
+ * IPv4-mapped IPv6 address ::ffff:a.b.c.d (RFC 4291 section 2.5.5.2), so one
+ * key layout serves both families and an IPv4 key can never equal an IPv6
+ * one that a packet could carry.
+ */
+struct addr16 {
+	union {
+		__u8 b[16];
+		__be32 w[4]; /* 4-byte aligned stores on the BPF stack */
+	};
+};
+
+/*
+ * listeners: TCP to addr:port is a client leg. The port is in network byte
+ * order, exactly as it sits in the TCP header. The wildcard addresses
+ * ::ffff:0.0.0.0 (IPv4) and :: (IPv6) match any destination address of
+ * their family; they are looked up only while SETTING_WILDCARD is set.
+ */
+struct listener_key {
+	struct addr16 addr;
+	__be16 port;
+	__u16 pad; /* must be zero */
+};
+
+/*
+ * owned_ranges: key is the address (struct addr16); TCP to that address
+ * with a destination port in [lo, hi] is return traffic of a backend leg.
+ * lo and hi are in host byte order, inclusive.
+ */
+struct owned_range {
+	__u16 lo;
+	__u16 hi;
+};
+
+/* settings: one entry (index 0). */
+struct steer_settings {
+	__u32 flags;
+};
+
+/* Steer nothing while clear: every packet passes to the kernel. */
+#define SETTING_ENABLED  (1U << 0)
+/* At least one wildcard listener exists: look it up after an exact miss. */
+#define SETTING_WILDCARD (1U << 1)
+/*
+ * Steer ICMP too: echo requests to a neighbour address, and ICMP errors
+ * (destination unreachable, packet too big, time exceeded, parameter
+ * problem) that quote a TCP segment sent from a listener address:port or
+ * an owned range, i.e. by the engine (path MTU discovery).
+ */
+#define SETTING_ICMP     (1U << 2)
+
+/*
+ * counters: one per-CPU entry (index 0). Every packet increments rx_packets
+ * and exactly one of the others, except redirect_failed, which counts the
+ * redirects (already counted by reason) whose queue had no socket.
+ */
+struct steer_counters {
+	__u64 rx_packets;
+	__u64 redirect_listener; /* TCP to a listener addr:port */
+	__u64 redirect_owned;    /* TCP to an owned port range */
+	__u64 redirect_arp;      /* ARP request/reply for a neighbour address */
+	__u64 redirect_ndp;      /* NDP NS/NA for a neighbour address */
+	__u64 redirect_icmp;     /* ICMP for the engine (SETTING_ICMP only) */
+	__u64 pass_not_ours;     /* passed to the kernel */
+	__u64 pass_disabled;     /* passed because SETTING_ENABLED is clear */
+	__u64 drop_malformed;    /* ours by address, but malformed */
+	__u64 redirect_failed;   /* no XSK in xsks[rx_queue]: fell back to XDP_PASS */
+};
+
+#endif /* XDPROXY_H */

@@ -1,0 +1,67 @@
+package proxy
+
+import "sync/atomic"
+
+// handoff is a lock-free single-producer/single-consumer ring of frames,
+// one per ordered pair of shards. A frame that lands on a queue whose shard
+// does not own its flow is copied in here by the receiving shard and handled
+// by the owner on its next loop iteration. Copying (rather than passing the
+// UMEM frame) lets the receiving shard recycle its frame at once: UMEM frames
+// belong to the socket that received them.
+//
+// head is written only by the consumer, tail only by the producer; each side
+// loads the other's index atomically (acquire) and publishes its own with an
+// atomic store (release), which on amd64 are plain MOVs.
+type handoff struct {
+	_     [64]byte // keep the indices off the neighbours' cache lines
+	head  atomic.Uint64
+	_     [56]byte
+	tail  atomic.Uint64
+	_     [56]byte
+	mask  uint64
+	lens  []uint16
+	slots [][handoffFrameSize]byte
+}
+
+// handoffFrameSize is the UMEM frame size: no received frame is larger.
+const handoffFrameSize = 2048
+
+func newHandoff(size int) *handoff {
+	n := 1
+	for n < size {
+		n <<= 1
+	}
+	return &handoff{mask: uint64(n - 1), lens: make([]uint16, n), slots: make([][handoffFrameSize]byte, n)}
+}
+
+// push copies frame in; it reports false when the ring is full or the frame
+// too large (the caller counts the drop).
+func (h *handoff) push(frame []byte) bool {
+	if len(frame) > handoffFrameSize {
+		return false
+	}
+	t := h.tail.Load()
+	if t-h.head.Load() > h.mask {
+		return false
+	}
+	i := t & h.mask
+	copy(h.slots[i][:], frame)
+	h.lens[i] = uint16(len(frame))
+	h.tail.Store(t + 1)
+	return true
+}
+
+// drain hands every queued frame to fn, in order, and returns how many.
+func (h *handoff) drain(fn func(frame []byte)) int {
+	hd := h.head.Load()
+	t := h.tail.Load()
+	for i := hd; i != t; i++ {
+		s := i & h.mask
+		fn(h.slots[s][:h.lens[s]])
+	}
+	h.head.Store(t)
+	return int(t - hd)
+}
+
+// empty reports whether nothing is queued (a consumer-side check).
+func (h *handoff) empty() bool { return h.head.Load() == h.tail.Load() }
