@@ -12,3 +12,5 @@ require (
 	github.com/vishvananda/netns v0.0.5
 	golang.org/x/sys v0.45.0
 )
+
+require golang.org/x/net v0.55.0 // indirect

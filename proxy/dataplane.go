@@ -237,6 +237,11 @@ func StartDataplane(cfg DataplaneConfig) (_ *Dataplane, err error) {
 			return nil, fmt.Errorf("dataplane: queue %d: %w", s.queue, err)
 		}
 	}
+	// ICMP for our flows (path MTU discovery) and echo to engine-owned
+	// addresses go to the engine too; the kernel has no socket for them.
+	if err := d.prog.SetICMPSteering(true); err != nil {
+		return nil, fmt.Errorf("dataplane: %w", err)
+	}
 	if err := d.prog.Attach(ifindex, cfg.XDPMode); err != nil {
 		return nil, fmt.Errorf("dataplane: %w", err)
 	}

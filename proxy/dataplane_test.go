@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -308,6 +309,11 @@ func kernelEcho(t *testing.T, ns *lab.NS, addr string) {
 func TestLabActiveOpen(t *testing.T) {
 	el := newEchoLab(t, 1, nil)
 	kernelEcho(t, el.client, "10.77.0.1:9000")
+	pcap := filepath.Join(t.TempDir(), "active.pcap")
+	stopCap, err := el.client.Capture(context.Background(), el.veth.A.Name, "tcp port 9000", pcap)
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan dialResult, 1)
 	for i := 0; i < 50; i++ {
 		msg := []byte(fmt.Sprintf("request %d from the engine", i))
@@ -322,6 +328,26 @@ func TestLabActiveOpen(t *testing.T) {
 		}
 	}
 	el.logCounters(t)
+	if err := stopCap(); err != nil {
+		t.Fatal(err)
+	}
+	// The first connection on the wire: SYN(x), SYN-ACK, a bare ACK at x+1
+	// (no data, no sequence number consumed), then data again at x+1.
+	segs := readCapture(t, pcap)
+	if len(segs) < 4 {
+		t.Fatalf("captured %d segments", len(segs))
+	}
+	syn, synack, ack, data := segs[0], segs[1], segs[2], segs[3]
+	x := syn.tcp.Seq
+	if syn.fromClient || !syn.tcp.SYN || syn.tcp.ACK || !synack.tcp.SYN || !synack.tcp.ACK || synack.tcp.Ack != x+1 {
+		t.Fatalf("handshake on the wire: %+v / %+v", syn.tcp.BaseLayer.Contents, synack.tcp.BaseLayer.Contents)
+	}
+	if ack.fromClient || ack.tcp.SYN || !ack.tcp.ACK || ack.payload != 0 || ack.tcp.Seq != x+1 || ack.tcp.Ack != synack.tcp.Seq+1 {
+		t.Errorf("third segment: seq=x+%d ack=y+%d len=%d, want a bare ACK at x+1, y+1", ack.tcp.Seq-x, ack.tcp.Ack-synack.tcp.Seq, ack.payload)
+	}
+	if data.fromClient || data.payload == 0 || data.tcp.Seq != x+1 {
+		t.Errorf("first data segment at x+%d (len %d), want x+1", data.tcp.Seq-x, data.payload)
+	}
 }
 
 // TestLabTwoQueues: a 2-queue veth with both queues in use. Client flows
@@ -408,4 +434,42 @@ func cpuTime(t *testing.T) time.Duration {
 		t.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestLabEngineOwnedAddress: a listener address the kernel does not have.
+// The engine answers ARP and ping for it (the XDP program steers them), and
+// serves TCP on it.
+func TestLabEngineOwnedAddress(t *testing.T) {
+	vip := netip.MustParseAddrPort("10.77.0.100:7")
+	el := newEchoLab(t, 1, func(cfg *DataplaneConfig) {
+		cfg.Listeners = append(cfg.Listeners, vip)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := lab.EnsureTools("ping:iputils-ping"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := el.client.Run(ctx, "ping", "-c", "2", "-i", "0.2", "-W", "2", vip.Addr().String()); err != nil {
+		t.Fatalf("ping %v (answered by the engine): %v\n%s", vip.Addr(), err, out)
+	}
+	c, err := el.client.DialTCP(ctx, vip.String())
+	if err != nil {
+		t.Fatalf("dial %v: %v", vip, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte("via the engine's own address"))
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "via the engine's own address" {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+	var arp, echo uint64
+	el.dp.Shards()[0].Do(func(s *Shard) {
+		arp = s.Engine().Counters().Load(stack.ARPRepliesOut)
+		echo = s.Engine().Counters().Load(stack.ICMPEchoReplies)
+	})
+	if arp == 0 || echo == 0 {
+		t.Errorf("engine answered %d ARP requests and %d pings, want both > 0", arp, echo)
+	}
 }
