@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdproxy/xdproxy/bpf"
@@ -72,8 +73,14 @@ type Dataplane struct {
 	wg       sync.WaitGroup
 	restore  []func() // undo steps for system settings, run in reverse
 	neighEnd chan struct{}
-	log      *slog.Logger
-	stopOnce sync.Once
+	netns    netns.NsHandle // the namespace the data plane was started in
+	// hashClients: the receive queue of a client flow is not stable (veth:
+	// the queue is the sender's skb->hash, which its TCP re-randomises on
+	// an RTO or duplicate data), so client flows are owned by a hash of
+	// their address instead of by the queue they happen to arrive on.
+	hashClients bool
+	log         *slog.Logger
+	stopOnce    sync.Once
 }
 
 func (d *Dataplane) now() stack.Time { return stack.Time(time.Since(d.start)) + 1 }
@@ -102,11 +109,17 @@ func StartDataplane(cfg DataplaneConfig) (_ *Dataplane, err error) {
 			d.teardown()
 		}
 	}()
+	// Sockets a shard opens later (kernel legs) must live in the namespace
+	// the data plane was started in; goroutines do not inherit it.
+	if d.netns, err = netns.Get(); err != nil {
+		return nil, fmt.Errorf("dataplane: current network namespace: %w", err)
+	}
 	d.link, err = netlink.LinkByName(cfg.Interface)
 	if err != nil {
 		return nil, fmt.Errorf("dataplane: interface %q: %w", cfg.Interface, err)
 	}
 	ifindex := d.link.Attrs().Index
+	d.hashClients = d.link.Type() == "veth"
 	var mac wire.MAC
 	if hw := d.link.Attrs().HardwareAddr; len(hw) == 6 {
 		copy(mac[:], hw)
@@ -218,14 +231,19 @@ func StartDataplane(cfg DataplaneConfig) (_ *Dataplane, err error) {
 		}
 		if cfg.NewHandler != nil {
 			ecfg.Handler = cfg.NewHandler(s)
+			if d, ok := ecfg.Handler.(Driver); ok {
+				s.driver = d
+			}
 		}
 		if s.eng, err = stack.New(ecfg); err != nil {
 			return nil, fmt.Errorf("dataplane: shard %d: %w", i, err)
 		}
 		for _, ap := range cfg.Listeners {
-			if _, err := s.eng.Listen(ap); err != nil {
+			el, err := s.eng.Listen(ap)
+			if err != nil {
 				return nil, fmt.Errorf("dataplane: shard %d: %w", i, err)
 			}
+			s.listeners = append(s.listeners, el)
 		}
 		if err := loadNeighbors(d.link, s.eng); err != nil {
 			d.log.Warn("loading the kernel's neighbours and routes", "interface", cfg.Interface, "err", err)
@@ -284,6 +302,9 @@ func (d *Dataplane) teardown() error {
 		errs = append(errs, d.prog.Close())
 		d.prog = nil
 	}
+	if d.netns.IsOpen() {
+		d.netns.Close()
+	}
 	for _, s := range d.shards {
 		if s == nil {
 			continue
@@ -306,16 +327,74 @@ func (d *Dataplane) teardown() error {
 // (TCP to a source port) belongs to the shard that chose the port (ports are
 // split by port mod shards: the engines' PortFilter); everything else stays
 // where RSS put it, which keeps every packet of a client flow on one queue.
+// Where the queue of a flow can change mid-connection (veth: hashClients),
+// client flows belong to the shard a hash of the client's address picks;
+// otherwise a segment landing on another shard would be answered with a RST.
 func (d *Dataplane) owner(frame []byte, self int) int {
 	n := len(d.shards)
 	if n == 1 {
 		return self
 	}
 	port, ok := tcpDstPort(frame)
-	if !ok || port < d.portLo || port > d.portHi {
+	if !ok {
+		return self
+	}
+	if port < d.portLo || port > d.portHi {
+		if d.hashClients {
+			if h, ok := tcpSourceHash(frame); ok {
+				return int(h % uint32(n))
+			}
+		}
 		return self
 	}
 	return int(port) % n
+}
+
+// tcpSourceHash hashes the source address and port of a TCP frame (FNV-1a),
+// without a full parse.
+func tcpSourceHash(f []byte) (uint32, bool) {
+	off := 12
+	for len(f) >= off+2 {
+		et := binary.BigEndian.Uint16(f[off:])
+		off += 2
+		var src []byte
+		switch et {
+		case wire.EtherTypeVLAN, wire.EtherTypeQinQ:
+			off += 2
+			continue
+		case wire.EtherTypeIPv4:
+			if len(f) < off+20 || f[off+9] != wire.ProtoTCP {
+				return 0, false
+			}
+			src = f[off+12 : off+16]
+			off += int(f[off]&0x0f) * 4
+		case wire.EtherTypeIPv6:
+			if len(f) < off+40 || f[off+6] != wire.ProtoTCP {
+				return 0, false
+			}
+			src = f[off+8 : off+24]
+			off += 40
+		default:
+			return 0, false
+		}
+		if len(f) < off+2 {
+			return 0, false
+		}
+		h := uint32(2166136261)
+		for _, b := range src {
+			h = (h ^ uint32(b)) * 16777619
+		}
+		h = (h ^ uint32(f[off])) * 16777619
+		h = (h ^ uint32(f[off+1])) * 16777619
+		// FNV's low bits are weak (mod 2 it is a parity): mix (murmur3's fmix32).
+		h ^= h >> 16
+		h *= 0x85ebca6b
+		h ^= h >> 13
+		h *= 0xc2b2ae35
+		h ^= h >> 16
+		return h, true
+	}
+	return 0, false
 }
 
 // tcpDstPort reads the TCP destination port of an Ethernet frame (IPv4 or

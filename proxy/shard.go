@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdproxy/xdproxy/stack"
@@ -33,14 +34,27 @@ type Shard struct {
 	done     chan struct{}
 	ctl      chan func(*Shard)
 
+	driver    Driver            // the application's own timers and file descriptors, if it has any
+	listeners []*stack.Listener // the engine listeners of this shard
 	descs     []xsk.Desc
 	now       stack.Time
 	handleFn  func([]byte) // s.handle bound once, so draining allocates nothing
 	stats     ShardStats
 	lastBusy  stack.Time
-	pollFDs   [2]unix.PollFd
+	pollFDs   [3]unix.PollFd
 	eventBuf  [8]byte
 	spinLimit time.Duration
+}
+
+// Driver is implemented by an application that has work of its own in the
+// shard loop besides engine events: timers (Deadline/Tick) and a file
+// descriptor to wait on (an epoll set of kernel sockets, FD; -1 for none).
+// Poll does non-blocking work on that descriptor and reports whether there was any.
+type Driver interface {
+	Deadline() stack.Time
+	Tick(now stack.Time)
+	FD() int
+	Poll(now stack.Time) bool
 }
 
 // ShardStats are a shard's loop counters, readable from any goroutine.
@@ -120,8 +134,19 @@ func (s *Shard) handle(frame []byte) { s.eng.HandleFrame(s.now, frame) }
 // (with need_wakeup) once the loop has been idle for spinLimit.
 func (s *Shard) run() {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	defer close(s.done)
+	if cur, err := netns.Get(); err == nil {
+		if !cur.Equal(s.dp.netns) {
+			if err := netns.Set(s.dp.netns); err != nil {
+				s.dp.log.Error("shard cannot enter the data plane's network namespace", "shard", s.id, "err", err)
+			}
+			// This thread's namespace changed: never hand it back to the
+			// scheduler (no UnlockOSThread; the thread exits with the goroutine).
+		} else {
+			defer runtime.UnlockOSThread()
+		}
+		cur.Close()
+	}
 	s.handleFn = s.handle
 	for !s.stopping.Load() {
 		s.now = s.dp.now()
@@ -180,6 +205,14 @@ func (s *Shard) poll() bool {
 	if s.eng.NextDeadline() <= s.now {
 		s.eng.Tick(s.now)
 	}
+	if d := s.driver; d != nil {
+		if d.FD() >= 0 && d.Poll(s.now) {
+			busy = true
+		}
+		if d.Deadline() <= s.now {
+			d.Tick(s.now)
+		}
+	}
 	if err := s.sock.Flush(); err != nil {
 		inc(&s.stats.FlushErrors)
 	}
@@ -206,14 +239,23 @@ func (s *Shard) sleep() {
 		return
 	}
 	timeout := 1000 // ms; bounded so a missed wake-up costs at most this
-	if d := s.eng.NextDeadline(); d != stack.Never {
-		ms := int((time.Duration(d-s.dp.now()) + time.Millisecond - 1) / time.Millisecond)
+	deadline := s.eng.NextDeadline()
+	fds := s.pollFDs[:2]
+	if d := s.driver; d != nil {
+		deadline = min(deadline, d.Deadline())
+		if fd := d.FD(); fd >= 0 {
+			s.pollFDs[2] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+			fds = s.pollFDs[:3]
+		}
+	}
+	if deadline != stack.Never {
+		ms := int((time.Duration(deadline-s.dp.now()) + time.Millisecond - 1) / time.Millisecond)
 		timeout = max(0, min(timeout, ms))
 	}
 	inc(&s.stats.Sleeps)
 	s.pollFDs[0] = unix.PollFd{Fd: int32(s.sock.FD()), Events: unix.POLLIN}
 	s.pollFDs[1] = unix.PollFd{Fd: int32(s.efd), Events: unix.POLLIN}
-	n, _ := unix.Poll(s.pollFDs[:], timeout)
+	n, _ := unix.Poll(fds, timeout)
 	s.sleeping.Store(false)
 	if n > 0 && s.pollFDs[1].Revents&unix.POLLIN != 0 {
 		unix.Read(s.efd, s.eventBuf[:])

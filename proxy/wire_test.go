@@ -209,11 +209,16 @@ func TestLabWireScenarios(t *testing.T) {
 	}
 	sh.Do(func(*Shard) { c2.CloseWrite() })
 	waitSS(t, el.client, cc2.LocalAddr(), "CLOSE-WAIT")
-	sh.Do(func(*Shard) {
-		if c2.State() != stack.FinWait2 {
-			t.Errorf("engine side %v, want FIN_WAIT_2", c2.State())
+	// The kernel's ACK of our FIN may still be on its way.
+	var st stack.State
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if sh.Do(func(*Shard) { st = c2.State() }); st == stack.FinWait2 {
+			break
 		}
-	})
+	}
+	if st != stack.FinWait2 {
+		t.Errorf("engine side %v, want FIN_WAIT_2", st)
+	}
 	cc2.Close()
 	app.waitEvent(t, c2, stack.EventPeerClosed)
 	var tw bool

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo needs the daemon (proxy/, cmd/xdproxy) and the AF_XDP data plane
-# (bpf/, xsk/), which are not built yet; see README "Status".
-echo "demo: the xdproxy daemon is not built yet (the engine in stack/ is; see README, Status)." >&2
-exit 1
+# make demo: build, create the lab, run xdproxy with real traffic, summarise, clean up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec go run ./internal/demo --bin bin/xdproxy --config configs/lab.yaml "$@"

@@ -141,6 +141,9 @@ type Info struct {
 	SndWnd, RcvWnd   uint32
 	MSS              int
 	RTO              time.Duration
+	SRTT             time.Duration // smoothed RTT (0 before the first sample)
+	Cwnd             int           // congestion window, bytes
+	Ssthresh         int
 	BytesIn          uint64
 	BytesOut         uint64
 	Retransmits      uint64
@@ -155,7 +158,7 @@ func (c *Conn) Info() Info {
 		Key: c.key, State: c.State(),
 		SndUna: uint32(c.sndUna), SndNxt: uint32(c.sndNxt), RcvNxt: uint32(c.rcvNxt),
 		SndWnd: c.sndWnd, RcvWnd: uint32(c.rcvAdvEdge - c.rcvNxt),
-		MSS: c.sndMSS, RTO: c.rto,
+		MSS: c.sndMSS, RTO: c.rto, SRTT: c.rtt.srtt, Cwnd: c.cc.cwnd(), Ssthresh: c.cc.ssthresh(),
 		BytesIn: c.bytesIn, BytesOut: c.bytesOut, Retransmits: c.retransmitted,
 		SndQueued: c.sndBuf.Len(), RcvQueued: c.rcvBuf.Len(),
 		SACK: c.sackOK, Timestamps: c.tsOK,

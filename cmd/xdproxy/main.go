@@ -1,41 +1,138 @@
-// Command xdproxy is the daemon's command line: run, check, version
-// (see CONFIG.md). Only `version` works until the daemon lands.
+// Command xdproxy runs the proxy (see CONFIG.md): `run --config FILE`,
+// `check --config FILE`, `version`. It is wiring only: flags, config
+// loading, logging, signals and exit codes; the work is in proxy/.
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/xdproxy/xdproxy/internal/config"
+	"github.com/xdproxy/xdproxy/proxy"
 )
 
 var version = "dev"
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string) int {
+const usage = "usage: xdproxy run --config FILE | check --config FILE | version"
+
+func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: xdproxy run|check|version [--config FILE]")
+		fmt.Fprintln(stderr, usage)
 		return 2
 	}
 	switch args[0] {
 	case "version":
-		fmt.Printf("xdproxy %s %s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		fmt.Fprintf(stdout, "xdproxy %s %s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		if bi, ok := debug.ReadBuildInfo(); ok {
 			for _, s := range bi.Settings {
-				if s.Key == "vcs.revision" || s.Key == "vcs.time" {
-					fmt.Printf("%s %s\n", s.Key, s.Value)
+				if s.Key == "vcs.revision" || s.Key == "vcs.time" || s.Key == "vcs.modified" {
+					fmt.Fprintf(stdout, "%s %s\n", s.Key, s.Value)
 				}
 			}
 		}
 		return 0
-	case "run", "check":
-		fmt.Fprintf(os.Stderr, "xdproxy %s: not built yet (the daemon is a later milestone; see README Status)\n", args[0])
-		return 1
+	case "check", "run":
+		fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		path := fs.String("config", "", "configuration file (YAML)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		if *path == "" {
+			fmt.Fprintf(stderr, "xdproxy %s: --config FILE is required\n", args[0])
+			return 2
+		}
+		cfg, err := config.Load(*path)
+		if err != nil {
+			// One line per problem: FILE:LINE: field.path: what is wrong.
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		if args[0] == "check" {
+			fmt.Fprintln(stdout, "ok")
+			return 0
+		}
+		return serve(cfg, stderr)
 	default:
-		fmt.Fprintf(os.Stderr, "xdproxy: unknown command %q (want run, check or version)\n", args[0])
+		fmt.Fprintf(stderr, "xdproxy: unknown command %q\n%s\n", args[0], usage)
 		return 2
 	}
+}
+
+func serve(cfg *config.Config, stderr io.Writer) int {
+	log := newLogger(cfg.Log, stderr)
+	slog.SetDefault(log)
+	pcfg, err := proxy.FromConfig(cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "xdproxy: %v\n", err)
+		return 1
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	p, err := proxy.Start(pcfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "xdproxy: %v\n", err)
+		return 1
+	}
+	var admin *proxy.Admin
+	if cfg.Admin.Address != "" {
+		admin = proxy.NewAdmin(p, cfg.Admin.Address, log)
+		if err := admin.Start(); err != nil {
+			p.Stop()
+			fmt.Fprintf(stderr, "xdproxy: admin server: %v\n", err)
+			return 1
+		}
+		admin.SetReady(true)
+	}
+	log.Info("ready", "listeners", len(cfg.Listeners), "interfaces", len(cfg.Interfaces), "admin", cfg.Admin.Address)
+	sig := <-sigs
+	// /healthz answers 503 "draining" from here on (it reads p.Draining).
+	log.Info("draining", "signal", sig.String(), "drain_timeout", cfg.DrainTimeout)
+	reset := p.Drain(cfg.DrainTimeout)
+	if admin != nil {
+		// Before the data plane goes: a scrape must not race its teardown.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := admin.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			log.Warn("admin server shutdown", "err", err)
+		}
+		cancel()
+	}
+	code := 0
+	if err := p.Stop(); err != nil {
+		log.Error("stopping the data plane", "err", err)
+		code = 1
+	}
+	log.Info("stopped", "sessions_reset", reset)
+	return code
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	switch c.Level {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -1,0 +1,620 @@
+package proxy
+
+import (
+	"container/heap"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xdproxy/xdproxy/stack"
+)
+
+// ListenerSpec is one configured listener, as the daemon hands it to the proxy.
+type ListenerSpec struct {
+	Name           string
+	Addr           netip.AddrPort
+	Balance        string // round_robin | least_conn | maglev
+	DialKernel     bool   // dial: kernel (OS sockets) instead of the engine
+	Source         netip.Addr
+	ProxyProtocol  int // 0 none, 1 or 2
+	ConnectTimeout time.Duration
+	IdleTimeout    time.Duration
+	MaxConnections int // 0: unlimited
+	Health         *HealthSpec
+	Backends       []BackendSpec
+	SndBuffer      int // bound of a kernel leg's write buffer
+}
+
+// BackendSpec is one backend of a listener.
+type BackendSpec struct {
+	Addr   netip.AddrPort
+	Weight int
+}
+
+// HealthSpec configures active health checks.
+type HealthSpec struct {
+	Interval, Timeout time.Duration
+	Rise, Fall        int
+}
+
+// ListenerStats are a listener's counters, summed over shards.
+type ListenerStats struct {
+	Accepted        atomic.Uint64 // client connections taken into a session
+	Refused         atomic.Uint64 // reset at once: max_connections reached, or draining
+	NoBackend       atomic.Uint64 // reset at once: every backend down
+	ConnectFailed   atomic.Uint64 // backend refused or unreachable: client reset
+	ConnectTimeouts atomic.Uint64 // backend did not answer within connect_timeout: client reset
+	IdleTimeouts    atomic.Uint64 // both legs reset after idle_timeout
+	ClientResets    atomic.Uint64 // the client reset (or timed out): backend leg reset
+	BackendResets   atomic.Uint64 // the backend reset (or timed out): client leg reset
+	Completed       atomic.Uint64 // sessions closed by FINs both ways
+	BytesIn         atomic.Uint64 // client → backend
+	BytesOut        atomic.Uint64 // backend → client
+}
+
+// Listener is a listener's shared state: its backends with their health,
+// the open-session count that max_connections bounds, counters.
+type Listener struct {
+	Spec     ListenerSpec
+	Backends []*BackendState
+	Stats    ListenerStats
+	active   atomic.Int64
+	allDown  atomic.Bool // logged once per outage
+	maglev   atomic.Pointer[Maglev]
+	log      *slog.Logger
+}
+
+// Active is the number of open sessions.
+func (l *Listener) Active() int64 { return l.active.Load() }
+
+// BackendState is a backend's shared state.
+type BackendState struct {
+	Spec     BackendSpec
+	Health   *Health
+	active   atomic.Int64
+	Sessions atomic.Uint64 // sessions sent to it
+	Failures atomic.Uint64 // connect failures and timeouts
+}
+
+// Active is the number of open sessions to the backend.
+func (b *BackendState) Active() int64 { return b.active.Load() }
+
+func newListener(spec ListenerSpec, log *slog.Logger) *Listener {
+	l := &Listener{Spec: spec, log: log.With("listener", spec.Name)}
+	rise, fall := 2, 3
+	if h := spec.Health; h != nil {
+		rise, fall = h.Rise, h.Fall
+	}
+	for _, b := range spec.Backends {
+		l.Backends = append(l.Backends, &BackendState{Spec: b, Health: NewHealth(rise, fall)})
+	}
+	if spec.Balance == "maglev" {
+		l.rebuildMaglev()
+	}
+	return l
+}
+
+// healthChanged is called after a backend's health flipped.
+func (l *Listener) healthChanged(b *BackendState) {
+	up := 0
+	for _, x := range l.Backends {
+		if x.Health.Up() {
+			up++
+		}
+	}
+	l.log.Info("backend health changed", "backend", b.Spec.Addr, "up", b.Health.Up(), "backends_up", up)
+	if up > 0 {
+		l.allDown.Store(false)
+	}
+	if l.Spec.Balance == "maglev" {
+		l.rebuildMaglev()
+	}
+}
+
+// rebuildMaglev publishes a new lookup table for the backends now up; every
+// xdproxy node with the same configuration and health view builds the same one.
+func (l *Listener) rebuildMaglev() {
+	addrs := make([]netip.AddrPort, len(l.Backends))
+	weights := make([]int, len(l.Backends))
+	healthy := make([]bool, len(l.Backends))
+	for i, b := range l.Backends {
+		addrs[i], weights[i], healthy[i] = b.Spec.Addr, b.Spec.Weight, b.Health.Up()
+	}
+	m := NewMaglev(addrs, weights, 0)
+	m.Rebuild(healthy)
+	l.maglev.Store(m)
+}
+
+// shardListener is a listener's per-shard state: its balancer (round robin
+// and least-conn keep per-shard positions; Maglev's table is shared).
+type shardListener struct {
+	l       *Listener
+	bal     Balancer
+	healthy func(int) bool
+}
+
+// shardApp is the proxy running inside one shard: it implements the
+// engine's Handler (client legs, engine backend legs, engine health probes)
+// and the shard's Driver (session timers, the epoll set of kernel legs).
+type shardApp struct {
+	sh        *Shard
+	p         *Proxy
+	listeners map[netip.AddrPort]*shardListener
+	sessions  map[*session]struct{}
+	timers    sessionHeap
+
+	epfd       int
+	kernelLegs map[int]*kernelLeg
+	epEvents   [64]unix.EpollEvent
+
+	probes *prober // active health checks, on shard 0 only
+
+	buf [64 << 10]byte
+}
+
+func newShardApp(p *Proxy, sh *Shard) *shardApp {
+	a := &shardApp{sh: sh, p: p, listeners: map[netip.AddrPort]*shardListener{}, sessions: map[*session]struct{}{}, epfd: -1, kernelLegs: map[int]*kernelLeg{}}
+	for _, l := range p.listeners {
+		sl := &shardListener{l: l}
+		sl.healthy = func(i int) bool { return l.Backends[i].Health.Up() }
+		weights := make([]int, len(l.Backends))
+		for i, b := range l.Backends {
+			weights[i] = b.Spec.Weight
+		}
+		switch l.Spec.Balance {
+		case "least_conn":
+			sl.bal = NewLeastConn(weights, func(i int) int { return int(l.Backends[i].active.Load()) })
+		case "maglev":
+			sl.bal = maglevRef{l}
+		default:
+			sl.bal = NewRoundRobin(weights)
+		}
+		a.listeners[l.Spec.Addr] = sl
+	}
+	return a
+}
+
+// maglevRef picks from the listener's current shared table.
+type maglevRef struct{ l *Listener }
+
+func (m maglevRef) Pick(client netip.AddrPort, healthy func(int) bool) int {
+	return m.l.maglev.Load().Pick(client, healthy)
+}
+
+func (a *shardApp) ensureEpoll() error {
+	if a.epfd >= 0 {
+		return nil
+	}
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	a.epfd = fd
+	return nil
+}
+
+// --- stack.Handler ---
+
+func (a *shardApp) Acceptable(el *stack.Listener) {
+	sl := a.listeners[el.Addr()]
+	for c := el.Accept(); c != nil; c = el.Accept() {
+		if sl == nil {
+			c.Abort()
+			continue
+		}
+		a.newSession(sl, c)
+	}
+}
+
+func (a *shardApp) ConnEvent(c *stack.Conn, ev stack.Events) {
+	switch u := c.User.(type) {
+	case *session:
+		u.onConnEvent(c, ev)
+	case *probe:
+		u.onConnEvent(c, ev)
+	default:
+		c.Abort()
+	}
+}
+
+// --- Driver ---
+
+func (a *shardApp) FD() int { return a.epfd }
+
+func (a *shardApp) Poll(now stack.Time) bool {
+	if len(a.kernelLegs) == 0 {
+		return false
+	}
+	n, err := unix.EpollWait(a.epfd, a.epEvents[:], 0)
+	if err != nil || n <= 0 {
+		return false
+	}
+	for _, ev := range a.epEvents[:n] {
+		if k := a.kernelLegs[int(ev.Fd)]; k != nil {
+			k.onEvent(ev.Events)
+		}
+	}
+	return true
+}
+
+func (a *shardApp) Deadline() stack.Time {
+	d := stack.Never
+	if len(a.timers) > 0 {
+		d = a.timers[0].deadline
+	}
+	if a.probes != nil {
+		d = min(d, a.probes.next)
+	}
+	return d
+}
+
+func (a *shardApp) Tick(now stack.Time) {
+	for len(a.timers) > 0 && a.timers[0].deadline <= now {
+		s := a.timers[0]
+		s.onTimer(now)
+	}
+	if a.probes != nil && a.probes.next <= now {
+		a.probes.tick(now)
+	}
+}
+
+// --- sessions ---
+
+// leg is what a session splices: an engine connection or a kernel socket.
+type leg interface {
+	Read(p []byte) (int, error)
+	Write(p []byte) (int, error)
+	WriteSpace() int
+	CloseWrite() error
+	Close() error
+	Abort()
+}
+
+type session struct {
+	app      *shardApp
+	sl       *shardListener
+	backend  *BackendState
+	client   *stack.Conn
+	back     leg
+	backConn *stack.Conn // when the backend leg runs on the engine
+	backK    *kernelLeg  // when it is a kernel socket
+
+	connected bool
+	cEOF      bool // the client's FIN was passed on to the backend
+	bEOF      bool // the backend's FIN was passed on to the client
+	done      bool
+
+	deadline     stack.Time
+	lastActivity stack.Time
+	heapIdx      int
+	startedAt    stack.Time
+}
+
+func (a *shardApp) newSession(sl *shardListener, c *stack.Conn) {
+	l := sl.l
+	now := a.sh.Now()
+	if a.p.draining.Load() {
+		l.Stats.Refused.Add(1)
+		c.Abort()
+		return
+	}
+	if m := l.Spec.MaxConnections; m > 0 && l.active.Add(1) > int64(m) {
+		l.active.Add(-1)
+		l.Stats.Refused.Add(1)
+		c.Abort()
+		return
+	} else if m == 0 {
+		l.active.Add(1)
+	}
+	i := sl.bal.Pick(c.Key().Remote(), sl.healthy)
+	if i < 0 {
+		l.active.Add(-1)
+		l.Stats.NoBackend.Add(1)
+		if l.allDown.CompareAndSwap(false, true) {
+			l.log.Warn("every backend is down: resetting new clients until one is back")
+		}
+		c.Abort()
+		return
+	}
+	b := l.Backends[i]
+	s := &session{app: a, sl: sl, backend: b, client: c, heapIdx: -1, startedAt: now, lastActivity: now}
+	if err := s.dialBackend(now); err != nil {
+		l.active.Add(-1)
+		l.Stats.ConnectFailed.Add(1)
+		b.Failures.Add(1)
+		if b.Health.ConnectFailed() {
+			l.healthChanged(b)
+		}
+		l.log.Debug("backend dial failed", "backend", b.Spec.Addr, "err", err)
+		c.Abort()
+		return
+	}
+	b.active.Add(1)
+	b.Sessions.Add(1)
+	l.Stats.Accepted.Add(1)
+	c.User = s
+	a.sessions[s] = struct{}{}
+	if h := l.Spec.ProxyProtocol; h != 0 {
+		var hdr []byte
+		if h == 1 {
+			hdr = AppendV1(a.buf[:0], c.Key().Remote(), c.Key().Local())
+		} else {
+			hdr = AppendV2(a.buf[:0], c.Key().Remote(), c.Key().Local())
+		}
+		s.back.Write(hdr)
+	}
+	s.deadline = now.Add(l.Spec.ConnectTimeout)
+	heap.Push(&a.timers, s)
+	// Data that came with the handshake goes out behind the backend's SYN.
+	s.pumpClient()
+}
+
+func (s *session) dialBackend(now stack.Time) error {
+	l := s.sl.l
+	addr := s.backend.Spec.Addr
+	if l.Spec.DialKernel {
+		k, err := s.app.dialKernel(addr, l.Spec.SndBuffer)
+		if err != nil {
+			return err
+		}
+		k.sess = s
+		s.back, s.backK = k, k
+		return nil
+	}
+	src := l.Spec.Source
+	if !src.IsValid() {
+		src = s.app.sourceFor(addr.Addr())
+	}
+	c, err := s.app.sh.Engine().Dial(now, src, addr)
+	if err != nil {
+		return err
+	}
+	c.User = s
+	s.back, s.backConn = c, c
+	return nil
+}
+
+func (s *session) onConnEvent(c *stack.Conn, ev stack.Events) {
+	if s.done {
+		return
+	}
+	if c == s.client {
+		if ev&(stack.EventReset|stack.EventTimedOut) != 0 {
+			s.sl.l.Stats.ClientResets.Add(1)
+			s.resetAll()
+			return
+		}
+		if ev&(stack.EventReadable|stack.EventPeerClosed) != 0 {
+			s.pumpClient()
+		}
+		if ev&stack.EventWritable != 0 {
+			s.pumpBackend()
+		}
+		return
+	}
+	// the engine backend leg
+	switch {
+	case ev&stack.EventConnectFailed != 0:
+		s.onBackendFailed(c.Err())
+		return
+	case ev&(stack.EventReset|stack.EventTimedOut) != 0:
+		s.sl.l.Stats.BackendResets.Add(1)
+		s.resetAll()
+		return
+	}
+	if ev&stack.EventConnected != 0 {
+		s.onBackendConnected()
+	}
+	if ev&(stack.EventReadable|stack.EventPeerClosed) != 0 {
+		s.pumpBackend()
+	}
+	if ev&stack.EventWritable != 0 {
+		s.pumpClient()
+	}
+}
+
+func (s *session) onBackendConnected() {
+	if s.connected || s.done {
+		return
+	}
+	s.connected = true
+	s.touch()
+	s.pumpClient()
+	s.pumpBackend()
+}
+
+func (s *session) onBackendFailed(err error) {
+	if s.done {
+		return
+	}
+	l, b := s.sl.l, s.backend
+	l.Stats.ConnectFailed.Add(1)
+	b.Failures.Add(1)
+	if b.Health.ConnectFailed() {
+		l.healthChanged(b)
+	}
+	l.log.Debug("backend connect failed", "backend", b.Spec.Addr, "err", err)
+	s.resetAll()
+}
+
+// onBackendActivity is a kernel leg's readiness: move what can move.
+func (s *session) onBackendActivity() {
+	if s.done {
+		return
+	}
+	s.pumpBackend()
+	s.pumpClient()
+	s.maybeFinish()
+}
+
+// pumpClient moves client bytes to the backend while the backend leg has
+// room; when it has none we stop reading, so the client's window closes
+// (backpressure) until EventWritable on the backend leg resumes us.
+func (s *session) pumpClient() {
+	if s.done || s.cEOF {
+		return
+	}
+	n, eof, err := s.pump(s.client, s.back)
+	s.sl.l.Stats.BytesIn.Add(uint64(n))
+	switch {
+	case err != nil:
+		s.sl.l.Stats.ClientResets.Add(1)
+		s.resetAll()
+	case eof:
+		s.cEOF = true
+		s.back.CloseWrite()
+		s.maybeFinish()
+	}
+}
+
+// pumpBackend moves backend bytes to the client, the same way.
+func (s *session) pumpBackend() {
+	if s.done || s.bEOF || !s.connected {
+		return
+	}
+	n, eof, err := s.pump(s.back, s.client)
+	s.sl.l.Stats.BytesOut.Add(uint64(n))
+	switch {
+	case err != nil:
+		s.sl.l.Stats.BackendResets.Add(1)
+		s.resetAll()
+	case eof:
+		s.bEOF = true
+		s.client.CloseWrite()
+		s.maybeFinish()
+	}
+}
+
+func (s *session) pump(src, dst leg) (moved int, eof bool, err error) {
+	buf := s.app.buf[:]
+	for {
+		space := dst.WriteSpace()
+		if space == 0 {
+			return moved, false, nil
+		}
+		n, rerr := src.Read(buf[:min(space, len(buf))])
+		if n > 0 {
+			dst.Write(buf[:n])
+			moved += n
+			s.touch()
+		}
+		if errors.Is(rerr, io.EOF) {
+			return moved, true, nil
+		}
+		if rerr != nil {
+			return moved, false, rerr
+		}
+		if n == 0 {
+			return moved, false, nil
+		}
+	}
+}
+
+func (s *session) touch() { s.lastActivity = s.app.sh.Now() }
+
+// maybeFinish closes the session once both FINs have been passed on (and a
+// kernel leg has handed the kernel every byte).
+func (s *session) maybeFinish() {
+	if s.done || !s.cEOF || !s.bEOF || (s.backK != nil && !s.backK.drained()) {
+		return
+	}
+	s.sl.l.Stats.Completed.Add(1)
+	s.client.Close()
+	s.back.Close()
+	s.finish()
+}
+
+// resetAll resets both legs: a reset on one leg becomes a reset on the other.
+func (s *session) resetAll() {
+	if s.done {
+		return
+	}
+	s.client.Abort()
+	if s.back != nil {
+		s.back.Abort()
+	}
+	s.finish()
+}
+
+func (s *session) finish() {
+	if s.done {
+		return
+	}
+	s.done = true
+	a := s.app
+	if s.heapIdx >= 0 {
+		heap.Remove(&a.timers, s.heapIdx)
+	}
+	if s.backK != nil {
+		delete(a.kernelLegs, s.backK.fd)
+	}
+	delete(a.sessions, s)
+	s.sl.l.active.Add(-1)
+	s.backend.active.Add(-1)
+}
+
+// onTimer: connect timeout before the backend answers, idle timeout after.
+func (s *session) onTimer(now stack.Time) {
+	l := s.sl.l
+	if !s.connected {
+		l.Stats.ConnectTimeouts.Add(1)
+		s.backend.Failures.Add(1)
+		if s.backend.Health.ConnectFailed() {
+			l.healthChanged(s.backend)
+		}
+		s.resetAll()
+		return
+	}
+	idle := l.Spec.IdleTimeout
+	if idle <= 0 {
+		heap.Remove(&s.app.timers, s.heapIdx)
+		return
+	}
+	if at := s.lastActivity.Add(idle); at > now {
+		s.deadline = at
+		heap.Fix(&s.app.timers, s.heapIdx)
+		return
+	}
+	l.Stats.IdleTimeouts.Add(1)
+	s.resetAll()
+}
+
+// sessionHeap orders sessions by deadline; entries move later lazily (the
+// idle deadline is checked when it fires), so activity costs no heap work.
+type sessionHeap []*session
+
+func (h sessionHeap) Len() int           { return len(h) }
+func (h sessionHeap) Less(i, j int) bool { return h[i].deadline < h[j].deadline }
+func (h sessionHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx = i
+	h[j].heapIdx = j
+}
+func (h *sessionHeap) Push(x any) {
+	s := x.(*session)
+	s.heapIdx = len(*h)
+	*h = append(*h, s)
+}
+func (h *sessionHeap) Pop() any {
+	old := *h
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	s.heapIdx = -1
+	return s
+}
+
+// abortAll resets every session (the end of a drain).
+func (a *shardApp) abortAll() int {
+	n := 0
+	for s := range a.sessions {
+		s.resetAll()
+		n++
+	}
+	return n
+}

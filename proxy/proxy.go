@@ -1,0 +1,232 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/xdproxy/xdproxy/bpf"
+	"github.com/xdproxy/xdproxy/stack"
+	"github.com/xdproxy/xdproxy/xsk"
+)
+
+// InterfaceSpec is one NIC the proxy runs on.
+type InterfaceSpec struct {
+	Name     string
+	Queues   []int
+	XDPMode  bpf.Mode
+	ZeroCopy xsk.ZeroCopy
+}
+
+// Config is the whole proxy.
+type Config struct {
+	Interfaces  []InterfaceSpec
+	Listeners   []ListenerSpec
+	SourcePorts [2]uint16 // the engine's ports for backend legs (one range for all listeners)
+	Engine      stack.Config
+	Logger      *slog.Logger
+}
+
+// Proxy is xdproxy's data plane plus the proxying on top: every listener
+// on every shard of every interface, sessions splicing client legs to
+// backend legs, health checks, drain.
+type Proxy struct {
+	cfg       Config
+	listeners []*Listener
+	dps       []*Dataplane
+	apps      []*shardApp
+	draining  atomic.Bool
+	log       *slog.Logger
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	stopOnce  sync.Once
+}
+
+// Start brings the proxy up. It returns once every shard of every listener
+// is serving.
+func Start(cfg Config) (_ *Proxy, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	p := &Proxy{cfg: cfg, log: cfg.Logger}
+	for _, ls := range cfg.Listeners {
+		p.listeners = append(p.listeners, newListener(ls, p.log))
+	}
+	defer func() {
+		if err != nil {
+			p.Stop()
+		}
+	}()
+	var addrs []netip.AddrPort
+	for _, l := range p.listeners {
+		addrs = append(addrs, l.Spec.Addr)
+	}
+	first := true
+	for _, ifc := range cfg.Interfaces {
+		srcs, err := sourceAddrs(ifc.Name, p.listeners)
+		if err != nil {
+			return nil, err
+		}
+		withProbes := first
+		first = false
+		dp, err := StartDataplane(DataplaneConfig{
+			Interface:    ifc.Name,
+			Queues:       ifc.Queues,
+			XDPMode:      ifc.XDPMode,
+			XSK:          xsk.Config{ZeroCopy: ifc.ZeroCopy},
+			Listeners:    addrs,
+			SourceAddrs:  srcs,
+			SourcePorts:  cfg.SourcePorts,
+			Engine:       cfg.Engine,
+			ReservePorts: true,
+			Logger:       p.log,
+			NewHandler: func(sh *Shard) stack.Handler {
+				a := newShardApp(p, sh)
+				if withProbes && sh.ID() == 0 {
+					a.probes = newProber(a, p.listeners, sh.Now())
+				}
+				p.apps = append(p.apps, a)
+				return a
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		p.dps = append(p.dps, dp)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	kernelChecks(ctx, p.listeners, &p.wg)
+	return p, nil
+}
+
+// Listeners returns the listeners' shared state (for metrics).
+func (p *Proxy) Listeners() []*Listener { return p.listeners }
+
+// Dataplanes returns the data planes, one per interface.
+func (p *Proxy) Dataplanes() []*Dataplane { return p.dps }
+
+// Draining reports whether Drain has begun.
+func (p *Proxy) Draining() bool { return p.draining.Load() }
+
+// Drain stops accepting (new clients are reset), waits up to timeout for
+// open sessions to finish, then resets the rest. It returns how many were reset.
+func (p *Proxy) Drain(timeout time.Duration) int {
+	p.draining.Store(true)
+	p.eachShard(func(a *shardApp) {
+		for _, el := range a.engineListeners() {
+			el.Close()
+		}
+	})
+	end := time.Now().Add(timeout)
+	for time.Now().Before(end) && p.activeSessions() > 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	reset := 0
+	p.eachShard(func(a *shardApp) { reset += a.abortAll() })
+	if reset > 0 {
+		p.log.Warn("drain timeout: reset the remaining sessions", "sessions", reset)
+	}
+	// Let the shards send the RSTs.
+	time.Sleep(50 * time.Millisecond)
+	return reset
+}
+
+func (p *Proxy) activeSessions() int64 {
+	var n int64
+	for _, l := range p.listeners {
+		n += l.Active()
+	}
+	return n
+}
+
+// eachShard runs fn on every shard, on the shard's goroutine.
+func (p *Proxy) eachShard(fn func(a *shardApp)) {
+	for _, a := range p.apps {
+		a.sh.Do(func(*Shard) { fn(a) })
+	}
+}
+
+// Stop stops health checks and every data plane (detaching XDP).
+func (p *Proxy) Stop() error {
+	var err error
+	p.stopOnce.Do(func() {
+		if p.cancel != nil {
+			p.cancel()
+		}
+		p.wg.Wait()
+		var errs []error
+		for _, dp := range p.dps {
+			errs = append(errs, dp.Stop())
+		}
+		err = errors.Join(errs...)
+	})
+	return err
+}
+
+// engineListeners lists the engine listeners of the shard.
+func (a *shardApp) engineListeners() []*stack.Listener {
+	return a.sh.listeners
+}
+
+// sourceFor is the address backend legs to dst leave from when the
+// listener sets none: the interface's own address of dst's family.
+func (a *shardApp) sourceFor(dst netip.Addr) netip.Addr {
+	for _, s := range a.sh.dp.cfg.SourceAddrs {
+		if s.Is4() == dst.Is4() {
+			return s
+		}
+	}
+	return netip.Addr{}
+}
+
+// sourceAddrs are the addresses the engine dials from on interface ifname:
+// every listener's explicit source, and the interface's first IPv4 and IPv6
+// (global) address.
+func sourceAddrs(ifname string, ls []*Listener) ([]netip.Addr, error) {
+	link, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("interface %q: %w", ifname, err)
+	}
+	list, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("addresses of %q: %w", ifname, err)
+	}
+	var out []netip.Addr
+	seen := map[netip.Addr]bool{}
+	add := func(a netip.Addr) {
+		if a.IsValid() && !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	var v4, v6 netip.Addr
+	for _, a := range list {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		if ip.Is4() && !v4.IsValid() {
+			v4 = ip
+		}
+		if ip.Is6() && ip.IsGlobalUnicast() && !v6.IsValid() {
+			v6 = ip
+		}
+	}
+	add(v4)
+	add(v6)
+	for _, l := range ls {
+		if !l.Spec.DialKernel {
+			add(l.Spec.Source)
+		}
+	}
+	return out, nil
+}
