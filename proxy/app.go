@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"container/heap"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -64,8 +65,9 @@ type Listener struct {
 	Backends []*BackendState
 	Stats    ListenerStats
 	active   atomic.Int64
-	allDown  atomic.Bool // logged once per outage
-	maglev   atomic.Pointer[Maglev]
+	allDown  atomic.Bool   // logged once per outage
+	maglev   *Maglev       // shared by every shard (nil unless balance: maglev)
+	rebuild  chan struct{} // wakes the Maglev rebuilder
 	log      *slog.Logger
 }
 
@@ -94,9 +96,24 @@ func newListener(spec ListenerSpec, log *slog.Logger) *Listener {
 		l.Backends = append(l.Backends, &BackendState{Spec: b, Health: NewHealth(rise, fall)})
 	}
 	if spec.Balance == "maglev" {
-		l.rebuildMaglev()
+		addrs := make([]netip.AddrPort, len(l.Backends))
+		weights := make([]int, len(l.Backends))
+		for i, b := range l.Backends {
+			addrs[i], weights[i] = b.Spec.Addr, b.Spec.Weight
+		}
+		l.maglev = NewMaglev(addrs, weights, 0)
+		l.rebuild = make(chan struct{}, 1)
 	}
 	return l
+}
+
+// passiveFailure marks a failed connect against the backend's health — only
+// when active checks are configured: without them nothing would ever bring
+// the backend back up.
+func (l *Listener) passiveFailure(b *BackendState) {
+	if l.Spec.Health != nil && b.Health.ConnectFailed() {
+		l.healthChanged(b)
+	}
 }
 
 // healthChanged is called after a backend's health flipped.
@@ -111,23 +128,30 @@ func (l *Listener) healthChanged(b *BackendState) {
 	if up > 0 {
 		l.allDown.Store(false)
 	}
-	if l.Spec.Balance == "maglev" {
-		l.rebuildMaglev()
+	if l.maglev != nil {
+		// Rebuilding takes milliseconds: not on a shard. The rebuilder
+		// goroutine reads the health it sees then, so the last rebuild
+		// always has the latest view; meanwhile Pick skips backends down.
+		select {
+		case l.rebuild <- struct{}{}:
+		default:
+		}
 	}
 }
 
-// rebuildMaglev publishes a new lookup table for the backends now up; every
-// xdproxy node with the same configuration and health view builds the same one.
-func (l *Listener) rebuildMaglev() {
-	addrs := make([]netip.AddrPort, len(l.Backends))
-	weights := make([]int, len(l.Backends))
-	healthy := make([]bool, len(l.Backends))
-	for i, b := range l.Backends {
-		addrs[i], weights[i], healthy[i] = b.Spec.Addr, b.Spec.Weight, b.Health.Up()
+// rebuilder keeps the listener's Maglev table in step with backend health
+// until ctx ends. Every xdproxy node with the same configuration and health
+// view builds the same table.
+func (l *Listener) rebuilder(ctx context.Context) {
+	up := func(i int) bool { return l.Backends[i].Health.Up() }
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.rebuild:
+			l.maglev.RebuildFunc(up)
+		}
 	}
-	m := NewMaglev(addrs, weights, 0)
-	m.Rebuild(healthy)
-	l.maglev.Store(m)
 }
 
 // shardListener is a listener's per-shard state: its balancer (round robin
@@ -183,7 +207,7 @@ func newShardApp(p *Proxy, sh *Shard) *shardApp {
 type maglevRef struct{ l *Listener }
 
 func (m maglevRef) Pick(client netip.AddrPort, healthy func(int) bool) int {
-	return m.l.maglev.Load().Pick(client, healthy)
+	return m.l.maglev.Pick(client, healthy)
 }
 
 func (a *shardApp) ensureEpoll() error {
@@ -327,9 +351,7 @@ func (a *shardApp) newSession(sl *shardListener, c *stack.Conn) {
 		l.active.Add(-1)
 		l.Stats.ConnectFailed.Add(1)
 		b.Failures.Add(1)
-		if b.Health.ConnectFailed() {
-			l.healthChanged(b)
-		}
+		l.passiveFailure(b)
 		l.log.Debug("backend dial failed", "backend", b.Spec.Addr, "err", err)
 		c.Abort()
 		return
@@ -435,9 +457,7 @@ func (s *session) onBackendFailed(err error) {
 	l, b := s.sl.l, s.backend
 	l.Stats.ConnectFailed.Add(1)
 	b.Failures.Add(1)
-	if b.Health.ConnectFailed() {
-		l.healthChanged(b)
-	}
+	l.passiveFailure(b)
 	l.log.Debug("backend connect failed", "backend", b.Spec.Addr, "err", err)
 	s.resetAll()
 }
@@ -564,9 +584,7 @@ func (s *session) onTimer(now stack.Time) {
 	if !s.connected {
 		l.Stats.ConnectTimeouts.Add(1)
 		s.backend.Failures.Add(1)
-		if s.backend.Health.ConnectFailed() {
-			l.healthChanged(s.backend)
-		}
+		l.passiveFailure(s.backend)
 		s.resetAll()
 		return
 	}

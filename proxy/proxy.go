@@ -104,6 +104,15 @@ func Start(cfg Config) (_ *Proxy, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	kernelChecks(ctx, p.listeners, &p.wg)
+	for _, l := range p.listeners {
+		if l.maglev != nil {
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				l.rebuilder(ctx)
+			}()
+		}
+	}
 	return p, nil
 }
 
