@@ -77,10 +77,15 @@ func Start(cfg Config) (_ *Proxy, err error) {
 		withProbes := first
 		first = false
 		dp, err := StartDataplane(DataplaneConfig{
-			Interface:    ifc.Name,
-			Queues:       ifc.Queues,
-			XDPMode:      ifc.XDPMode,
-			XSK:          xsk.Config{ZeroCopy: ifc.ZeroCopy},
+			Interface: ifc.Name,
+			Queues:    ifc.Queues,
+			XDPMode:   ifc.XDPMode,
+			// A proxy bursts: an initial window to hundreds of new
+			// connections at once. 16384 frames (32 MiB of UMEM per
+			// queue) and 4096-entry rings keep the TX allocator and the
+			// fill ring from running dry (xsk's defaults are 4096/2048).
+			XSK: xsk.Config{ZeroCopy: ifc.ZeroCopy, NumFrames: 16384,
+				FillSize: 4096, CompletionSize: 4096, RxSize: 4096, TxSize: 4096},
 			Listeners:    addrs,
 			SourceAddrs:  srcs,
 			SourcePorts:  cfg.SourcePorts,

@@ -320,6 +320,11 @@ func (c *Conn) enterRecovery(rto bool) {
 	c.undoRetrans = 0
 	if rto {
 		c.priorCwnd = 0 // an RTO is not undone
+		// The reordering seen before is no reason to wait for more
+		// duplicate ACKs after a timeout (Linux's tcp_enter_loss resets
+		// tp->reordering the same way): a DupThresh raised by reordering
+		// is what turns later losses into timeouts.
+		c.reordering = dupThresh
 		if c.retries <= 1 {
 			// A segment the timer already resent: ssthresh is held
 			// constant (RFC 5681 section 3.1; Linux's tcp_enter_loss
