@@ -1,4 +1,88 @@
-// Package bench will hold the load generator and the side-by-side harness
-// that measures xdproxy against kernel proxies. Not built yet: see the
-// README's Status section.
+// Package bench measures xdproxy's data path against the kernel's, side by
+// side in one run. It will also hold the load generator and the harness
+// against kernel proxies; for now it holds micro-benchmarks, all in _test
+// files (nothing here is imported by the daemon).
+//
+// # Running
+//
+// As root (network namespaces, veth pairs, XDP, AF_XDP):
+//
+//	go test ./bench/ -run '^$' -bench . -benchtime 3s
+//
+// Add -count N for benchstat (the testing package runs each sub-benchmark's
+// N rounds back to back, xsk×N then kernel×N, inside one lab; for rounds that
+// alternate the two paths, repeat the whole command with -count 1). Without
+// root every benchmark skips with the reason, except under CI=true, where
+// that is a failure (lab.RequireRoot). Each benchmark builds its own lab
+// (internal/lab) and removes it afterwards; traffic never leaves the lab's
+// namespaces, and every run is bounded (b.N frames or round trips, a
+// 60-second send limit, a 10-second stall limit per echo).
+//
+// # BenchmarkRawRX/{xsk,kernel}
+//
+// Frames per second received on the proxy end (dut/p0) of one veth pair. A
+// sender in the peer namespace (gen/g0) blasts b.N 64-byte UDP frames with
+// AF_PACKET sendmmsg, 64 frames per call, qdisc bypassed, refused calls
+// retried. xsk: a redirect-all XDP program (bpf_redirect_map to the XSKMAP
+// slot of the RX queue; attached for this sub-benchmark only) puts every
+// frame into an AF_XDP socket (xsk.Socket, copy mode: veth has no
+// zero-copy), drained 64 at a time with Receive/Frame/Recycle. kernel: no
+// XDP program; a UDP socket drains the same frames with recvmmsg, 64 per
+// call. Both receivers run on their own locked thread and spin for 50µs on
+// an empty ring or socket before blocking (the shard loop's SpinLimit).
+//
+// Metrics: frames/s (test frames received, from the first send to the last
+// frame received), sent-frames/s (frames the sender got accepted per second
+// of sending), lost-% (accepted but never received), allocs/op (sender and
+// receiver together; 0).
+//
+// On veth the receive path's kernel work (the peer's NAPI or backlog, XDP and
+// the copy into the UMEM, or IP and UDP and the socket queue) runs in
+// softirq on the sending CPU, so unless the receiver falls behind (lost-%)
+// frames/s equals sent-frames/s and is the cost of the whole path per frame
+// on one sending core: the AF_PACKET send itself (BenchmarkRawTX/afpacket)
+// plus the receive path.
+//
+// # BenchmarkRawTX/{xsk,kernel,afpacket}
+//
+// Frames per second transmitted from dut/p0. The peer runs a count-and-drop
+// XDP program, so the far side costs the same for every sender and counts
+// what actually crossed the veth. xsk: NextFrame/Commit of a prebuilt
+// frame, Flush every 64, completions reaped, until all b.N are completed.
+// kernel: a connected UDP socket, sendmmsg of 64 datagrams (the same
+// 64-byte frames on the wire). afpacket: an AF_PACKET socket, qdisc
+// bypassed, sendmmsg of 64 prebuilt frames.
+//
+// Metrics: frames/s (frames counted at the peer per second of sending),
+// sent-frames/s (accepted by the sending API), lost-% (accepted but never
+// seen by the peer; a UDP socket without IP_RECVERR hides ENOBUFS), allocs/op.
+//
+// # BenchmarkEchoRR/conns={1,16}/{engine,kernel}
+//
+// Request/response over kept-alive TCP connections. The client is the
+// Linux kernel's TCP (Go's net package) in namespace cli; the echo server
+// is in prx. engine: xdproxy's engine on AF_XDP (proxy.StartDataplane on
+// prx/p0, one queue and shard, an echo handler on the engine). kernel: a Go
+// echo server on kernel sockets behind a second, identical veth pair
+// (prx/p1, no XDP), so the kernel path runs without any XDP program on its
+// interface. Both links have TX checksum offload off, as xdproxy needs. An
+// op is one round trip: write a 64-byte message, read the echo in full, and
+// compare it byte for byte. conns=1 runs b.N round trips on one connection;
+// conns=16 spreads them over sixteen connections doing ping-pong at once.
+// The connections are dialed once per benchmark and kept alive.
+//
+// Metrics: rr/s (round trips per second, all connections together), p50-µs
+// and p99-µs (percentiles of per-op round-trip times; every op is timed and
+// up to 2^18 per run are kept, evenly strided, then sorted), allocs/op
+// (client, kernel server and engine shard together, all in this process).
+//
+// # Reading the numbers
+//
+// The client, the servers, the sender and the receivers share the machine
+// with the kernel work they cause; on a small or shared machine (the
+// project's reference box has two vCPUs) the ratios between paths mean more
+// than the absolute rates, and medians of several runs (-count) more than
+// one run. The engine's shard busy-polls for 50µs after its last work and
+// then sleeps in poll; a ping-pong whose round trip is longer than that
+// pays a wake-up, which shows in p50 and p99.
 package bench
