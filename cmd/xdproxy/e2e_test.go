@@ -1585,3 +1585,64 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		t.Errorf("xdproxy processes left: %v", pids)
 	}
 }
+
+// ---- PROXY protocol to backends ----
+
+// TestProxyProtocol: with proxy_protocol v1 / v2 the backend's first bytes
+// are the PROXY header naming the real client (as seen by the daemon) and
+// the listener address; the client's own bytes follow untouched.
+func TestProxyProtocol(t *testing.T) {
+	for _, version := range []string{"v1", "v2"} {
+		t.Run(version, func(t *testing.T) {
+			topo := newTopology(t, e2eQueues)
+			ln, err := topo.Backends.ListenTCP(backend1 + ":7100")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			got := make(chan []byte, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				b, _ := io.ReadAll(c) // the client half-closes after its message
+				got <- b
+			}()
+			startDaemon(t, topo, daemonConfig(topo, "2s", listenerYAML("pp", listenerIP+":7100", "round_robin",
+				"    proxy_protocol: "+version+"\n", backend1+":7100")))
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := topo.Client.DialTCP(ctx, listenerIP+":7100")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			client := netip.MustParseAddrPort(c.LocalAddr().String())
+			c.Write([]byte("payload"))
+			c.(*net.TCPConn).CloseWrite()
+			var b []byte
+			select {
+			case b = <-got:
+			case <-time.After(10 * time.Second):
+				t.Fatal("backend received nothing")
+			}
+			var want []byte
+			dst := netip.MustParseAddrPort(listenerIP + ":7100")
+			if version == "v1" {
+				want = fmt.Appendf(nil, "PROXY TCP4 %s %s %d %d\r\n", client.Addr(), dst.Addr(), client.Port(), dst.Port())
+			} else {
+				want = []byte("\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c")
+				want = append(want, client.Addr().AsSlice()...)
+				want = append(want, dst.Addr().AsSlice()...)
+				want = append(want, byte(client.Port()>>8), byte(client.Port()), byte(dst.Port()>>8), byte(dst.Port()))
+			}
+			want = append(want, "payload"...)
+			if !bytes.Equal(b, want) {
+				t.Fatalf("backend received %q, want %q", b, want)
+			}
+		})
+	}
+}
