@@ -163,6 +163,8 @@ type simApp struct {
 	l        *Listener
 	sendSeed uint64
 	recvSeed uint64
+	sendSize int // bytes this side sends
+	recvSize int // bytes it expects
 	sent     int
 	rcvd     int
 	eof      bool
@@ -192,8 +194,8 @@ func (a *simApp) pump() {
 	if c == nil || a.err != nil {
 		return
 	}
-	for a.sent < simTransfer {
-		n := min(len(a.buf), simTransfer-a.sent, c.WriteSpace())
+	for a.sent < a.sendSize {
+		n := min(len(a.buf), a.sendSize-a.sent, c.WriteSpace())
 		if n == 0 {
 			break
 		}
@@ -205,7 +207,7 @@ func (a *simApp) pump() {
 		}
 		a.sent += w
 	}
-	if a.sent == simTransfer && !a.closedWr {
+	if a.sent == a.sendSize && !a.closedWr {
 		a.closedWr = true
 		if err := c.CloseWrite(); err != nil {
 			a.err = fmt.Errorf("close-write: %w", err)
@@ -254,13 +256,19 @@ const simHeader = "| condition        | Mbit/s/dir | retransmits | frames     | 
 
 func runSim(t *testing.T, name string, link linkConfig) simResult {
 	t.Helper()
+	return runSimSizes(t, name, link, simTransfer, simTransfer)
+}
+
+// runSimSizes is runSim with side 0 sending size0 and side 1 size1 bytes.
+func runSimSizes(t *testing.T, name string, link linkConfig, size0, size1 int) simResult {
+	t.Helper()
 	s := &sim{t: t, now: t0, rng: rand.New(rand.NewPCG(42, uint64(len(name))))}
 	s.links = [2]linkConfig{link, link}
 	addrs := [2]netip.Addr{netip.MustParseAddr("10.1.0.1"), netip.MustParseAddr("10.1.0.2")}
 	macs := [2][6]byte{{2, 0, 0, 0, 1, 1}, {2, 0, 0, 0, 1, 2}}
 	apps := [2]*simApp{
-		{t: t, sendSeed: 0xa, recvSeed: 0xb},
-		{t: t, sendSeed: 0xb, recvSeed: 0xa},
+		{t: t, sendSeed: 0xa, recvSeed: 0xb, sendSize: size0, recvSize: size1},
+		{t: t, sendSeed: 0xb, recvSeed: 0xa, sendSize: size1, recvSize: size0},
 	}
 	for i := range s.engines {
 		e, err := New(Config{
@@ -303,8 +311,8 @@ func runSim(t *testing.T, name string, link linkConfig) simResult {
 		}
 	}
 	for i, a := range apps {
-		if a.rcvd != simTransfer || !a.eof {
-			t.Fatalf("%s: side %d received %d of %d bytes (eof %v)", name, i, a.rcvd, simTransfer, a.eof)
+		if a.rcvd != a.recvSize || !a.eof {
+			t.Fatalf("%s: side %d received %d of %d bytes (eof %v)", name, i, a.rcvd, a.recvSize, a.eof)
 		}
 	}
 	// Both sides closed their write side after their data; the connection
@@ -333,7 +341,7 @@ func runSim(t *testing.T, name string, link linkConfig) simResult {
 	return simResult{
 		name:        name,
 		simTime:     el,
-		goodput:     float64(simTransfer) * 8 / el.Seconds() / 1e6,
+		goodput:     float64(max(size0, size1)) * 8 / el.Seconds() / 1e6,
 		retransmits: s.engines[0].Counters().Load(Retransmits) + s.engines[1].Counters().Load(Retransmits),
 		framesSent:  s.sent[0] + s.sent[1],
 		framesLost:  s.lost[0] + s.lost[1],

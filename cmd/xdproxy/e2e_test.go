@@ -1439,14 +1439,25 @@ func TestLossyClient(t *testing.T) {
 	topo := newTopology(t, e2eQueues)
 	startHTTP(t, topo.Backends, backend1+":8080", "b1")
 	startHTTP(t, topo.Backends, backend2+":8080", "b2")
-	startDaemon(t, topo, webConfig(topo, ""))
+	startDaemonResult := startDaemon(t, topo, webConfig(topo, ""))
 	undo, err := topo.Client.Loss("c0", 3, lab.Both)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer undo()
+	d := startDaemonResult
 	be, took := download(t, topo, bigBody, 180*time.Second)
 	t.Logf("3%% loss both ways on the client leg: 50 MiB from %s in %s", be, took)
+	// The engine's recovery counters, for whoever reads -v output.
+	var lines []string
+	for _, l := range strings.Split(d.metrics(), "\n") {
+		for _, k := range []string{"retransmits", "fast_recoveries", "rto_recoveries", "tail_loss_probes", "lost_retransmits", "rx_dsacks", "spurious_recoveries", "tx_no_buffer"} {
+			if strings.HasPrefix(l, `xdproxy_tcp_events_total{counter="`+k+`"}`) {
+				lines = append(lines, l)
+			}
+		}
+	}
+	t.Logf("engine recovery counters:\n%s", strings.Join(lines, "\n"))
 }
 
 // ---- 9. drain on SIGTERM ----
