@@ -350,85 +350,69 @@ func (d *Dataplane) owner(frame []byte, self int) int {
 	return int(port) % n
 }
 
-// tcpSourceHash hashes the source address and port of a TCP frame (FNV-1a),
-// without a full parse.
-func tcpSourceHash(f []byte) (uint32, bool) {
+// tcpLocate finds, without a full parse, the source address and the TCP
+// header of an Ethernet frame (IPv4 or IPv6, after VLAN tags); the engine
+// checks the rest.
+func tcpLocate(f []byte) (src []byte, tcp []byte, ok bool) {
 	off := 12
 	for len(f) >= off+2 {
 		et := binary.BigEndian.Uint16(f[off:])
 		off += 2
-		var src []byte
 		switch et {
 		case wire.EtherTypeVLAN, wire.EtherTypeQinQ:
 			off += 2
 			continue
 		case wire.EtherTypeIPv4:
 			if len(f) < off+20 || f[off+9] != wire.ProtoTCP {
-				return 0, false
+				return nil, nil, false
 			}
 			src = f[off+12 : off+16]
 			off += int(f[off]&0x0f) * 4
 		case wire.EtherTypeIPv6:
 			if len(f) < off+40 || f[off+6] != wire.ProtoTCP {
-				return 0, false
+				return nil, nil, false
 			}
 			src = f[off+8 : off+24]
 			off += 40
 		default:
-			return 0, false
-		}
-		if len(f) < off+2 {
-			return 0, false
-		}
-		h := uint32(2166136261)
-		for _, b := range src {
-			h = (h ^ uint32(b)) * 16777619
-		}
-		h = (h ^ uint32(f[off])) * 16777619
-		h = (h ^ uint32(f[off+1])) * 16777619
-		// FNV's low bits are weak (mod 2 it is a parity): mix (murmur3's fmix32).
-		h ^= h >> 16
-		h *= 0x85ebca6b
-		h ^= h >> 13
-		h *= 0xc2b2ae35
-		h ^= h >> 16
-		return h, true
-	}
-	return 0, false
-}
-
-// tcpDstPort reads the TCP destination port of an Ethernet frame (IPv4 or
-// IPv6, after VLAN tags) without a full parse; the engine checks the rest.
-func tcpDstPort(f []byte) (uint16, bool) {
-	off := 12
-	for {
-		if len(f) < off+2 {
-			return 0, false
-		}
-		et := binary.BigEndian.Uint16(f[off:])
-		off += 2
-		switch et {
-		case wire.EtherTypeVLAN, wire.EtherTypeQinQ:
-			off += 2
-			continue
-		case wire.EtherTypeIPv4:
-			if len(f) < off+20 || f[off+9] != wire.ProtoTCP {
-				return 0, false
-			}
-			off += int(f[off]&0x0f) * 4
-		case wire.EtherTypeIPv6:
-			if len(f) < off+40 || f[off+6] != wire.ProtoTCP {
-				return 0, false
-			}
-			off += 40
-		default:
-			return 0, false
+			return nil, nil, false
 		}
 		if len(f) < off+4 {
-			return 0, false
+			return nil, nil, false
 		}
-		return binary.BigEndian.Uint16(f[off+2:]), true
+		return src, f[off:], true
 	}
+	return nil, nil, false
+}
+
+// tcpDstPort reads the TCP destination port of a frame.
+func tcpDstPort(f []byte) (uint16, bool) {
+	_, tcp, ok := tcpLocate(f)
+	if !ok {
+		return 0, false
+	}
+	return binary.BigEndian.Uint16(tcp[2:]), true
+}
+
+// tcpSourceHash hashes the source address and port of a TCP frame (FNV-1a,
+// then murmur3's fmix32: FNV's low bits are weak, mod 2 a mere parity).
+func tcpSourceHash(f []byte) (uint32, bool) {
+	src, tcp, ok := tcpLocate(f)
+	if !ok {
+		return 0, false
+	}
+	h := uint32(2166136261)
+	for _, b := range src {
+		h = (h ^ uint32(b)) * 16777619
+	}
+	h = (h ^ uint32(tcp[0])) * 16777619
+	h = (h ^ uint32(tcp[1])) * 16777619
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h, true
 }
 
 // newRand is a ChaCha8 generator seeded from the OS CSPRNG: ISN and cookie
