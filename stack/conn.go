@@ -81,9 +81,11 @@ type Conn struct {
 	tlpAt        Time         // tail loss probe timer (RFC 8985 section 7)
 	tlpOut       bool         // a tail loss probe is in flight
 	lostTo       seqnum.Value // in recovery: every hole below this is lost (a probe's SACK showed it)
-	reordering   int          // DupThresh in segments: 3, raised when D-SACKs show reordering (Linux's tp->reordering)
-	undoRetrans  int          // retransmissions of the last reduction not yet shown spurious by a D-SACK
-	priorCwnd    int          // cwnd and ssthresh before the last reduction, for undo
+	holeSince    Time         // when SACKs first showed a hole at holeSeq (SND.UNA); 0: no hole
+	holeSeq      seqnum.Value
+	reordering   int // DupThresh in segments: 3, raised when D-SACKs show reordering (Linux's tp->reordering)
+	undoRetrans  int // retransmissions of the last reduction not yet shown spurious by a D-SACK
+	priorCwnd    int // cwnd and ssthresh before the last reduction, for undo
 	priorSsth    int
 	rxtTSval     uint32
 	probes       int // unanswered zero-window probes

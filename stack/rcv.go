@@ -258,9 +258,22 @@ func (c *Conn) processACK(s *segment) bool {
 	// Loss detection: DupThresh duplicate ACKs (RFC 5681 section 3.2,
 	// RFC 6582) or, with SACK, enough SACKed above SND.UNA that it is
 	// deemed lost (RFC 6675 section 5, IsLost(HighACK + 1)).
+	// A hole at SND.UNA that SACKs have shown for longer than the
+	// reordering window is a loss whatever DupThresh says: the time-based
+	// judgment of RACK (RFC 8985 section 6.2), made for the first hole,
+	// which bounds how long a raised DupThresh can delay recovery.
+	holeAged := false
+	if c.sackOK && c.sacked.n > 0 && c.sacked.r[0].start.GreaterThan(c.sndUna) {
+		if c.holeSince == 0 || c.holeSeq != c.sndUna {
+			c.holeSince, c.holeSeq = e.now, c.sndUna
+		}
+		holeAged = e.now.Sub(c.holeSince) >= c.reoWnd()
+	} else {
+		c.holeSince = 0
+	}
 	if !c.inRecovery && c.sndNxt != c.sndUna {
 		switch {
-		case c.dupAcks >= c.reordering || (c.sackOK && c.lostBoundary().GreaterThan(c.sndUna)):
+		case c.dupAcks >= c.reordering || (c.sackOK && c.lostBoundary().GreaterThan(c.sndUna)) || holeAged:
 			c.enterRecovery(false)
 		case c.tlpOut && newSACK && c.sacked.n > 0 && c.sacked.r[c.sacked.n-1].end == c.sndNxt:
 			// The tail loss probe, sent last and two round trips after the

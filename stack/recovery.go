@@ -120,6 +120,12 @@ func (c *Conn) detectDelayedOriginal(s *segment) {
 	}
 }
 
+// reoWnd is RACK's reordering window (RFC 8985 section 6.2): a quarter of
+// the smoothed RTT, at least 1 ms.
+func (c *Conn) reoWnd() time.Duration {
+	return max(c.rtt.srtt/4, time.Millisecond)
+}
+
 // maxReordering caps DupThresh (Linux's tcp_max_reordering is 300).
 const maxReordering = 300
 
