@@ -7,7 +7,7 @@ NORACE    := ^TestSim
 FUZZTIME  ?= 30s
 BIN       := bin/xdproxy
 
-.PHONY: all build test vet bench fuzz generate demo deps clean
+.PHONY: all build test test-deps vet bench bench-micro fuzz generate demo deps clean
 
 all: build
 
@@ -21,12 +21,36 @@ vet: deps
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet $(PKGS)
 
-test: vet
+# Debian packages the lab tests and the demo use (command:package), installed
+# when missing. The tests would install them one by one too; doing it first
+# keeps that out of their timeouts.
+LAB_TOOLS := ip:iproute2 ss:iproute2 iptables:iptables ethtool:ethtool tcpdump:tcpdump \
+	ping:iputils-ping curl:curl redis-server:redis-server redis-benchmark:redis-tools iperf3:iperf3
+
+test-deps:
+	@if [ "$$(id -u)" = 0 ]; then scripts/deps.sh $(LAB_TOOLS); fi
+
+test: vet test-deps
 	$(GO) test -race -count=1 -skip '$(NORACE)' $(PKGS)
 	$(GO) test -count=1 -run '$(NORACE)' $(PKGS)
 
-bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+# The side-by-side comparison (bench/cmd/sidebyside): xdproxy (dial: xdp and
+# dial: kernel), HAProxy, nginx stream, a Go io.Copy proxy and the direct path
+# in the lab, interleaved; needs root, installs its Debian packages, ~8 min on
+# 2 cores. Writes bench/results/latest.{json,md} and latency.svg and prints the
+# tables. BENCHFLAGS passes flags (e.g. BENCHFLAGS='-rounds 1 -d 1s').
+BENCHFLAGS ?=
+bench: build
+	$(GO) run ./bench/cmd/sidebyside -bin $(BIN) -out bench/results $(BENCHFLAGS)
+
+# Every Go micro-benchmark of the engine, the checksums, the XSK rings, the
+# XDP program (BPF_PROG_RUN) and bench/ (raw XSK, echo), summed up in one
+# table (bench/results/micro.md; the raw output in micro.txt).
+MICRO_PKGS ?= ./stack/ ./stack/wire/ ./xsk/ ./bpf/ ./bench/
+bench-micro: deps
+	@mkdir -p bench/results
+	@bash -o pipefail -c '$(GO) test -run "^$$" -bench . -benchmem $(MICRO_PKGS) 2>&1 | tee bench/results/micro.txt'
+	@$(GO) run ./bench/cmd/sidebyside microtable bench/results/micro.txt | tee bench/results/micro.md
 
 # Runs each fuzz target for FUZZTIME (their seed corpora already run in `make test`).
 fuzz: deps
@@ -43,6 +67,7 @@ generate: deps
 	$(GO) generate ./...
 
 demo: build
+	@scripts/deps.sh ip:iproute2 iptables:iptables ethtool:ethtool curl:curl
 	@scripts/demo.sh
 
 clean:

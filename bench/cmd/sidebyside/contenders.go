@@ -1,0 +1,342 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/xdproxy/xdproxy/internal/lab"
+)
+
+// A contender is one way from the client to the backends: a proxy started
+// in the proxy namespace, listening on 10.10.1.1:<service port>, or the
+// direct path (no proxy: the client connects to the backends through the
+// router).
+type contender struct {
+	name  string
+	about string
+	start func(ctx context.Context, h *harness) (*instance, error)
+	// fdsPerConn is how many file descriptors the proxy holds per idle
+	// proxied connection (it bounds the idle measurement under the
+	// descriptor limit): 2 for a kernel proxy (client and backend socket),
+	// 6 for the Go proxy (io.Copy's splice holds a pipe per direction),
+	// 1 for xdproxy dial: kernel, 0 for dial: xdp and the direct path.
+	fdsPerConn int
+}
+
+// instance is a started contender.
+type instance struct {
+	proc  *lab.Proc           // nil for the direct path
+	addrs map[string][]string // service → addresses the client connects to
+	stop  func() error
+}
+
+func (in *instance) pid() int {
+	if in.proc == nil {
+		return 0
+	}
+	return in.proc.Pid()
+}
+
+var allContenders = []contender{
+	{"direct", "no proxy: client → router → backend (the ceiling)", startDirect, 0},
+	{"xdproxy-xdp", "xdproxy, dial: xdp (both legs on the userspace engine, AF_XDP)", func(ctx context.Context, h *harness) (*instance, error) {
+		return startXdproxy(ctx, h, "xdp")
+	}, 0},
+	{"xdproxy-kernel", "xdproxy, dial: kernel (client leg on the engine, backend leg on kernel sockets)", func(ctx context.Context, h *harness) (*instance, error) {
+		return startXdproxy(ctx, h, "kernel")
+	}, 1},
+	{"haproxy", "HAProxy (Debian), mode tcp, nbthread 2, roundrobin", startHAProxy, 2},
+	{"nginx", "nginx stream (Debian), worker_processes 2", startNginx, 2},
+	{"gocopy", "a plain Go proxy: goroutine pair per connection, io.Copy each way (splice(2) inside)", startGoCopy, 6},
+}
+
+const listenIP = "10.10.1.1"
+
+// proxyAddrs is the service map of a proxy listening on listenIP.
+func proxyAddrs() map[string][]string {
+	m := map[string][]string{}
+	for _, s := range services {
+		m[s.name] = []string{fmt.Sprintf("%s:%d", listenIP, s.proxyPort)}
+	}
+	return m
+}
+
+// backendsOf is the backend addresses of service s.
+func backendsOf(h *harness, s service) []string {
+	var out []string
+	for i, a := range h.topo.BackendAddrs {
+		if s.firstOnly && i > 0 {
+			break
+		}
+		out = append(out, fmt.Sprintf("%s:%d", a, s.backendPort))
+	}
+	return out
+}
+
+func startDirect(ctx context.Context, h *harness) (*instance, error) {
+	m := map[string][]string{}
+	for _, s := range services {
+		m[s.name] = backendsOf(h, s)
+	}
+	return &instance{addrs: m, stop: func() error { return nil }}, nil
+}
+
+func startXdproxy(ctx context.Context, h *harness, dial string) (*instance, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "interfaces:\n  - name: %s\nlisteners:\n", h.topo.ProxyIf)
+	for _, s := range services {
+		fmt.Fprintf(&b, "  - name: %s\n    address: %s:%d\n    balance: round_robin\n    dial: %s\n    connect_timeout: 3s\n    idle_timeout: 10m\n    backends:\n",
+			s.name, listenIP, s.proxyPort, dial)
+		for _, be := range backendsOf(h, s) {
+			fmt.Fprintf(&b, "      - address: %s\n", be)
+		}
+	}
+	b.WriteString("drain_timeout: 1s\nadmin:\n  address: 127.0.0.1:9100\nlog:\n  level: info\n  format: text\n")
+	path := filepath.Join(h.tmp, "xdproxy-"+dial+".yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := h.topo.Proxy.Start(ctx, h.bin, "run", "--config", path)
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{proc: p, addrs: proxyAddrs(), stop: func() error { return p.Stop(15 * time.Second) }}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.Output(), "msg=ready") {
+		select {
+		case <-p.Done():
+			return nil, fmt.Errorf("xdproxy exited before ready: %v\n%s", p.Wait(), tail(p.Output(), 3000))
+		case <-ctx.Done():
+			in.stop()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			in.stop()
+			return nil, fmt.Errorf("xdproxy not ready within 30s:\n%s", tail(p.Output(), 3000))
+		}
+	}
+	return in, nil
+}
+
+func startHAProxy(ctx context.Context, h *harness) (*instance, error) {
+	var b strings.Builder
+	// No maxconn: HAProxy derives it from the descriptor limit.
+	b.WriteString(`global
+    nbthread 2
+
+defaults
+    mode tcp
+    timeout connect 3s
+    timeout client 10m
+    timeout server 10m
+`)
+	for _, s := range services {
+		fmt.Fprintf(&b, "\nlisten %s\n    bind %s:%d\n    balance roundrobin\n", s.name, listenIP, s.proxyPort)
+		for i, be := range backendsOf(h, s) {
+			fmt.Fprintf(&b, "    server b%d %s\n", i+1, be)
+		}
+	}
+	path := filepath.Join(h.tmp, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := h.topo.Proxy.Start(ctx, "haproxy", "-db", "-f", path)
+	if err != nil {
+		return nil, err
+	}
+	return &instance{proc: p, addrs: proxyAddrs(), stop: func() error { return p.Stop(10 * time.Second) }}, nil
+}
+
+// nginxStreamModule is where Debian's libnginx-mod-stream puts the module.
+const nginxStreamModule = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+func startNginx(ctx context.Context, h *harness) (*instance, error) {
+	dir := filepath.Join(h.tmp, "nginx")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `load_module %s;
+daemon off;
+worker_processes 2;
+worker_rlimit_nofile %d;
+pid %s/nginx.pid;
+error_log %s/error.log warn;
+events {
+    worker_connections %d;
+}
+stream {
+    proxy_connect_timeout 3s;
+    proxy_timeout 10m;
+`, nginxStreamModule, h.nofile, dir, dir, h.nofile-100)
+	for _, s := range services {
+		fmt.Fprintf(&b, "    upstream %s {\n", s.name)
+		for _, be := range backendsOf(h, s) {
+			fmt.Fprintf(&b, "        server %s;\n", be)
+		}
+		fmt.Fprintf(&b, "    }\n    server {\n        listen %s:%d;\n        proxy_pass %s;\n    }\n", listenIP, s.proxyPort, s.name)
+	}
+	b.WriteString("}\n")
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := h.topo.Proxy.Start(ctx, "nginx", "-c", path, "-p", dir, "-e", filepath.Join(dir, "error.log"))
+	if err != nil {
+		return nil, err
+	}
+	return &instance{proc: p, addrs: proxyAddrs(), stop: func() error { return p.Stop(10 * time.Second) }}, nil
+}
+
+func startGoCopy(ctx context.Context, h *harness) (*instance, error) {
+	args := []string{"gocopy"}
+	for _, s := range services {
+		args = append(args, "-map", fmt.Sprintf("%s:%d=%s", listenIP, s.proxyPort, strings.Join(backendsOf(h, s), ",")))
+	}
+	p, err := h.topo.Proxy.Start(ctx, h.self, args...)
+	if err != nil {
+		return nil, err
+	}
+	return &instance{proc: p, addrs: proxyAddrs(), stop: func() error { return p.Stop(10 * time.Second) }}, nil
+}
+
+// waitServing probes the echo service through the instance (one 64-byte
+// round trip from the client namespace) until it answers, for every
+// address of the service.
+func waitServing(ctx context.Context, h *harness, in *instance, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	msg := []byte(strings.Repeat("probe!", 11)[:64])
+	var last error
+	for _, addr := range in.addrs["echo"] {
+		for {
+			if in.proc != nil {
+				select {
+				case <-in.proc.Done():
+					return fmt.Errorf("exited: %v\n%s", in.proc.Wait(), tail(in.proc.Output(), 3000))
+				default:
+				}
+			}
+			last = probe(ctx, h, addr, msg)
+			if last == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s not serving after %v: %v", addr, timeout, last)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+func probe(ctx context.Context, h *harness, addr string, msg []byte) error {
+	dctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	c, err := h.topo.Client.DialTCP(dctx, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write(msg); err != nil {
+		return err
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return err
+	}
+	if string(got) != string(msg) {
+		return errors.New("echo mismatch")
+	}
+	return nil
+}
+
+// gocopyMain is `sidebyside gocopy -map LISTEN=BACKEND[,BACKEND...] ...`:
+// the plain Go proxy, a goroutine per direction per connection, io.Copy
+// each way (which splices between TCP sockets), half-closes propagated,
+// backends in turn. It runs until SIGTERM or SIGINT.
+func gocopyMain(args []string) int {
+	var maps []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == "-map" && i+1 < len(args) {
+			maps = append(maps, args[i+1])
+			i++
+		}
+	}
+	if len(maps) == 0 {
+		fmt.Fprintln(os.Stderr, "usage: sidebyside gocopy -map LISTEN=BACKEND[,BACKEND...] ...")
+		return 2
+	}
+	for _, m := range maps {
+		listen, bes, ok := strings.Cut(m, "=")
+		if !ok {
+			fmt.Fprintf(os.Stderr, "gocopy: bad -map %q\n", m)
+			return 2
+		}
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "gocopy:", err)
+			return 1
+		}
+		backends := strings.Split(bes, ",")
+		go func() {
+			var n uint64
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					if ne, ok := err.(net.Error); ok && ne.Timeout() {
+						continue
+					}
+					if strings.Contains(err.Error(), "too many open files") {
+						time.Sleep(10 * time.Millisecond)
+						continue
+					}
+					return
+				}
+				be := backends[n%uint64(len(backends))]
+				n++
+				go goCopy(c.(*net.TCPConn), be)
+			}
+		}()
+	}
+	fmt.Println("gocopy: serving")
+	waitSignal()
+	return 0
+}
+
+func goCopy(c *net.TCPConn, backend string) {
+	defer c.Close()
+	bc, err := net.DialTimeout("tcp", backend, 3*time.Second)
+	if err != nil {
+		return
+	}
+	b := bc.(*net.TCPConn)
+	defer b.Close()
+	done := make(chan struct{})
+	go func() {
+		io.Copy(b, c)
+		b.CloseWrite()
+		close(done)
+	}()
+	io.Copy(c, b)
+	c.CloseWrite()
+	<-done
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}

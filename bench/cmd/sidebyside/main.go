@@ -1,0 +1,541 @@
+// Command sidebyside is `make bench`: xdproxy against the proxies its users
+// would otherwise pick, side by side in one run, in the lab topology
+// (internal/lab: client — router — proxy (p0, XDP) — backends).
+//
+// Contenders: xdproxy with dial: xdp; xdproxy with dial: kernel; HAProxy
+// (mode tcp, nbthread 2); nginx stream (2 workers); a plain Go io.Copy proxy
+// (this binary, `sidebyside gocopy`); and the direct path (no proxy) as the
+// ceiling. Each proxy runs alone in the proxy namespace (nothing else is
+// attached to p0 while a kernel proxy is measured) and listens on
+// 10.10.1.1:7000-7004; the backends are Go servers in this process, in the
+// backend namespace, on 10.10.2.2 and 10.10.2.3 (echo, source, sink, a
+// minimal HTTP responder; iperf3 -s on the first).
+//
+// Workloads, from the load generator (bench/loadgen) running as a child
+// process in the client namespace: connection rate; request/response over
+// kept-alive connections at fixed offered rates (open loop, latency from the
+// scheduled send) and at the maximum rate (closed loop); bulk download with
+// 1 and 8 streams; idle connections (proxy RSS per 10,000). Each proxy's CPU
+// (utime+stime of its process tree, /proc/<pid>/stat) is read around each
+// workload. Rounds: every round starts each contender afresh, in an order
+// rotated by one per round, and runs all workloads against it; the report
+// gives the median over rounds. Cross-checks in the first round: wrk against
+// the loadgen's closed-loop request/response on the same HTTP service, and
+// iperf3 against the loadgen's one-stream download.
+//
+// Output (-out): latest.json (every number of every round), latest.md (the
+// tables, with ratios to HAProxy and to the direct path, also printed to
+// stdout) and latency.svg (latency percentiles at each offered rate).
+//
+// Needs root. Everything lives in the lab's namespaces and is removed on
+// exit, failure or Ctrl-C.
+//
+// Other modes of the binary: `sidebyside loadgen KIND JSON` (the load
+// generator child), `sidebyside gocopy -map ...` (the Go proxy),
+// `sidebyside microtable < go-test-bench-output` (make bench-micro's table).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xdproxy/xdproxy/bench/loadgen"
+	"github.com/xdproxy/xdproxy/internal/lab"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "loadgen":
+			os.Exit(loadgenMain(os.Args[2:]))
+		case "gocopy":
+			os.Exit(gocopyMain(os.Args[2:]))
+		case "microtable":
+			os.Exit(microtableMain(os.Args[2:]))
+		}
+	}
+	var o options
+	flag.StringVar(&o.Bin, "bin", "bin/xdproxy", "the xdproxy binary (make build)")
+	flag.StringVar(&o.Out, "out", "bench/results", "output directory (latest.json, latest.md, latency.svg)")
+	flag.IntVar(&o.Rounds, "rounds", 3, "rounds (each contender started afresh per round, order rotated)")
+	flag.DurationVar(&o.Duration, "d", 2*time.Second, "measured window of each workload")
+	flag.DurationVar(&o.Warmup, "warmup", 300*time.Millisecond, "warm-up before each window (not counted)")
+	flag.IntVar(&o.ConnClients, "conn-clients", 32, "parallel clients in the connection-rate workload")
+	flag.IntVar(&o.RRConns, "rr-conns", 16, "kept-alive connections in the request/response workloads")
+	flag.StringVar(&o.RatesFlag, "rates", "2000,10000,20000", "offered request rates (req/s, all connections together) of the open-loop runs")
+	flag.IntVar(&o.Idle, "idle", 10000, "idle connections for the memory measurement (0: skip)")
+	flag.IntVar(&o.IdleRounds, "idle-rounds", 1, "rounds that measure idle memory (the first ones)")
+	flag.BoolVar(&o.Upload, "upload", false, "also measure a one-stream bulk upload")
+	flag.StringVar(&o.CrossFlag, "crosscheck", "all", "contenders cross-checked with wrk and iperf3 in the first round: all, none, or a comma list")
+	flag.IntVar(&o.Queues, "queues", 2, "queues of the proxy's veth (xdproxy shards)")
+	flag.StringVar(&o.Only, "contenders", "", "comma list of contenders to run (default all: "+contenderNames()+")")
+	flag.Parse()
+	o.Command = "go run ./bench/cmd/sidebyside " + strings.Join(os.Args[1:], " ")
+	if err := run(&o); err != nil {
+		fmt.Fprintf(os.Stderr, "sidebyside: FAILED: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	Bin         string        `json:"bin"`
+	Out         string        `json:"-"`
+	Rounds      int           `json:"rounds"`
+	Duration    time.Duration `json:"duration_ns"`
+	Warmup      time.Duration `json:"warmup_ns"`
+	ConnClients int           `json:"conn_clients"`
+	RRConns     int           `json:"rr_conns"`
+	RatesFlag   string        `json:"-"`
+	Rates       []float64     `json:"rates"`
+	Idle        int           `json:"idle_conns"`
+	IdleRounds  int           `json:"idle_rounds"`
+	Upload      bool          `json:"upload"`
+	CrossFlag   string        `json:"crosscheck"`
+	Queues      int           `json:"queues"`
+	Only        string        `json:"contenders,omitempty"`
+	Command     string        `json:"command"`
+}
+
+func contenderNames() string {
+	var n []string
+	for _, c := range allContenders {
+		n = append(n, c.name)
+	}
+	return strings.Join(n, ",")
+}
+
+type harness struct {
+	opt       options
+	topo      *lab.Topology
+	bin, self string
+	tmp       string
+	res       *Results
+	start     time.Time
+	total     int // workloads planned, for progress
+	done      int
+	nofile    int      // RLIMIT_NOFILE of this process and its children
+	notes     []string // for the report
+}
+
+// idleConns is how many idle connections the idle measurement opens
+// through c: -idle, or fewer if the descriptor limit would not hold them
+// (the load generator holds one per connection too, the backends one).
+func (h *harness) idleConns(c contender) int {
+	n := h.opt.Idle
+	if c.fdsPerConn > 0 {
+		n = min(n, (h.nofile-400)/c.fdsPerConn)
+	}
+	return min(n, h.nofile-400)
+}
+
+// raiseNofile raises RLIMIT_NOFILE as far as allowed (1<<20, else the hard
+// limit) and returns it. Children inherit it (an explicit Setrlimit also
+// stops Go from restoring the original soft limit in them).
+func raiseNofile() int {
+	var cur unix.Rlimit
+	unix.Getrlimit(unix.RLIMIT_NOFILE, &cur)
+	lim := unix.Rlimit{Cur: 1 << 20, Max: 1 << 20}
+	if lim.Max < cur.Max {
+		lim = cur
+	}
+	if unix.Setrlimit(unix.RLIMIT_NOFILE, &lim) != nil {
+		lim = unix.Rlimit{Cur: cur.Max, Max: cur.Max}
+		unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+	}
+	unix.Getrlimit(unix.RLIMIT_NOFILE, &cur)
+	return int(cur.Cur)
+}
+
+func run(o *options) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (network namespaces, XDP, AF_XDP): run it as root")
+	}
+	for _, f := range strings.Split(o.RatesFlag, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		r, err := strconv.ParseFloat(f, 64)
+		if err != nil || r <= 0 {
+			return fmt.Errorf("-rates: bad rate %q", f)
+		}
+		o.Rates = append(o.Rates, r)
+	}
+	if o.Rounds < 1 || o.Duration <= 0 || o.ConnClients < 1 || o.RRConns < 1 {
+		return errors.New("-rounds, -d, -conn-clients and -rr-conns must be positive")
+	}
+	contenders := allContenders
+	if o.Only != "" {
+		contenders = nil
+		for _, n := range strings.Split(o.Only, ",") {
+			i := slices.IndexFunc(allContenders, func(c contender) bool { return c.name == strings.TrimSpace(n) })
+			if i < 0 {
+				return fmt.Errorf("-contenders: unknown %q (have %s)", n, contenderNames())
+			}
+			contenders = append(contenders, allContenders[i])
+		}
+	}
+	h := &harness{opt: *o, start: time.Now()}
+	if h.bin, err = filepath.Abs(o.Bin); err != nil {
+		return err
+	}
+	if slices.ContainsFunc(contenders, func(c contender) bool { return strings.HasPrefix(c.name, "xdproxy") }) {
+		if _, err := os.Stat(h.bin); err != nil {
+			return fmt.Errorf("xdproxy binary: %w (run `make build`)", err)
+		}
+	}
+	if h.self, err = os.Executable(); err != nil {
+		return err
+	}
+	if err := ensureTools(contenders); err != nil {
+		return err
+	}
+	// Room for the idle connections: the limit is inherited by every
+	// process started below (an explicit Setrlimit also stops Go from
+	// restoring the original soft limit in children).
+	h.nofile = raiseNofile()
+	for _, c := range contenders {
+		if n := h.idleConns(c); n < o.Idle {
+			h.notes = append(h.notes, fmt.Sprintf("Idle memory of %s measured with %s connections and scaled to 10,000: the hard RLIMIT_NOFILE here is %d (no CAP_SYS_RESOURCE to raise it) and it holds %d descriptors per proxied connection.", c.name, commas(float64(n)), h.nofile, c.fdsPerConn))
+		}
+	}
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	if h.tmp, err = os.MkdirTemp("", "sidebyside-"); err != nil {
+		return err
+	}
+	defer os.RemoveAll(h.tmp)
+	l, err := lab.New(nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		logf("tearing down the lab")
+		if cerr := l.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	if h.topo, err = l.NewTopology(o.Queues); err != nil {
+		return err
+	}
+	if err := tuneNamespaces(h.topo); err != nil {
+		return err
+	}
+	bs, err := startBackends(h.topo)
+	if err != nil {
+		return err
+	}
+	defer bs.close()
+	if _, err := h.topo.Backends.Start(ctx, "iperf3", "-s", "-B", h.topo.BackendAddrs[0].String(), "-p", "5201"); err != nil {
+		return err
+	}
+
+	h.res = newResults(h, contenders)
+	h.res.Notes = append(h.res.Notes, h.notes...)
+	cross := map[string]bool{}
+	switch o.CrossFlag {
+	case "all":
+		for _, c := range contenders {
+			cross[c.name] = true
+		}
+	case "none", "":
+	default:
+		for _, n := range strings.Split(o.CrossFlag, ",") {
+			cross[strings.TrimSpace(n)] = true
+		}
+	}
+	perBlock := 1 + len(o.Rates) + 1 + 2
+	if o.Upload {
+		perBlock++
+	}
+	h.total = o.Rounds * len(contenders) * perBlock
+	if o.Idle > 0 {
+		h.total += min(o.IdleRounds, o.Rounds) * len(contenders)
+	}
+	logf("lab up (%s, %d queues on %s); %d contenders × %d rounds, %v windows", l.Prefix(), o.Queues, h.topo.ProxyIf, len(contenders), o.Rounds, o.Duration)
+
+	for round := range o.Rounds {
+		for slot := range contenders {
+			c := contenders[(slot+round)%len(contenders)]
+			if err := h.block(ctx, round, slot, c, round == 0 && cross[c.name]); err != nil {
+				return err
+			}
+		}
+	}
+	h.res.Seconds = time.Since(h.start).Seconds()
+	h.res.summarize()
+	md := h.res.markdown()
+	if err := h.res.write(o.Out, md); err != nil {
+		return err
+	}
+	fmt.Println(md)
+	logf("wrote %s/latest.json, latest.md, latency.svg in %.0fs", o.Out, h.res.Seconds)
+	return nil
+}
+
+// ensureTools installs what the chosen contenders and the cross-checks
+// need (Debian packages).
+func ensureTools(cs []contender) error {
+	tools := []string{"ip:iproute2", "ethtool:ethtool", "iperf3:iperf3", "wrk:wrk"}
+	for _, c := range cs {
+		switch c.name {
+		case "haproxy":
+			tools = append(tools, "haproxy:haproxy")
+		case "nginx":
+			tools = append(tools, "nginx:nginx")
+		}
+	}
+	if err := lab.EnsureTools(tools...); err != nil {
+		return err
+	}
+	if slices.ContainsFunc(cs, func(c contender) bool { return c.name == "nginx" }) {
+		if _, err := os.Stat(nginxStreamModule); err != nil {
+			// The stream module is a separate Debian package, only
+			// recommended by nginx.
+			cmd := exec.Command("apt-get", "install", "-y", "-qq", "--no-install-recommends", "libnginx-mod-stream")
+			cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("installing libnginx-mod-stream: %v\n%s", err, out)
+			}
+		}
+	}
+	return nil
+}
+
+// tuneNamespaces lets the client and the kernel proxies open connections
+// at a high rate: a wide ephemeral port range and reuse of TIME_WAIT for
+// outgoing connections (timestamps make it safe), the same for every
+// contender. (xdproxy reserves its own source ports from the proxy
+// namespace's range while it runs.)
+func tuneNamespaces(t *lab.Topology) error {
+	for _, ns := range []*lab.NS{t.Client, t.Proxy} {
+		err := ns.Do(func() error {
+			for path, v := range map[string]string{
+				"/proc/sys/net/ipv4/ip_local_port_range": "1024 65535",
+				"/proc/sys/net/ipv4/tcp_tw_reuse":        "1",
+			} {
+				if err := os.WriteFile(path, []byte(v), 0o644); err != nil {
+					return fmt.Errorf("%s: %s: %w", ns.Name, path, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...)
+}
+
+// block starts contender c, runs every workload against it and stops it.
+func (h *harness) block(ctx context.Context, round, slot int, c contender, cross bool) error {
+	logf("round %d/%d, %d: %s", round+1, h.opt.Rounds, slot+1, c.name)
+	in, err := c.start(ctx, h)
+	if err == nil {
+		if err = waitServing(ctx, h, in, 30*time.Second); err != nil {
+			in.stop()
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		h.res.Runs = append(h.res.Runs, Run{Round: round, Slot: slot, Contender: c.name, Workload: "start", Error: err.Error()})
+		logf("  %s did not start: %v", c.name, err)
+		return nil
+	}
+	o := h.opt
+	if o.Idle > 0 && round < o.IdleRounds {
+		h.measure(ctx, round, slot, c.name, in, "idle", func(r *Run) error { return h.idle(ctx, in, h.idleConns(c), r) })
+	}
+	h.measure(ctx, round, slot, c.name, in, "connrate", func(r *Run) error {
+		r.ConnRate = &loadgen.ConnRateResult{}
+		return h.runLoadgen(ctx, "connrate", loadgen.ConnRateConfig{
+			Addrs: in.addrs["echo"], Concurrency: o.ConnClients, Warmup: o.Warmup, Duration: o.Duration, ReqSize: 64,
+		}, r.ConnRate)
+	})
+	rr := func(rate float64) func(r *Run) error {
+		return func(r *Run) error {
+			r.RR = &loadgen.RRResult{}
+			return h.runLoadgen(ctx, "rr", loadgen.RRConfig{
+				Addrs: in.addrs["echo"], Conns: o.RRConns, Rate: rate, Warmup: o.Warmup, Duration: o.Duration, Echo: true,
+			}, r.RR)
+		}
+	}
+	for _, rate := range o.Rates {
+		h.measure(ctx, round, slot, c.name, in, rrName(rate), rr(rate))
+	}
+	h.measure(ctx, round, slot, c.name, in, "rr-max", rr(0))
+	bulk := func(streams int, upload bool) func(r *Run) error {
+		svc := "source"
+		if upload {
+			svc = "sink"
+		}
+		return func(r *Run) error {
+			r.Bulk = &loadgen.BulkResult{}
+			return h.runLoadgen(ctx, "bulk", loadgen.BulkConfig{
+				Addrs: in.addrs[svc], Streams: streams, Upload: upload, Warmup: o.Warmup, Duration: o.Duration,
+			}, r.Bulk)
+		}
+	}
+	h.measure(ctx, round, slot, c.name, in, "bulk1", bulk(1, false))
+	h.measure(ctx, round, slot, c.name, in, "bulk8", bulk(8, false))
+	if o.Upload {
+		h.measure(ctx, round, slot, c.name, in, "bulk1-up", bulk(1, true))
+	}
+	if cross && ctx.Err() == nil {
+		h.crossCheck(ctx, c.name, in)
+	}
+	if ctx.Err() != nil {
+		in.stop()
+		return ctx.Err()
+	}
+	if err := in.stop(); err != nil {
+		h.res.Notes = append(h.res.Notes, fmt.Sprintf("round %d: %s did not stop cleanly: %v", round+1, c.name, firstLine(err.Error())))
+	}
+	if in.proc != nil {
+		for _, line := range strings.Split(in.proc.Output(), "\n") {
+			if strings.Contains(line, "level=ERROR") {
+				h.res.Notes = append(h.res.Notes, fmt.Sprintf("round %d: %s logged: %s", round+1, c.name, line))
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func rrName(rate float64) string { return "rr@" + strconv.FormatFloat(rate, 'f', -1, 64) }
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
+
+// measure runs one workload, reading the contender's CPU and the machine's
+// around it, and records the run.
+func (h *harness) measure(ctx context.Context, round, slot int, cname string, in *instance, workload string, fn func(*Run) error) {
+	if ctx.Err() != nil {
+		return
+	}
+	r := Run{Round: round, Slot: slot, Contender: cname, Workload: workload, ProxyCPU: num(math.NaN())}
+	pid := in.pid()
+	cpu0 := cpuSeconds(procTree(pid))
+	m0, s0 := machineCPU()
+	t0 := time.Now()
+	err := fn(&r)
+	r.Wall = num(time.Since(t0).Seconds())
+	m1, s1 := machineCPU()
+	if pid > 0 {
+		r.ProxyCPU = num(cpuSeconds(procTree(pid)) - cpu0)
+	}
+	r.MachineCPU, r.MachineSoftirq = m1-m0, s1-s0
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		r.Error = err.Error()
+		r.ConnRate, r.RR, r.Bulk = nil, nil, nil
+	}
+	h.res.Runs = append(h.res.Runs, r)
+	h.done++
+	logf("  [%d/%d %s] %-14s %-9s %s", h.done, h.total, time.Since(h.start).Round(time.Second), cname, workload, r.brief())
+	// Let the closes and TIME_WAITs of this workload settle.
+	time.Sleep(200 * time.Millisecond)
+}
+
+// idle opens o.Idle connections through the instance, each with one round
+// trip, and reads the proxy's RSS before and after.
+func (h *harness) idle(ctx context.Context, in *instance, n int, r *Run) error {
+	pid := in.pid()
+	m := &IdleMeasure{RSSBeforeKiB: rssKiB(procTree(pid))}
+	slab0 := statusKiB("/proc/meminfo", "Slab:")
+	b, _ := json.Marshal(loadgen.IdleConfig{Addrs: in.addrs["echo"], N: n, Concurrency: 32, MaxErrors: 100})
+	p, err := h.topo.Client.Start(ctx, h.self, "loadgen", "idle", string(b))
+	if err != nil {
+		return err
+	}
+	defer p.Stop(10 * time.Second)
+	line, err := waitLine(ctx, p.Output, p.Done(), "IDLE-READY ", 120*time.Second)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal([]byte(line), &m.IdleResult); err != nil {
+		return err
+	}
+	time.Sleep(time.Second) // settle
+	m.RSSAfterKiB = rssKiB(procTree(pid))
+	m.SlabDeltaKiB = statusKiB("/proc/meminfo", "Slab:") - slab0
+	if pid > 0 && m.Open > 0 {
+		m.RSSPer10kMiB = num(float64(m.RSSAfterKiB-m.RSSBeforeKiB) / 1024 * 10000 / float64(m.Open))
+	} else {
+		m.RSSPer10kMiB = num(math.NaN())
+	}
+	r.Idle = m
+	if err := p.Stop(10 * time.Second); err != nil {
+		return fmt.Errorf("idle load generator: %w", err)
+	}
+	time.Sleep(time.Second) // the proxies close their 10,000 backend legs
+	if m.Open < n-n/100 {
+		return fmt.Errorf("only %d of %d idle connections opened (%d errors: %v)", m.Open, n, m.Errors, m.ErrorSamples)
+	}
+	if m.Errors > 0 {
+		h.res.Notes = append(h.res.Notes, fmt.Sprintf("%s: %d of %d connections failed while opening the idle set (%v); the figure is for the %d that stayed open.", r.Contender, m.Errors, n, m.ErrorSamples, m.Open))
+	}
+	return nil
+}
+
+func machineInfo() Machine {
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.Kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	m.MemMiB = statusKiB("/proc/meminfo", "MemTotal:") / 1024
+	return m
+}
+
+func versions(bin string) map[string]string {
+	v := map[string]string{}
+	for name, args := range map[string][]string{
+		"xdproxy": {bin, "version"},
+		"haproxy": {"haproxy", "-v"},
+		"nginx":   {"nginx", "-v"},
+		"iperf3":  {"iperf3", "-v"},
+		"wrk":     {"wrk", "-v"},
+	} {
+		out, _ := exec.Command(args[0], args[1:]...).CombinedOutput()
+		if s := strings.TrimSpace(firstLine(string(out))); s != "" {
+			v[name] = s
+		}
+	}
+	return v
+}
