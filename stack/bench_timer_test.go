@@ -103,3 +103,27 @@ func BenchmarkACKAmongConns(b *testing.B) {
 }
 
 var benchPayload [1448]byte
+
+// BenchmarkTimerRestart isolates the timer structure from the cache misses
+// of touching many connection records: each op restarts the retransmission
+// timer of one of a small hot set of connections (as every ACK does) and
+// asks for the engine's next deadline, with N connections' timers armed in
+// the same heap.
+func BenchmarkTimerRestart(b *testing.B) {
+	for _, n := range []int{1000, 100000} {
+		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
+			e, conns := manyConns(b, n)
+			now := t0.Add(time.Millisecond)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for op := 0; op < b.N; op++ {
+				c := conns[op%64].c
+				c.rtoAt = now.Add(c.rto + time.Duration(op%1000))
+				c.rearm()
+				if e.NextDeadline() == Never {
+					b.Fatal("no deadline with timers armed")
+				}
+			}
+		})
+	}
+}
