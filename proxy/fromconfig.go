@@ -14,7 +14,10 @@ import (
 func FromConfig(c *config.Config, log *slog.Logger) (Config, error) {
 	out := Config{Logger: log}
 	for _, ifc := range c.Interfaces {
-		spec := InterfaceSpec{Name: ifc.Name, Queues: ifc.Queues}
+		spec := InterfaceSpec{Name: ifc.Name, Queues: ifc.Queues, BusyPoll: ifc.BusyPoll}
+		if spec.BusyPoll == 0 {
+			spec.BusyPoll = -1 // busy_poll: 0 means no spinning, not "the default"
+		}
 		switch ifc.XDPMode {
 		case "native":
 			spec.XDPMode = bpf.ModeNative

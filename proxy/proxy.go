@@ -23,6 +23,7 @@ type InterfaceSpec struct {
 	Queues   []int
 	XDPMode  bpf.Mode
 	ZeroCopy xsk.ZeroCopy
+	BusyPoll time.Duration // the shards' spin after their last work (0: the data plane's default; < 0: none)
 }
 
 // Config is the whole proxy.
@@ -86,6 +87,7 @@ func Start(cfg Config) (_ *Proxy, err error) {
 			// fill ring from running dry (xsk's defaults are 4096/2048).
 			XSK: xsk.Config{ZeroCopy: ifc.ZeroCopy, NumFrames: 16384,
 				FillSize: 4096, CompletionSize: 4096, RxSize: 4096, TxSize: 4096},
+			SpinLimit:    ifc.BusyPoll,
 			Listeners:    addrs,
 			SourceAddrs:  srcs,
 			SourcePorts:  cfg.SourcePorts,

@@ -62,6 +62,10 @@ type Interface struct {
 	Queues   []int  // nil: all queues of the interface
 	XDPMode  string // auto | native | generic
 	ZeroCopy string // auto | on | off
+	// BusyPoll is how long a shard keeps polling after its last work before
+	// it sleeps in poll(2) (0: sleep at once). Longer lowers wake-up latency
+	// at the cost of a core's worth of spinning after every burst.
+	BusyPoll time.Duration
 }
 
 // Listener is one proxied service.
@@ -134,6 +138,8 @@ const (
 	DefaultQueues            = "all"
 	DefaultXDPMode           = "auto"
 	DefaultZeroCopy          = "auto"
+	DefaultBusyPoll          = 5 * time.Microsecond
+	MaxBusyPoll              = 10 * time.Millisecond
 	DefaultBalance           = "round_robin"
 	DefaultDial              = "xdp"
 	DefaultSourcePortLo      = 20000

@@ -40,7 +40,7 @@ func TestExampleConfigValues(t *testing.T) {
 	}
 	// Every value the example shows is the default, except the second backend's weight.
 	want := &Config{
-		Interfaces: []Interface{{Name: "eth0", XDPMode: "auto", ZeroCopy: "auto"}},
+		Interfaces: []Interface{{Name: "eth0", XDPMode: "auto", ZeroCopy: "auto", BusyPoll: DefaultBusyPoll}},
 		Listeners: []Listener{{
 			Name:           "web",
 			Address:        netip.MustParseAddrPort("10.10.1.1:80"),
@@ -105,7 +105,7 @@ listeners:
 func TestDefaults(t *testing.T) {
 	cfg := mustParse(t, "min.yaml", minimal)
 	want := &Config{
-		Interfaces: []Interface{{Name: "eth0", Queues: nil, XDPMode: "auto", ZeroCopy: "auto"}},
+		Interfaces: []Interface{{Name: "eth0", Queues: nil, XDPMode: "auto", ZeroCopy: "auto", BusyPoll: DefaultBusyPoll}},
 		Listeners: []Listener{{
 			Name:           "web",
 			Address:        netip.MustParseAddrPort("10.10.1.1:80"),
@@ -192,8 +192,8 @@ log: {level: debug, format: json}
 `
 	cfg := mustParse(t, "explicit.yaml", src)
 	wantIfs := []Interface{
-		{Name: "eth1", Queues: []int{0, 2, 3}, XDPMode: "native", ZeroCopy: "on"},
-		{Name: "eth2", XDPMode: "generic", ZeroCopy: "off"},
+		{Name: "eth1", Queues: []int{0, 2, 3}, XDPMode: "native", ZeroCopy: "on", BusyPoll: DefaultBusyPoll},
+		{Name: "eth2", XDPMode: "generic", ZeroCopy: "off", BusyPoll: DefaultBusyPoll},
 	}
 	if !reflect.DeepEqual(cfg.Interfaces, wantIfs) {
 		t.Errorf("interfaces = %+v, want %+v", cfg.Interfaces, wantIfs)

@@ -536,11 +536,11 @@ func (d *decoder) interfaces(m *mapping, cfg *Config) {
 	firstLine := map[string]int{}
 	for i, it := range items {
 		path := index("interfaces", i)
-		im := d.mapping(it, path, "name", "queues", "xdp_mode", "zerocopy")
+		im := d.mapping(it, path, "name", "queues", "xdp_mode", "zerocopy", "busy_poll")
 		if im == nil {
 			continue
 		}
-		ifc := Interface{XDPMode: DefaultXDPMode, ZeroCopy: DefaultZeroCopy}
+		ifc := Interface{XDPMode: DefaultXDPMode, ZeroCopy: DefaultZeroCopy, BusyPoll: DefaultBusyPoll}
 		if nv := im.required("name"); nv != nil {
 			if name, ok := im.scalar(nv, "name", "an interface name"); ok {
 				switch {
@@ -561,6 +561,7 @@ func (d *decoder) interfaces(m *mapping, cfg *Config) {
 		if im.enum("zerocopy", &ifc.ZeroCopy, ZeroCopyModes) && modeOK && ifc.ZeroCopy == "on" && ifc.XDPMode == "generic" {
 			d.add(im.get("zerocopy").Line, im.field("zerocopy"), "zero-copy needs native XDP; xdp_mode is generic")
 		}
+		im.duration("busy_poll", &ifc.BusyPoll, 0, MaxBusyPoll)
 		cfg.Interfaces = append(cfg.Interfaces, ifc)
 	}
 }
