@@ -41,22 +41,10 @@ func Bulk(ctx context.Context, cfg BulkConfig) (BulkResult, error) {
 	if err := check(cfg.Addrs, "Bulk", cfg.Streams); err != nil {
 		return BulkResult{}, err
 	}
-	dial := cfg.Dial
-	if dial == nil {
-		dial = DefaultDial
-	}
 	conns := make([]net.Conn, cfg.Streams)
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
-			}
-		}
-	}()
+	defer closeAll(conns)
 	for i := range conns {
-		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		c, err := dial(dctx, cfg.Addrs[i%len(cfg.Addrs)])
-		cancel()
+		c, err := dialOne(ctx, cfg.Dial, cfg.Addrs[i%len(cfg.Addrs)])
 		if err != nil {
 			return BulkResult{}, fmt.Errorf("loadgen: Bulk: stream %d: %w", i, err)
 		}

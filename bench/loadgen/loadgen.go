@@ -160,3 +160,22 @@ func sleepUntil(ctx context.Context, p *pacer, t time.Time) error {
 		return ctx.Err()
 	}
 }
+
+// dialOne dials addr with dial (DefaultDial when nil), bounded to 5 s.
+func dialOne(ctx context.Context, dial DialFunc, addr string) (net.Conn, error) {
+	if dial == nil {
+		dial = DefaultDial
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return dial(dctx, addr)
+}
+
+// closeAll closes every non-nil connection.
+func closeAll(conns []net.Conn) {
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+}

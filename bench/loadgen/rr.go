@@ -57,22 +57,10 @@ func RR(ctx context.Context, cfg RRConfig) (RRResult, error) {
 	if cfg.RespSize <= 0 {
 		cfg.RespSize = len(cfg.Req)
 	}
-	dial := cfg.Dial
-	if dial == nil {
-		dial = DefaultDial
-	}
 	conns := make([]net.Conn, cfg.Conns)
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
-			}
-		}
-	}()
+	defer closeAll(conns)
 	for i := range conns {
-		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		c, err := dial(dctx, cfg.Addrs[i%len(cfg.Addrs)])
-		cancel()
+		c, err := dialOne(ctx, cfg.Dial, cfg.Addrs[i%len(cfg.Addrs)])
 		if err != nil {
 			return RRResult{}, fmt.Errorf("loadgen: RR: connection %d: %w", i, err)
 		}
