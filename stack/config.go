@@ -79,6 +79,13 @@ type Config struct {
 	AcceptBacklog int           // established, not yet accepted, per listener (default 4096)
 	TimeWait      time.Duration // 2MSL (default 60s)
 	TimeWaitMax   int           // TIME_WAIT entries per engine before the oldest is recycled (default 262144)
+	// TimeWaitReuse lets an active open take a 4-tuple still in TIME_WAIT
+	// once its entry is this old, if the old connection used timestamps
+	// (Linux's tcp_tw_reuse=1 with tcp_tw_reuse_delay; default 1s, negative
+	// never). The new ISN starts past anything the old one sent and our
+	// timestamps keep rising for the address pair, so the peer's PAWS and
+	// sequence checks tell the incarnations apart (RFC 6191).
+	TimeWaitReuse time.Duration
 	MinRTO        time.Duration // default 200ms
 	InitialRTO    time.Duration // default 1s (RFC 6298)
 	MaxRTO        time.Duration // default 120s (Linux TCP_RTO_MAX)
@@ -122,6 +129,7 @@ const (
 	DefaultAcceptBacklog  = 4096
 	DefaultTimeWait       = 60 * time.Second
 	DefaultTimeWaitMax    = 262144
+	DefaultTimeWaitReuse  = time.Second
 	DefaultMinRTO         = 200 * time.Millisecond
 	DefaultInitialRTO     = time.Second
 	DefaultMaxRTO         = 120 * time.Second
@@ -151,6 +159,7 @@ func (c *Config) setDefaults() {
 	def(&c.AcceptBacklog, DefaultAcceptBacklog)
 	defDur(&c.TimeWait, DefaultTimeWait)
 	def(&c.TimeWaitMax, DefaultTimeWaitMax)
+	defDur(&c.TimeWaitReuse, DefaultTimeWaitReuse)
 	defDur(&c.MinRTO, DefaultMinRTO)
 	defDur(&c.DelayedACK, DefaultDelayedACK)
 	defDur(&c.InitialRTO, DefaultInitialRTO)

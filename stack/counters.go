@@ -73,6 +73,7 @@ const (
 	TimeWaitExpired
 	TimeWaitRecycled // oldest entry evicted because the table was full
 	TimeWaitReopened // a new SYN reopened the 4-tuple (RFC 6191)
+	TimeWaitReused   // an active open took over the 4-tuple (Config.TimeWaitReuse)
 	TimeWaitRSTIgnored
 	TimeWaitFINReACKed
 	TimeWaitACKs    // other segments to a TIME_WAIT entry, answered with an ACK
@@ -116,7 +117,7 @@ var counterNames = [numCounters]string{
 	SYNQueueOverflow: "syn_queue_overflow", AcceptQueueOverflow: "accept_queue_overflow",
 	SYNCookiesSent: "syn_cookies_sent", SYNCookiesAccepted: "syn_cookies_accepted", SYNCookiesRejected: "syn_cookies_rejected",
 	TimeWaitEntered: "time_wait_entered", TimeWaitExpired: "time_wait_expired", TimeWaitRecycled: "time_wait_recycled",
-	TimeWaitReopened: "time_wait_reopened", TimeWaitRSTIgnored: "time_wait_rst_ignored", TimeWaitFINReACKed: "time_wait_fin_reacked",
+	TimeWaitReopened: "time_wait_reopened", TimeWaitReused: "time_wait_reused", TimeWaitRSTIgnored: "time_wait_rst_ignored", TimeWaitFINReACKed: "time_wait_fin_reacked",
 	TimeWaitACKs: "time_wait_acks", TimeWaitDupACKs: "time_wait_dup_acks",
 	KeepaliveProbes: "keepalive_probes", KeepaliveTimeouts: "keepalive_timeouts",
 	ARPRequestsIn: "arp_requests_in", ARPRepliesOut: "arp_replies_out", ARPRequestsOut: "arp_requests_out", ARPRepliesIn: "arp_replies_in",

@@ -9,7 +9,8 @@ import (
 
 // Dial starts an active open from local (an address the engine owns) to
 // remote: CLOSED → SYN_SENT. The source port comes from the ephemeral range,
-// never one whose 4-tuple is live or in TIME_WAIT. EventConnected or
+// never one whose 4-tuple is live, nor one in TIME_WAIT unless
+// Config.TimeWaitReuse allows taking it over. EventConnected or
 // EventConnectFailed follows. Data written before the handshake completes is
 // sent right after it.
 func (e *Engine) Dial(now Time, local netip.Addr, remote netip.AddrPort) (*Conn, error) {
@@ -22,7 +23,7 @@ func (e *Engine) Dial(now Time, local netip.Addr, remote netip.AddrPort) (*Conn,
 	if local.Is4() != remote.Addr().Is4() || remote.Port() == 0 {
 		return nil, fmt.Errorf("stack: dial %v from %v: address families differ or port is 0", remote, local)
 	}
-	k, ok := e.pickPort(local, remote)
+	k, twSlot, ok := e.pickPort(local, remote)
 	if !ok {
 		e.counters.inc(EphemeralPortsExhausted)
 		return nil, fmt.Errorf("stack: dial %v from %v: %w", remote, local, ErrNoPorts)
@@ -32,6 +33,15 @@ func (e *Engine) Dial(now Time, local netip.Addr, remote netip.AddrPort) (*Conn,
 	c := e.newConn(k, mac)
 	c.macKnown = known
 	c.iss = seqnum.Value(e.isn(k, now))
+	if twSlot >= 0 {
+		// Taking over a TIME_WAIT 4-tuple: start past the old sequence
+		// space, as Linux's tcp_twsk_unique does (its tw_snd_nxt + 65535 + 2).
+		tw := e.tw.entry(twSlot)
+		c.iss = tw.sndNxt.Add(65535 + 2)
+		e.tw.remove(twSlot)
+		e.stats.states[TimeWait].Add(-1)
+		e.counters.inc(TimeWaitReused)
+	}
 	c.sndUna, c.sndNxt = c.iss, c.iss
 	c.sndBufSeq = c.iss.Add(1)
 	c.setState(SynSent)
@@ -52,27 +62,44 @@ func (e *Engine) Dial(now Time, local netip.Addr, remote netip.AddrPort) (*Conn,
 // pickPort chooses a source port as RFC 6056 section 3.3.3 ("Simple
 // Hash-Based Port Selection") does: start at an offset keyed on the
 // destination, walk the range, and skip any 4-tuple that is live or in
-// TIME_WAIT — so port exhaustion is counted, never hit at random.
-func (e *Engine) pickPort(local netip.Addr, remote netip.AddrPort) (FlowKey, bool) {
+// TIME_WAIT — so port exhaustion is counted, never hit at random. A
+// TIME_WAIT 4-tuple old enough to be reused (reusableTimeWait) is taken, as
+// Linux's __inet_hash_connect takes one that tcp_twsk_unique allows; its
+// slot comes back (else -1) for Dial to take over.
+func (e *Engine) pickPort(local netip.Addr, remote netip.AddrPort) (FlowKey, int, bool) {
 	lo, hi := uint32(e.cfg.EphemeralPorts[0]), uint32(e.cfg.EphemeralPorts[1])
 	n := hi - lo + 1
 	k := FlowKey{LocalAddr: local, RemoteAddr: remote.Addr(), RemotePort: remote.Port()}
 	offset := uint32(e.isnHash.sum(k, 1)) + e.portCounter
 	for i := uint32(0); i < n; i++ {
 		k.LocalPort = uint16(lo + (offset+i)%n)
-		if _, live := e.flows[k]; live {
-			continue
-		}
-		if _, tw := e.tw.lookup(k); tw {
-			continue
-		}
+		// The filter first: it is a comparison, the rest are map lookups.
 		if e.cfg.PortFilter != nil && !e.cfg.PortFilter(k.LocalPort) {
 			continue
 		}
+		if _, live := e.flows[k]; live {
+			continue
+		}
+		slot := -1
+		if s, tw := e.tw.lookup(k); tw {
+			if !e.reusableTimeWait(e.tw.entry(s)) {
+				continue
+			}
+			slot = s
+		}
 		e.portCounter += i + 1
-		return k, true
+		return k, slot, true
 	}
-	return k, false
+	return k, -1, false
+}
+
+// reusableTimeWait reports whether an active open may take over tw's
+// 4-tuple: the old connection used timestamps (so the peer's PAWS tells a
+// late segment of it from the new one) and the entry is at least
+// Config.TimeWaitReuse old (its 2MSL last started that long ago).
+func (e *Engine) reusableTimeWait(tw *twEntry) bool {
+	d := e.cfg.TimeWaitReuse
+	return d >= 0 && tw.hasTS && e.now >= tw.expires.Add(d-e.cfg.TimeWait)
 }
 
 // windowUpdateAfterRead sends a window update once reading has opened the

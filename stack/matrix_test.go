@@ -176,8 +176,9 @@ var matrix = map[State]map[string]matrixCell{
 		"ACK-old":     {in: seg{flags: ACK, seq: 1, ack: 0}, out: []seg{{flags: RST, seq: 0}}, next: SynReceived, moved: []Counter{RxACKUnsent, TxResets}},
 		"ACK-too-old": {in: seg{flags: ACK, seq: 1, ack: below(0)}, out: []seg{{flags: RST, seq: below(0)}}, next: SynReceived, moved: []Counter{RxACKUnsent, TxResets}},
 		"ACK-unsent":  {in: seg{flags: ACK, seq: 1, ack: 2}, out: []seg{{flags: RST, seq: 2}}, next: SynReceived, moved: []Counter{RxACKUnsent, TxResets}},
-		"FIN":         {in: seg{flags: FIN | ACK, seq: 1, ack: 1}, out: []seg{{flags: ACK, seq: 1, ack: 2}}, next: CloseWait, moved: []Counter{PassiveOpens}},
-		"RST-exact":   {in: seg{flags: RST, seq: 1}, next: Closed, moved: []Counter{RxResets}},
+		// A passive close: its ACK waits for the delayed-ACK timer (or our FIN).
+		"FIN":       {in: seg{flags: FIN | ACK, seq: 1, ack: 1}, next: CloseWait, moved: []Counter{PassiveOpens}},
+		"RST-exact": {in: seg{flags: RST, seq: 1}, next: Closed, moved: []Counter{RxResets}},
 		// Linux: any in-window RST ends a request socket; RFC 5961 would
 		// send a challenge ACK.
 		"RST-in-window":      {in: seg{flags: RST, seq: 101}, next: Closed, moved: []Counter{RxResets}},
@@ -201,8 +202,9 @@ var matrix = map[State]map[string]matrixCell{
 		"ACK-too-old":    {in: seg{flags: ACK, seq: 1, ack: below(1)}, out: []seg{{flags: ACK, seq: 6, ack: 1}}, next: Established, moved: []Counter{RxACKTooOld, ChallengeACKs}},
 		// Linux: dropped silently in ESTABLISHED (tcp_rcv_established);
 		// RFC 9293 says send an ACK.
-		"ACK-unsent":         {in: seg{flags: ACK, seq: 1, ack: 7}, next: Established, moved: []Counter{RxACKUnsent}},
-		"FIN":                {in: seg{flags: FIN | ACK, seq: 1, ack: 1}, out: []seg{{flags: ACK, seq: 6, ack: 2}}, next: CloseWait},
+		"ACK-unsent": {in: seg{flags: ACK, seq: 1, ack: 7}, next: Established, moved: []Counter{RxACKUnsent}},
+		// A passive close: its ACK waits for the delayed-ACK timer (or our FIN).
+		"FIN":                {in: seg{flags: FIN | ACK, seq: 1, ack: 1}, next: CloseWait},
 		"RST-exact":          {in: seg{flags: RST, seq: 1}, next: Closed, moved: []Counter{RxResets, EstablishedResets}},
 		"RST-in-window":      {in: seg{flags: RST, seq: 101}, out: []seg{{flags: ACK, seq: 6, ack: 1}}, next: Established, moved: []Counter{ChallengeACKs}},
 		"RST-out-of-window":  {in: seg{flags: RST, seq: 1 + far}, next: Established, moved: []Counter{RxRSTIgnored}},

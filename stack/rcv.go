@@ -519,12 +519,17 @@ func (c *Conn) receiveFIN(s *segment) {
 	}
 	c.finRcvd = true
 	c.rcvNxt = c.rcvNxt.Add(1)
-	if c.state == FinWait1 || c.state == FinWait2 {
+	switch {
+	case c.state == FinWait1 || c.state == FinWait2:
 		c.ackNeeded = true
-	} else {
-		// The passive close's ACK may be delayed, so that an application
-		// closing at once sends ACK and FIN in one segment (scenario 13).
-		c.scheduleACK()
+	case !c.ackNeeded && c.delackAt == Never:
+		// A passive close: the ACK waits for the delayed-ACK timer even in
+		// quick-ack mode (as Linux's tcp_fin enters ping-pong mode), so an
+		// application that closes within it — a proxy passing the close
+		// to the other leg and back — sends ACK and FIN in one segment
+		// (scenario 13).
+		c.delackAt = c.e.now.Add(c.e.cfg.DelayedACK)
+		c.rearm()
 	}
 	c.notify(EventPeerClosed | EventReadable)
 	switch c.state {

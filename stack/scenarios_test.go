@@ -457,10 +457,13 @@ func TestScenario06SeqAckArithmetic(t *testing.T) {
 		t.Fatalf("SND.UNA=%d SND.NXT=%d RCV.NXT=%d, want 120, 120, 100",
 			i.SndUna-uint32(h.ourISS), i.SndNxt-uint32(h.ourISS), i.RcvNxt-uint32(h.peerISS))
 	}
-	// A FIN counts one: peer FIN(seq=100) is acknowledged with ack=101.
+	// A FIN counts one: peer FIN(seq=100) is acknowledged with ack=101 —
+	// here by our own FIN (the passive close's ACK waits for the
+	// delayed-ACK timer, and we close before it fires: scenario 13).
 	h.send(seg{flags: FIN | ACK, seq: 100, ack: 120})
-	h.expect(seg{flags: ACK, seq: 120, ack: 101})
+	h.expectNone()
 	h.expectState(CloseWait)
+	h.expectDeadline(DefaultDelayedACK)
 	// And ours: FIN(seq=120), acknowledged with ack=121.
 	h.c.CloseWrite()
 	h.expect(seg{flags: FIN | ACK, seq: 120, ack: 101})
@@ -597,10 +600,16 @@ func TestScenario11PassiveClose(t *testing.T) {
 	h.established()
 	// peer: FIN|ACK(seq=1, ack=1)                      peer: ESTABLISHED → FIN_WAIT_1
 	h.send(seg{flags: FIN | ACK, seq: 1, ack: 1})
-	// engine: ACK(seq=1, ack=2)                        engine: ESTABLISHED → CLOSE_WAIT
-	h.expect(seg{flags: ACK, seq: 1, ack: 2})
+	//                                                  engine: ESTABLISHED → CLOSE_WAIT
 	h.expectState(CloseWait)
 	h.expectEvents(EventPeerClosed | EventReadable)
+	// engine: ACK(seq=1, ack=2) when the delayed-ACK timer fires (as Linux
+	// delays it: a FIN puts tcp_fin into ping-pong mode).
+	h.expectNone()
+	h.expectDeadline(DefaultDelayedACK)
+	h.advance(DefaultDelayedACK)
+	h.expect(seg{flags: ACK, seq: 1, ack: 2})
+	h.expectCounter(DelayedACKs, 1)
 	if n, err := h.c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Fatalf("Read = %d, %v; want io.EOF", n, err)
 	}
@@ -664,7 +673,7 @@ func TestScenario12HalfClose(t *testing.T) {
 	// client → A: FIN|ACK(seq=1, ack=1)                client: FIN_WAIT_1
 	h.usePeer(a)
 	h.send(seg{flags: FIN | ACK, seq: 1, ack: 1})
-	h.expect(seg{flags: ACK, seq: 1, ack: 2}) //      A: ESTABLISHED → CLOSE_WAIT
+	h.expectNone() //                                 A: ESTABLISHED → CLOSE_WAIT, its ACK delayed
 	h.expectState(CloseWait)
 	if ev := h.eventsOf(a.c); ev != EventPeerClosed|EventReadable {
 		t.Fatalf("A events %v", ev)
@@ -746,6 +755,25 @@ func TestScenario13ThreeSegmentClose(t *testing.T) {
 	h2.send(seg{flags: FIN | ACK, seq: 1, ack: 6})
 	h2.expect(seg{flags: ACK, seq: 6, ack: 2})
 	h2.expectState(TimeWait)
+
+	// The engine as the passive side: the ACK of the peer's FIN waits for
+	// the delayed-ACK timer, so an application that closes meanwhile sends
+	// ACK and FIN in one segment.
+	h3 := newHarness(t)
+	h3.established()
+	// peer: FIN|ACK(seq=1, ack=1)                      engine: ESTABLISHED → CLOSE_WAIT
+	h3.send(seg{flags: FIN | ACK, seq: 1, ack: 1})
+	h3.expectNone()
+	h3.expectEvents(EventPeerClosed | EventReadable)
+	h3.advance(DefaultDelayedACK / 2)
+	// engine: FIN|ACK(seq=1, ack=2)                    engine: CLOSE_WAIT → LAST_ACK
+	h3.c.CloseWrite()
+	h3.expect(seg{flags: FIN | ACK, seq: 1, ack: 2})
+	h3.expectNone()
+	h3.expectState(LastAck)
+	h3.send(seg{flags: ACK, seq: 2, ack: 2})
+	h3.expectState(Closed)
+	h3.expectCounter(DelayedACKs, 0)
 }
 
 // Scenario 14: simultaneous close. Both FINs cross; both sides go through
@@ -1010,6 +1038,68 @@ func TestScenario16TimeWaitBoundedAndPorts(t *testing.T) {
 			t.Fatalf("Dial took port %d, want B's %d", d.Key().LocalPort, b.ourPort)
 		}
 		h.expectCounter(EphemeralPortsExhausted, 1)
+	})
+
+	// An active open may take over a 4-tuple in TIME_WAIT once the entry is
+	// TimeWaitReuse old and the old connection used timestamps (Linux's
+	// tcp_tw_reuse): the new ISN starts 65537 past the old SND.NXT.
+	activeClose := func(h *harness) (oldNxt seqnum.Value) {
+		h.t.Helper()
+		h.establishedActive()
+		if _, err := h.c.Write([]byte("hello")); err != nil {
+			h.t.Fatal(err)
+		}
+		h.expect(seg{flags: ACK | PSH, seq: 1, ack: 1, data: []byte("hello")})
+		h.send(seg{flags: ACK, seq: 1, ack: 6})
+		h.c.CloseWrite()
+		h.expect(seg{flags: FIN | ACK, seq: 6, ack: 1})
+		h.send(seg{flags: FIN | ACK, seq: 1, ack: 7})
+		h.expect(seg{flags: ACK, seq: 7, ack: 2})
+		h.expectState(TimeWait)
+		return h.ourISS.Add(7)
+	}
+	onePort := func(c *Config) { c.EphemeralPorts = [2]uint16{20000, 20000} }
+	t.Run("TIME_WAIT reuse by an active open", func(t *testing.T) {
+		h := newHarness(t, withConfig(onePort))
+		oldNxt := activeClose(h)
+		h.advance(DefaultTimeWaitReuse - time.Millisecond)
+		if _, err := h.e.Dial(h.now, engineAddr, peerAP); !errors.Is(err, ErrNoPorts) {
+			t.Fatalf("Dial %v into TIME_WAIT = %v, want ErrNoPorts", DefaultTimeWaitReuse-time.Millisecond, err)
+		}
+		h.expectCounter(EphemeralPortsExhausted, 1)
+		h.advance(time.Millisecond)
+		h.freshPeer(peerAP.Port(), 0)
+		h.peerISS += 1 << 20
+		h.synSent()
+		if h.ourISS != oldNxt.Add(65535+2) {
+			t.Fatalf("new ISN = old SND.NXT%+d, want +65537", int32(uint32(h.ourISS)-uint32(oldNxt)))
+		}
+		h.expectCounter(TimeWaitReused, 1)
+		if n := h.e.Stats().Connections(TimeWait); n != 0 {
+			t.Fatalf("TIME_WAIT gauge = %d after the takeover, want 0", n)
+		}
+		h.send(seg{flags: SYN | ACK, seq: 0, ack: 1})
+		h.expect(seg{flags: ACK, seq: 1, ack: 1})
+		h.expectState(Established)
+	})
+	t.Run("no TIME_WAIT reuse without timestamps", func(t *testing.T) {
+		h := newHarness(t, withConfig(onePort))
+		h.peerTS = false
+		activeClose(h)
+		h.advance(10 * DefaultTimeWaitReuse)
+		if _, err := h.e.Dial(h.now, engineAddr, peerAP); !errors.Is(err, ErrNoPorts) {
+			t.Fatalf("Dial into a TIME_WAIT entry without timestamps = %v, want ErrNoPorts", err)
+		}
+		h.expectCounter(TimeWaitReused, 0)
+	})
+	t.Run("no TIME_WAIT reuse when disabled", func(t *testing.T) {
+		h := newHarness(t, withConfig(func(c *Config) { onePort(c); c.TimeWaitReuse = -1 }))
+		activeClose(h)
+		h.advance(10 * DefaultTimeWaitReuse)
+		if _, err := h.e.Dial(h.now, engineAddr, peerAP); !errors.Is(err, ErrNoPorts) {
+			t.Fatalf("Dial into TIME_WAIT with reuse off = %v, want ErrNoPorts", err)
+		}
+		h.expectCounter(TimeWaitReused, 0)
 	})
 }
 

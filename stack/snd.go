@@ -379,7 +379,7 @@ func (c *Conn) onTimer() {
 	}
 	if !released() && c.delackAt <= now {
 		c.delackAt = Never
-		if c.ackNeeded || c.unackedRcv > 0 {
+		if c.ackNeeded || c.unackedRcv > 0 || c.lastAckSent != c.rcvNxt {
 			e.counters.inc(DelayedACKs)
 			c.sendACK()
 		}
