@@ -102,18 +102,25 @@ func (e *Engine) reusableTimeWait(tw *twEntry) bool {
 	return d >= 0 && tw.hasTS && e.now >= tw.expires.Add(d-e.cfg.TimeWait)
 }
 
-// windowUpdateAfterRead sends a window update once reading has opened the
-// window by at least min(buffer/2, MSS) beyond what was advertised (the
-// receiver's silly window avoidance of RFC 9293 section 3.8.6.2.2).
+// windowUpdateAfterRead sends a window update when a read freed enough of
+// the buffer to matter to the sender: the window still open at the peer has
+// fallen to half the buffer or less, and what we can offer now is at least
+// twice it (Linux's tcp_cleanup_rbuf) and beyond the receiver's silly window
+// threshold of min(buffer/2, MSS) (RFC 9293 section 3.8.6.2.2). An
+// application that reads every segment as it arrives therefore adds no
+// ACKs of its own: the edge moves on the ACKs data earns anyway (one per
+// two full-sized segments), and a window that has nearly closed reopens at
+// once.
 func (c *Conn) windowUpdateAfterRead() {
 	if !c.state.synchronized() || c.finRcvd || c.state == TimeWait {
 		return
 	}
-	adv := 0
+	open := 0 // what the peer may still send, by our last advertisement
 	if c.rcvAdvEdge.GreaterThan(c.rcvNxt) {
-		adv = int(c.rcvNxt.Size(c.rcvAdvEdge))
+		open = int(c.rcvNxt.Size(c.rcvAdvEdge))
 	}
-	if c.rcvBuf.Free()-adv >= min(c.rcvBuf.max/2, int(c.e.ourMSS(c.key))) {
+	free := c.rcvBuf.Free()
+	if 2*open <= c.rcvBuf.max && free >= 2*open && free-open >= min(c.rcvBuf.max/2, int(c.e.ourMSS(c.key))) {
 		c.sendACK()
 	}
 }

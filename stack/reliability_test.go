@@ -442,7 +442,7 @@ func TestSACKBlocksForTwoHoles(t *testing.T) {
 func TestDelayedACKTiming(t *testing.T) {
 	h := newHarness(t)
 	h.established()
-	stream := relData(0, 30*smss)
+	stream := relData(0, 40*smss)
 	full := func(i int) seg { // full segment i, 0-based
 		return seg{flags: ACK, seq: seqOf(i), ack: 1, data: stream[i*smss : (i+1)*smss]}
 	}
@@ -477,26 +477,32 @@ func TestDelayedACKTiming(t *testing.T) {
 	h.expectSACK(p, block{seqOf(20), seqOf(21)})
 	h.expectNone()
 	h.expectDeadline(t0.Add(DefaultKeepaliveIdle).Sub(h.now)) // nothing owed
-	// 20th fills the hole → ACK at once.
+	// 20th fills the hole → ACK at once; and the sender, just out of
+	// recovery, gets quick ACKs again: the next 16 segments each at once.
 	h.send(full(19))
 	h.expect(seg{flags: ACK, seq: 1, ack: seqOf(21)})
-	// 22nd: delayed; the timer fires at exactly 40 ms.
+	for i := 21; i < 21+maxQuickAcks; i++ {
+		h.send(full(i))
+		h.expect(seg{flags: ACK, seq: 1, ack: seqOf(i + 1)})
+	}
+	q := 21 + maxQuickAcks
+	// Then delayed again; the timer fires at exactly 40 ms.
 	h.advance(time.Millisecond)
-	h.send(full(21))
+	h.send(full(q))
 	h.expectNone()
 	h.expectDeadline(40 * time.Millisecond)
 	h.advance(40*time.Millisecond - time.Nanosecond)
 	h.expectNone()
 	h.expectCounter(DelayedACKs, 0)
 	h.advance(time.Nanosecond)
-	h.expect(seg{flags: ACK, seq: 1, ack: seqOf(22)})
+	h.expect(seg{flags: ACK, seq: 1, ack: seqOf(q + 1)})
 	h.expectNone()
 	h.expectCounter(DelayedACKs, 1)
 	// A pending delayed ACK rides on data we send instead.
-	h.send(full(22))
+	h.send(full(q + 1))
 	h.expectNone()
 	h.writeAll(h.c, "response")
-	h.expect(seg{flags: PSH | ACK, seq: 1, ack: seqOf(23), data: []byte("response")})
+	h.expect(seg{flags: PSH | ACK, seq: 1, ack: seqOf(q + 2), data: []byte("response")})
 	h.expectNone()
 	if h.c.delackAt != Never {
 		t.Fatal("delayed-ACK timer armed after data carried the ACK")
@@ -504,8 +510,8 @@ func TestDelayedACKTiming(t *testing.T) {
 	h.advance(40 * time.Millisecond)
 	h.expectNone()
 	h.expectCounter(DelayedACKs, 1)
-	if got := h.readAll(h.c); got != string(stream[:23*smss]) {
-		t.Fatalf("read %d bytes, want %d in order", len(got), 23*smss)
+	if got := h.readAll(h.c); got != string(stream[:(q+2)*smss]) {
+		t.Fatalf("read %d bytes, want %d in order", len(got), (q+2)*smss)
 	}
 }
 
@@ -749,6 +755,54 @@ func TestScenario07FlowControl(t *testing.T) {
 	}
 	h.expect(seg{flags: ACK, seq: 1, ack: 4097, wnd: 4096})
 	h.expectNone()
+}
+
+// Window updates on read follow Linux's tcp_cleanup_rbuf: an application
+// that reads each segment as it arrives adds no ACKs (one per two full-sized
+// segments, as without reads), while a read that reopens a window fallen to
+// half the buffer or less is announced at once.
+func TestWindowUpdateOnRead(t *testing.T) {
+	h := newHarness(t, withConfig(func(c *Config) { c.RcvBuffer = 16 * smss }))
+	h.peerOpts.HasWScale = false
+	h.established()
+	h.c.quickAcks = 0 // past the connection's start
+	stream := relData(0, 40*smss)
+	full := func(i int) seg { return seg{flags: ACK, seq: seqOf(i), ack: 1, data: stream[i*smss : (i+1)*smss]} }
+	got := 0
+	read := func() {
+		t.Helper()
+		n := len(h.readAll(h.c))
+		got += n
+	}
+	for i := 0; i < 10; i++ {
+		h.send(full(i))
+		read()
+		if i%2 == 1 {
+			h.expect(seg{flags: ACK, seq: 1, ack: seqOf(i + 1)})
+		}
+		h.expectNone()
+	}
+	// Now unread data piles up to over half the buffer: the ACKs every two
+	// segments advertise a shrinking window ...
+	var wnd int
+	for i := 10; i < 19; i++ {
+		h.send(full(i))
+		if i%2 == 1 {
+			p := h.expect(seg{flags: ACK, seq: 1, ack: seqOf(i + 1)})
+			wnd = int(p.TCP.Window)
+		}
+	}
+	h.expectNone()
+	if wnd > 8*smss {
+		t.Fatalf("window %d with 8 of 16 segments unread, want at most %d", wnd, 8*smss)
+	}
+	// ... and the read that frees it all is announced at once.
+	read()
+	h.expect(seg{flags: ACK, seq: 1, ack: seqOf(19), wnd: 16 * smss})
+	h.expectNone()
+	if got != 19*smss {
+		t.Fatalf("read %d bytes, want %d", got, 19*smss)
+	}
 }
 
 // Scenario 8: reliability. A segment not acknowledged stays queued and is
