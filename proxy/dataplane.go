@@ -41,7 +41,8 @@ type DataplaneConfig struct {
 	SourcePorts [2]uint16
 
 	// Engine is the template for each shard's engine; MAC, Addresses, Sink,
-	// Handler, Rand, EphemeralPorts and PortFilter are filled in per shard.
+	// Handler, Rand, EphemeralPorts and PortFilter are filled in per shard,
+	// and MTU (when 0) from the interface.
 	Engine stack.Config
 
 	// NewHandler returns the application for a shard (called on Start, before
@@ -133,6 +134,12 @@ func StartDataplane(cfg DataplaneConfig) (_ *Dataplane, err error) {
 	} else {
 		return nil, fmt.Errorf("dataplane: interface %q has no Ethernet address", cfg.Interface)
 	}
+	if cfg.Engine.MTU == 0 {
+		cfg.Engine.MTU = d.link.Attrs().MTU
+	}
+	if cfg.XSK.FrameSize, err = frameSizeFor(cfg.Interface, cfg.Engine.MTU, cfg.XSK.FrameSize); err != nil {
+		return nil, err
+	}
 	queues := cfg.Queues
 	if len(queues) == 0 {
 		// From netlink, not sysfs: /sys shows the namespace that mounted it.
@@ -221,7 +228,7 @@ func StartDataplane(cfg DataplaneConfig) (_ *Dataplane, err error) {
 	for i, s := range d.shards {
 		for j := range d.shards {
 			if i != j {
-				h := newHandoff(1024)
+				h := newHandoff(1024, cfg.XSK.FrameSize)
 				s.outbox[j] = h
 				d.shards[j].inbox[i] = h
 			}
@@ -355,6 +362,30 @@ func (d *Dataplane) owner(frame []byte, self int) int {
 		return self
 	}
 	return int(port) % n
+}
+
+// maxFrameOverhead is what a frame holds besides the IP packet: Ethernet
+// and two VLAN tags (the XDP program accepts QinQ).
+const maxFrameOverhead = wire.EthernetHeaderLen + 8
+
+// frameSizeFor picks the UMEM frame size for an MTU: every frame is one
+// buffer (no multi-buffer AF_XDP), so the largest frame the link can carry
+// must fit — 2048-byte frames up to an MTU of 2026, 4096-byte beyond. A
+// configured size that is too small, or an MTU over what 4096 holds, is an
+// error naming the interface, never frames dropped at random.
+func frameSizeFor(ifname string, mtu, frameSize int) (int, error) {
+	need := mtu + maxFrameOverhead
+	switch {
+	case need > 4096:
+		return 0, fmt.Errorf("dataplane: interface %q: MTU %d does not fit one 4096-byte AF_XDP frame (at most %d; xdproxy does not use multi-buffer frames)", ifname, mtu, 4096-maxFrameOverhead)
+	case frameSize == 0 && need > 2048:
+		return 4096, nil
+	case frameSize == 0:
+		return 2048, nil
+	case need > frameSize:
+		return 0, fmt.Errorf("dataplane: interface %q: MTU %d needs frames of 4096 bytes, not %d", ifname, mtu, frameSize)
+	}
+	return frameSize, nil
 }
 
 // tcpLocate finds, without a full parse, the source address and the TCP

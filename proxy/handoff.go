@@ -20,24 +20,27 @@ type handoff struct {
 	_     [56]byte
 	mask  uint64
 	lens  []uint16
-	slots [][handoffFrameSize]byte
+	slot  int    // bytes per slot: the UMEM frame size, so every received frame fits
+	slots []byte // len(lens) slots of slot bytes
 }
 
-// handoffFrameSize is the UMEM frame size: no received frame is larger.
-const handoffFrameSize = 2048
-
-func newHandoff(size int) *handoff {
+func newHandoff(size, frameSize int) *handoff {
 	n := 1
 	for n < size {
 		n <<= 1
 	}
-	return &handoff{mask: uint64(n - 1), lens: make([]uint16, n), slots: make([][handoffFrameSize]byte, n)}
+	return &handoff{mask: uint64(n - 1), lens: make([]uint16, n), slot: frameSize, slots: make([]byte, n*frameSize)}
+}
+
+func (h *handoff) at(i uint64) []byte {
+	off := int(i) * h.slot
+	return h.slots[off : off+h.slot : off+h.slot]
 }
 
 // push copies frame in; it reports false when the ring is full or the frame
 // too large (the caller counts the drop).
 func (h *handoff) push(frame []byte) bool {
-	if len(frame) > handoffFrameSize {
+	if len(frame) > h.slot {
 		return false
 	}
 	t := h.tail.Load()
@@ -45,7 +48,7 @@ func (h *handoff) push(frame []byte) bool {
 		return false
 	}
 	i := t & h.mask
-	copy(h.slots[i][:], frame)
+	copy(h.at(i), frame)
 	h.lens[i] = uint16(len(frame))
 	h.tail.Store(t + 1)
 	return true
@@ -57,7 +60,7 @@ func (h *handoff) drain(fn func(frame []byte)) int {
 	t := h.tail.Load()
 	for i := hd; i != t; i++ {
 		s := i & h.mask
-		fn(h.slots[s][:h.lens[s]])
+		fn(h.at(s)[:h.lens[s]])
 	}
 	h.head.Store(t)
 	return int(t - hd)

@@ -3,12 +3,13 @@ package proxy
 import (
 	"bytes"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 )
 
 func TestHandoffOrderAndBound(t *testing.T) {
-	h := newHandoff(4)
+	h := newHandoff(4, 2048)
 	for i := 0; i < 4; i++ {
 		if !h.push([]byte{byte(i), 1, 2}) {
 			t.Fatalf("push %d refused with room left", i)
@@ -24,15 +25,57 @@ func TestHandoffOrderAndBound(t *testing.T) {
 	if !bytes.Equal(got, []byte{0, 1, 2, 3}) {
 		t.Fatalf("order %v", got)
 	}
-	if !h.empty() || h.push(make([]byte, handoffFrameSize+1)) {
+	if !h.empty() || h.push(make([]byte, 2049)) {
 		t.Fatal("empty after drain; oversize frames refused")
+	}
+}
+
+// A 4096-byte frame ring carries full 4 KiB frames intact, slot by slot.
+func TestHandoffLargeFrames(t *testing.T) {
+	h := newHandoff(2, 4096)
+	a, b := bytes.Repeat([]byte{0xaa}, 4096), bytes.Repeat([]byte{0xbb}, 3000)
+	if !h.push(a) || !h.push(b) || h.push(make([]byte, 1)) {
+		t.Fatal("push of frames up to the slot size refused, or a third accepted")
+	}
+	var got [][]byte
+	h.drain(func(f []byte) { got = append(got, bytes.Clone(f)) })
+	if len(got) != 2 || !bytes.Equal(got[0], a) || !bytes.Equal(got[1], b) {
+		t.Fatalf("frames came out changed: lengths %d", len(got))
+	}
+	if h.push(make([]byte, 4097)) {
+		t.Fatal("a frame over the slot size accepted")
+	}
+}
+
+func TestFrameSizeFor(t *testing.T) {
+	for _, c := range []struct {
+		mtu, cfg, want int
+		err            string
+	}{
+		{1500, 0, 2048, ""},
+		{2026, 0, 2048, ""},
+		{2027, 0, 4096, ""},
+		{3500, 0, 4096, ""},
+		{4074, 0, 4096, ""},
+		{1500, 4096, 4096, ""},
+		{4075, 0, 0, `interface "p0": MTU 4075 does not fit one 4096-byte AF_XDP frame (at most 4074`},
+		{9000, 4096, 0, "MTU 9000 does not fit"},
+		{3000, 2048, 0, `interface "p0": MTU 3000 needs frames of 4096 bytes, not 2048`},
+	} {
+		got, err := frameSizeFor("p0", c.mtu, c.cfg)
+		switch {
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("MTU %d, frame size %d: error %v, want one containing %q", c.mtu, c.cfg, err, c.err)
+		case c.err == "" && (err != nil || got != c.want):
+			t.Errorf("MTU %d, frame size %d: got %d, %v; want %d", c.mtu, c.cfg, got, err, c.want)
+		}
 	}
 }
 
 // TestHandoffConcurrent runs one producer and one consumer goroutine (run
 // with -race): every frame arrives once, in order, intact.
 func TestHandoffConcurrent(t *testing.T) {
-	h := newHandoff(64)
+	h := newHandoff(64, 2048)
 	const n = 20000
 	var wg sync.WaitGroup
 	wg.Add(1)

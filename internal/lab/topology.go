@@ -38,6 +38,18 @@ var (
 // NewTopology builds the namespaces, links, addresses and routes; queues is
 // the number of queues of the proxy's link.
 func (l *Lab) NewTopology(queues int) (*Topology, error) {
+	return l.NewTopologyWith(TopologyOpts{Queues: queues})
+}
+
+// TopologyOpts shapes a topology.
+type TopologyOpts struct {
+	Queues int // queues of the proxy's link
+	MTU    int // of every link, both ends (0: the veth default, 1500)
+}
+
+// NewTopologyWith is NewTopology with every option.
+func (l *Lab) NewTopologyWith(o TopologyOpts) (*Topology, error) {
+	queues := o.Queues
 	t := &Topology{ClientAddr: TopoClient.Addr(), ProxyAddr: TopoProxy.Addr(),
 		BackendAddrs: []netip.Addr{TopoBackend1.Addr(), TopoBackend2.Addr()}}
 	var err error
@@ -50,17 +62,17 @@ func (l *Lab) NewTopology(queues int) (*Topology, error) {
 		}
 	}
 	if t.ClientLink, err = l.Link(t.Client, "c0", t.Router, "rc", LinkOpts{
-		AAddrs: []netip.Prefix{TopoClient}, BAddrs: []netip.Prefix{TopoRouterC}, DisableTxChecksum: true,
+		AAddrs: []netip.Prefix{TopoClient}, BAddrs: []netip.Prefix{TopoRouterC}, DisableTxChecksum: true, MTU: o.MTU,
 	}); err != nil {
 		return nil, err
 	}
 	if t.ProxyLink, err = l.Link(t.Proxy, "p0", t.Router, "rp", LinkOpts{
-		Queues: queues, AAddrs: []netip.Prefix{TopoProxy}, BAddrs: []netip.Prefix{TopoRouterP}, DisableTxChecksum: true,
+		Queues: queues, AAddrs: []netip.Prefix{TopoProxy}, BAddrs: []netip.Prefix{TopoRouterP}, DisableTxChecksum: true, MTU: o.MTU,
 	}); err != nil {
 		return nil, err
 	}
 	if t.BackendLink, err = l.Link(t.Backends, "b0", t.Router, "rb", LinkOpts{
-		AAddrs: []netip.Prefix{TopoBackend1, TopoBackend2}, BAddrs: []netip.Prefix{TopoRouterB}, DisableTxChecksum: true,
+		AAddrs: []netip.Prefix{TopoBackend1, TopoBackend2}, BAddrs: []netip.Prefix{TopoRouterB}, DisableTxChecksum: true, MTU: o.MTU,
 	}); err != nil {
 		return nil, err
 	}
