@@ -1,7 +1,10 @@
 // Package bench measures xdproxy's data path against the kernel's, side by
-// side in one run. It will also hold the load generator and the harness
-// against kernel proxies; for now it holds micro-benchmarks, all in _test
-// files (nothing here is imported by the daemon).
+// side in one run. This package holds the micro-benchmarks, all in _test
+// files; their raw pieces (test frames, sendmmsg, the tiny XDP programs,
+// AF_XDP send and receive loops) are in bench/rawxsk, which the
+// side-by-side harness (bench/cmd/sidebyside) also uses to measure the raw
+// XSK frame rate of the lab's proxy veth. Nothing under bench is imported
+// by the daemon.
 //
 // # Running
 //
@@ -82,7 +85,7 @@
 // with the kernel work they cause; on a small or shared machine (the
 // project's reference box has two vCPUs) the ratios between paths mean more
 // than the absolute rates, and medians of several runs (-count) more than
-// one run. The engine's shard busy-polls for 50µs after its last work and
-// then sleeps in poll; a ping-pong whose round trip is longer than that
-// pays a wake-up, which shows in p50 and p99.
+// one run. The engine's shard busy-polls for 5µs (the default SpinLimit)
+// after its last work and then sleeps in poll; a ping-pong whose round
+// trip is longer than that pays a wake-up, which shows in p50 and p99.
 package bench

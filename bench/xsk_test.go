@@ -1,9 +1,11 @@
 package bench
 
 // Raw frame rates on one veth pair, AF_XDP against the kernel's own path.
-// See the package doc for what each number means.
+// See the package doc for what each number means; the pieces are package
+// rawxsk's, which the side-by-side harness shares.
 
 import (
+	"fmt"
 	"net/netip"
 	"runtime"
 	"sync/atomic"
@@ -11,8 +13,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
+	"github.com/xdproxy/xdproxy/bench/rawxsk"
 	"github.com/xdproxy/xdproxy/internal/lab"
 	"github.com/xdproxy/xdproxy/xsk"
 )
@@ -22,16 +24,8 @@ var (
 	rawDUTPrefix = netip.MustParsePrefix("10.78.0.2/24") // proxy end (device under test)
 )
 
-const (
-	// spinFor is how long a receiver keeps looking at an empty ring or
-	// socket before it blocks, the same for both paths (the shard loop's
-	// default SpinLimit).
-	spinFor = 50 * time.Microsecond
-	// blockFor bounds one blocking wait of a receiver.
-	blockFor = 10 * time.Millisecond
-	// sendLimit bounds one sub-benchmark run's sending.
-	sendLimit = 60 * time.Second
-)
+// sendLimit bounds one sub-benchmark run's sending.
+const sendLimit = 60 * time.Second
 
 // rawLab is two namespaces joined by one veth pair: gen/g0 (the peer) and
 // dut/p0 (the proxy end).
@@ -63,69 +57,8 @@ func newRawLab(b *testing.B) *rawLab {
 // zero-copy), closed at cleanup.
 func (r *rawLab) openXSK(b *testing.B) *xsk.Socket {
 	b.Helper()
-	var s *xsk.Socket
-	err := r.dut.Do(func() (err error) {
-		s, err = xsk.Open(r.p0.Index, 0, xsk.Config{ZeroCopy: xsk.ZeroCopyOff})
-		return err
-	})
-	if err != nil {
-		b.Fatalf("opening the AF_XDP socket on %s: %v", r.p0.Name, err)
-	}
-	b.Cleanup(func() { s.Close() })
-	return s
-}
-
-// receiver is one receive path's consumer.
-type receiver interface {
-	// recv takes what is waiting, in one batch, and returns how many test
-	// frames it got. With wait it may first block up to blockFor.
-	recv(wait bool) int
-}
-
-type xskReceiver struct {
-	s     *xsk.Socket
-	descs []xsk.Desc
-}
-
-func (r *xskReceiver) recv(wait bool) int {
-	n := r.s.Receive(r.descs)
-	if n == 0 && wait {
-		r.s.Poll(blockFor)
-		n = r.s.Receive(r.descs)
-	}
-	got := 0
-	for _, d := range r.descs[:n] {
-		if isTestFrame(r.s.Frame(d)) {
-			got++
-		}
-	}
-	r.s.Recycle(r.descs[:n])
-	return got
-}
-
-// udpReceiver reads a UDP socket with recvmmsg, batch datagrams per call;
-// SO_RCVTIMEO bounds a blocking call.
-type udpReceiver struct {
-	fd int
-	m  *mmsgBatch
-}
-
-func (r *udpReceiver) recv(wait bool) int {
-	flags := unix.MSG_DONTWAIT
-	if wait {
-		flags = unix.MSG_WAITFORONE
-	}
-	n, e := recvmmsg(r.fd, r.m, flags)
-	if e != 0 {
-		return 0
-	}
-	got := 0
-	for i := range n {
-		if r.m.msgs[i].n == udpPayload {
-			got++
-		}
-	}
-	return got
+	s, err := rawxsk.OpenXSK(r.dut, r.p0.Index, 0)
+	return closed(b, s, err)
 }
 
 // BenchmarkRawRX: frames/s received on the proxy end of a veth pair. The
@@ -142,96 +75,63 @@ func (r *udpReceiver) recv(wait bool) int {
 // but never received.
 func BenchmarkRawRX(b *testing.B) {
 	r := newRawLab(b)
-	frame := udpFrame(r.p0.MAC, r.g0.MAC, rawGenPrefix.Addr(), rawDUTPrefix.Addr())
+	frame := rawxsk.UDPFrame(r.p0.MAC, r.g0.MAC, rawGenPrefix.Addr(), rawDUTPrefix.Addr())
 	sender := packetSocket(b, r.gen, r.g0.Index)
-	send := newSendBatch(frame)
+	send := rawxsk.NewSendBatch(frame)
 
 	sock := r.openXSK(b)
-	xsks, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: 1})
-	if err != nil {
-		b.Fatalf("creating the XSKMAP: %v", err)
-	}
-	b.Cleanup(func() { xsks.Close() })
+	xsks, err := rawxsk.NewXSKMap(1)
+	closed(b, xsks, err)
 	if err := xsks.Put(uint32(0), uint32(sock.FD())); err != nil {
 		b.Fatalf("xsks[0] = %d: %v", sock.FD(), err)
 	}
-	prog := redirectAllProg(b, xsks)
+	prog, err := rawxsk.RedirectAll(xsks)
+	closed(b, prog, err)
 
-	udp := udpSocket(b, r.dut, netip.AddrPortFrom(rawDUTPrefix.Addr(), benchPort), netip.AddrPort{})
-	tv := unix.NsecToTimeval(blockFor.Nanoseconds())
-	if err := unix.SetsockoptTimeval(udp, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+	udp := udpSocket(b, r.dut, netip.AddrPortFrom(rawDUTPrefix.Addr(), rawxsk.Port), netip.AddrPort{})
+	udpRecv, err := rawxsk.NewUDPReceiver(udp)
+	if err != nil {
 		b.Fatal(err)
 	}
 
 	b.Run("xsk", func(b *testing.B) {
 		lk := attachXDP(b, r.dut, prog, r.p0.Index)
 		defer lk.Close()
-		runRX(b, sender, send, &xskReceiver{s: sock, descs: make([]xsk.Desc, batch)})
+		runRX(b, sender, send, rawxsk.NewXSKReceiver(sock))
 	})
 	b.Run("kernel", func(b *testing.B) {
-		runRX(b, sender, send, &udpReceiver{fd: udp, m: newRecvBatch()})
+		runRX(b, sender, send, udpRecv)
 	})
 }
 
 // runRX sends b.N frames from fd while rcv counts them on its own locked
 // thread, and reports the rates.
-func runRX(b *testing.B, fd int, m *mmsgBatch, rcv receiver) {
-	for rcv.recv(false) > 0 { // leftovers of an earlier run
-	}
+func runRX(b *testing.B, fd int, m *rawxsk.MsgBatch, rcv rawxsk.Receiver) {
 	want := b.N
 	var senderDone atomic.Bool
-	type result struct {
-		got  int
-		last time.Time
-	}
-	ready := make(chan struct{})
-	res := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		close(ready)
-		got, last := 0, time.Now()
-		var idleSince time.Time
-		wait := false
-		for got < want {
-			n := rcv.recv(wait)
-			now := time.Now()
-			if n > 0 {
-				got += n
-				last, idleSince, wait = now, time.Time{}, false
-				continue
-			}
-			wait = now.Sub(last) > spinFor
-			if senderDone.Load() {
-				if idleSince.IsZero() {
-					idleSince = now
-				} else if now.Sub(idleSince) > 2*blockFor {
-					break
-				}
-			}
-		}
-		res <- result{got, last}
-	}()
-	<-ready
+	res := rawxsk.StartReceiving(rcv, want, &senderDone)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	b.ReportAllocs()
 	b.ResetTimer()
 	t0 := time.Now()
-	refused, err := sendAll(fd, m, want, sendLimit)
+	sent, refused, err := rawxsk.Send(fd, m, want, t0.Add(sendLimit))
 	sendDur := time.Since(t0)
 	senderDone.Store(true)
 	out := <-res
 	b.StopTimer()
+	if err == nil && sent < want {
+		err = errTimeout(sent, want)
+	}
 	if err != nil {
 		b.Fatal(err)
 	}
-	if out.got == 0 {
+	if out.Frames == 0 {
 		b.Fatalf("none of %d frames arrived", want)
 	}
-	b.ReportMetric(float64(out.got)/out.last.Sub(t0).Seconds(), "frames/s")
+	b.ReportMetric(float64(out.Frames)/out.Last.Sub(t0).Seconds(), "frames/s")
 	b.ReportMetric(float64(want)/sendDur.Seconds(), "sent-frames/s")
-	b.ReportMetric(100*float64(want-out.got)/float64(want), "lost-%")
+	b.ReportMetric(100*float64(want-out.Frames)/float64(want), "lost-%")
 	if refused > 0 && want > 1000 {
 		b.Logf("N=%d: %d sendmmsg calls refused (ENOBUFS) and retried", want, refused)
 	}
@@ -251,106 +151,69 @@ func runRX(b *testing.B, fd int, m *mmsgBatch, rcv receiver) {
 // peer (a UDP socket without IP_RECVERR does not report ENOBUFS).
 func BenchmarkRawTX(b *testing.B) {
 	r := newRawLab(b)
-	counter, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 1})
-	if err != nil {
-		b.Fatalf("creating the frame counter: %v", err)
-	}
-	b.Cleanup(func() { counter.Close() })
-	lk := attachXDP(b, r.gen, countDropProg(b, counter), r.g0.Index)
-	b.Cleanup(func() { lk.Close() })
+	counter, err := rawxsk.NewCounter()
+	closed(b, counter, err)
+	prog, err := rawxsk.CountDrop(counter)
+	closed(b, prog, err)
+	attachXDP(b, r.gen, prog, r.g0.Index)
 	// The peer answers no ARP now.
 	if err := r.dut.Neigh(r.p0.Name, rawGenPrefix.Addr(), r.g0.MAC); err != nil {
 		b.Fatal(err)
 	}
 
-	frame := udpFrame(r.g0.MAC, r.p0.MAC, rawDUTPrefix.Addr(), rawGenPrefix.Addr())
+	frame := rawxsk.UDPFrame(r.g0.MAC, r.p0.MAC, rawDUTPrefix.Addr(), rawGenPrefix.Addr())
 	sock := r.openXSK(b)
-	udp := udpSocket(b, r.dut, netip.AddrPortFrom(rawDUTPrefix.Addr(), benchPort), netip.AddrPortFrom(rawGenPrefix.Addr(), benchPort))
-	udpBatch := newSendBatch(frame[42:])
+	udp := udpSocket(b, r.dut, netip.AddrPortFrom(rawDUTPrefix.Addr(), rawxsk.Port), netip.AddrPortFrom(rawGenPrefix.Addr(), rawxsk.Port))
+	udpBatch := rawxsk.NewSendBatch(frame[rawxsk.HeaderLen:])
 	pkt := packetSocket(b, r.dut, r.p0.Index)
-	pktBatch := newSendBatch(frame)
+	pktBatch := rawxsk.NewSendBatch(frame)
 
 	b.Run("xsk", func(b *testing.B) {
-		runTX(b, counter, func(n int) error { return xskSend(sock, frame, n, sendLimit) })
+		runTX(b, counter, func(n int, until time.Time) (int, error) { return rawxsk.XSKSend(sock, frame, n, until) })
 	})
 	b.Run("kernel", func(b *testing.B) {
-		runTX(b, counter, func(n int) error { _, err := sendAll(udp, udpBatch, n, sendLimit); return err })
+		runTX(b, counter, func(n int, until time.Time) (int, error) {
+			sent, _, err := rawxsk.Send(udp, udpBatch, n, until)
+			return sent, err
+		})
 	})
 	b.Run("afpacket", func(b *testing.B) {
-		runTX(b, counter, func(n int) error { _, err := sendAll(pkt, pktBatch, n, sendLimit); return err })
+		runTX(b, counter, func(n int, until time.Time) (int, error) {
+			sent, _, err := rawxsk.Send(pkt, pktBatch, n, until)
+			return sent, err
+		})
 	})
 }
 
 // runTX times send(b.N) on a locked thread and reports the rates.
-func runTX(b *testing.B, counter *ebpf.Map, send func(n int) error) {
-	before := perCPUSum(b, counter)
+func runTX(b *testing.B, counter *ebpf.Map, send func(n int, until time.Time) (sent int, err error)) {
+	before, err := rawxsk.Count(counter)
+	if err != nil {
+		b.Fatal(err)
+	}
 	runtime.LockOSThread()
 	b.ReportAllocs()
 	b.ResetTimer()
 	t0 := time.Now()
-	err := send(b.N)
+	sent, err := send(b.N, t0.Add(sendLimit))
 	d := time.Since(t0)
 	b.StopTimer()
 	runtime.UnlockOSThread()
+	if err == nil && sent < b.N {
+		err = errTimeout(sent, b.N)
+	}
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The peer's NAPI may still hold a ring's worth: wait until the count
-	// settles.
-	delivered := perCPUSum(b, counter) - before
-	for stable, deadline := 0, time.Now().Add(200*time.Millisecond); stable < 5 && time.Now().Before(deadline) && delivered < uint64(b.N); {
-		time.Sleep(time.Millisecond)
-		if n := perCPUSum(b, counter) - before; n != delivered {
-			delivered, stable = n, 0
-		} else {
-			stable++
-		}
+	delivered, err := rawxsk.Settle(counter, before, uint64(b.N))
+	if err != nil {
+		b.Fatal(err)
 	}
 	b.ReportMetric(float64(delivered)/d.Seconds(), "frames/s")
 	b.ReportMetric(float64(b.N)/d.Seconds(), "sent-frames/s")
 	b.ReportMetric(100*(float64(b.N)-float64(delivered))/float64(b.N), "lost-%")
 }
 
-// xskSend transmits total copies of frame through s and waits until the
-// kernel has completed them all. It allocates nothing.
-func xskSend(s *xsk.Socket, frame []byte, total int, limit time.Duration) error {
-	st, err := s.Stats()
-	if err != nil {
-		return err
-	}
-	done0 := st.Completed
-	deadline := time.Now().Add(limit)
-	for sent, iter := 0, 0; sent < total; iter++ {
-		for i := 0; i < batch && sent < total; i++ {
-			f := s.NextFrame()
-			if f == nil {
-				break
-			}
-			copy(f, frame)
-			s.Commit(len(frame))
-			sent++
-		}
-		if err := s.Flush(); err != nil {
-			return err
-		}
-		s.Complete()
-		if iter&1023 == 1023 && time.Now().After(deadline) {
-			return errTimeout(sent, total, limit)
-		}
-	}
-	for spins := 0; ; spins++ {
-		if err := s.Flush(); err != nil {
-			return err
-		}
-		s.Complete()
-		if st, err = s.Stats(); err != nil {
-			return err
-		}
-		if st.Completed-done0 >= uint64(total) {
-			return nil
-		}
-		if spins&1023 == 1023 && time.Now().After(deadline) {
-			return errTimeout(int(st.Completed-done0), total, limit)
-		}
-	}
+func errTimeout(done, total int) error {
+	return fmt.Errorf("only %d of %d frames sent in %v", done, total, sendLimit)
 }

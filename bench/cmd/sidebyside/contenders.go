@@ -34,6 +34,7 @@ type contender struct {
 type instance struct {
 	proc  *lab.Proc           // nil for the direct path
 	addrs map[string][]string // service → addresses the client connects to
+	admin string              // xdproxy's admin endpoint in the proxy namespace ("" for the others)
 	stop  func() error
 }
 
@@ -58,6 +59,10 @@ var allContenders = []contender{
 }
 
 const listenIP = "10.10.1.1"
+
+// xdproxyAdmin is xdproxy's admin address, on the proxy namespace's
+// loopback.
+const xdproxyAdmin = "127.0.0.1:9100"
 
 // proxyAddrs is the service map of a proxy listening on listenIP.
 func proxyAddrs() map[string][]string {
@@ -98,7 +103,7 @@ func startXdproxy(ctx context.Context, h *harness, dial string) (*instance, erro
 			fmt.Fprintf(&b, "      - address: %s\n", be)
 		}
 	}
-	b.WriteString("drain_timeout: 1s\nadmin:\n  address: 127.0.0.1:9100\nlog:\n  level: info\n  format: text\n")
+	fmt.Fprintf(&b, "drain_timeout: 1s\nadmin:\n  address: %s\nlog:\n  level: info\n  format: text\n", xdproxyAdmin)
 	path := filepath.Join(h.tmp, "xdproxy-"+dial+".yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		return nil, err
@@ -107,7 +112,7 @@ func startXdproxy(ctx context.Context, h *harness, dial string) (*instance, erro
 	if err != nil {
 		return nil, err
 	}
-	in := &instance{proc: p, addrs: proxyAddrs(), stop: func() error { return p.Stop(15 * time.Second) }}
+	in := &instance{proc: p, addrs: proxyAddrs(), admin: xdproxyAdmin, stop: func() error { return p.Stop(15 * time.Second) }}
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(p.Output(), "msg=ready") {
 		select {

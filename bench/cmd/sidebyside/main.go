@@ -17,11 +17,15 @@
 // scheduled send) and at the maximum rate (closed loop); bulk download with
 // 1 and 8 streams; idle connections (proxy RSS per 10,000). Each proxy's CPU
 // (utime+stime of its process tree, /proc/<pid>/stat) is read around each
-// workload. Rounds: every round starts each contender afresh, in an order
-// rotated by one per round, and runs all workloads against it; the report
-// gives the median over rounds. Cross-checks in the first round: wrk against
-// the loadgen's closed-loop request/response on the same HTTP service, and
-// iperf3 against the loadgen's one-stream download.
+// workload, and xdproxy's frames through its AF_XDP sockets (its /metrics).
+// At the start of every round, with no contender running, the raw XSK frame
+// rate of the proxy's veth is measured (bench/rawxsk), to show xdproxy's
+// frame rates as fractions of it. Rounds: every round starts each contender
+// afresh, in an order rotated by one per round, and runs all workloads
+// against it; the report gives the median over rounds. Cross-checks in the
+// first round: wrk against the loadgen's closed-loop request/response on
+// the same HTTP service, and iperf3 against the loadgen's one-stream
+// download.
 //
 // Output (-out): latest.json (every number of every round), latest.md (the
 // tables, with ratios to HAProxy and to the direct path, also printed to
@@ -42,6 +46,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -84,7 +89,10 @@ func main() {
 	flag.BoolVar(&o.Upload, "upload", false, "also measure a one-stream bulk upload")
 	flag.StringVar(&o.CrossFlag, "crosscheck", "all", "contenders cross-checked with wrk and iperf3 in the first round: all, none, or a comma list")
 	flag.IntVar(&o.Queues, "queues", 2, "queues of the proxy's veth (xdproxy shards)")
+	flag.IntVar(&o.MTU, "mtu", 0, "MTU of every lab link (0: 1500); above 2026 xdproxy uses 4 KiB frames")
+	flag.StringVar(&o.Workloads, "workloads", "", "comma list of workloads to run (default all: "+strings.Join(allWorkloads, ",")+"; rr means every offered rate)")
 	flag.StringVar(&o.Only, "contenders", "", "comma list of contenders to run (default all: "+contenderNames()+")")
+	flag.DurationVar(&o.Raw, "raw", 2*time.Second, "raw XSK frame rate of the proxy's veth, TX and RX, measured this long each at the start of every round (0: skip)")
 	flag.Parse()
 	o.Command = "go run ./bench/cmd/sidebyside " + strings.Join(os.Args[1:], " ")
 	if err := run(&o); err != nil {
@@ -108,8 +116,22 @@ type options struct {
 	Upload      bool          `json:"upload"`
 	CrossFlag   string        `json:"crosscheck"`
 	Queues      int           `json:"queues"`
+	MTU         int           `json:"mtu,omitempty"`
+	Workloads   string        `json:"workloads,omitempty"`
 	Only        string        `json:"contenders,omitempty"`
+	Raw         time.Duration `json:"raw_xsk_ns"`
 	Command     string        `json:"command"`
+}
+
+// allWorkloads are the workloads of -workloads, in the order they run.
+var allWorkloads = []string{"idle", "connrate", "rr", "rr-max", "bulk1", "bulk8"}
+
+// runs reports whether -workloads selects the workload w.
+func (o *options) runs(w string) bool {
+	if o.Workloads == "" {
+		return true
+	}
+	return slices.Contains(strings.Split(o.Workloads, ","), w)
 }
 
 func contenderNames() string {
@@ -126,6 +148,7 @@ type harness struct {
 	bin, self string
 	tmp       string
 	res       *Results
+	admin     *http.Client // to xdproxy's admin endpoint, from the proxy namespace
 	start     time.Time
 	total     int // workloads planned, for progress
 	done      int
@@ -178,6 +201,17 @@ func run(o *options) (err error) {
 	}
 	if o.Rounds < 1 || o.Duration <= 0 || o.ConnClients < 1 || o.RRConns < 1 {
 		return errors.New("-rounds, -d, -conn-clients and -rr-conns must be positive")
+	}
+	if o.Raw < 0 {
+		return errors.New("-raw must not be negative")
+	}
+	if o.MTU != 0 && (o.MTU < 576 || o.MTU > 4074) {
+		return fmt.Errorf("-mtu: %d is outside 576..4074 (one 4 KiB AF_XDP frame)", o.MTU)
+	}
+	for _, w := range strings.Split(o.Workloads, ",") {
+		if o.Workloads != "" && !slices.Contains(allWorkloads, w) {
+			return fmt.Errorf("-workloads: unknown %q (have %s)", w, strings.Join(allWorkloads, ","))
+		}
 	}
 	contenders := allContenders
 	if o.Only != "" {
@@ -232,12 +266,13 @@ func run(o *options) (err error) {
 			err = cerr
 		}
 	}()
-	if h.topo, err = l.NewTopology(o.Queues); err != nil {
+	if h.topo, err = l.NewTopologyWith(lab.TopologyOpts{Queues: o.Queues, MTU: o.MTU}); err != nil {
 		return err
 	}
 	if err := tuneNamespaces(h.topo); err != nil {
 		return err
 	}
+	h.admin = adminClient(h.topo.Proxy)
 	bs, err := startBackends(h.topo)
 	if err != nil {
 		return err
@@ -272,6 +307,9 @@ func run(o *options) (err error) {
 	logf("lab up (%s, %d queues on %s); %d contenders × %d rounds, %v windows", l.Prefix(), o.Queues, h.topo.ProxyIf, len(contenders), o.Rounds, o.Duration)
 
 	for round := range o.Rounds {
+		if o.Raw > 0 && ctx.Err() == nil {
+			h.measureRaw(round)
+		}
 		for slot := range contenders {
 			c := contenders[(slot+round)%len(contenders)]
 			if err := h.block(ctx, round, slot, c, round == 0 && cross[c.name]); err != nil {
@@ -366,15 +404,17 @@ func (h *harness) block(ctx context.Context, round, slot int, c contender, cross
 		return nil
 	}
 	o := h.opt
-	if o.Idle > 0 && round < o.IdleRounds {
+	if o.Idle > 0 && round < o.IdleRounds && o.runs("idle") {
 		h.measure(ctx, round, slot, c.name, in, "idle", func(r *Run) error { return h.idle(ctx, in, h.idleConns(c), r) })
 	}
-	h.measure(ctx, round, slot, c.name, in, "connrate", func(r *Run) error {
-		r.ConnRate = &loadgen.ConnRateResult{}
-		return h.runLoadgen(ctx, "connrate", loadgen.ConnRateConfig{
-			Addrs: in.addrs["echo"], Concurrency: o.ConnClients, Warmup: o.Warmup, Duration: o.Duration, ReqSize: 64,
-		}, r.ConnRate)
-	})
+	if o.runs("connrate") {
+		h.measure(ctx, round, slot, c.name, in, "connrate", func(r *Run) error {
+			r.ConnRate = &loadgen.ConnRateResult{}
+			return h.runLoadgen(ctx, "connrate", loadgen.ConnRateConfig{
+				Addrs: in.addrs["echo"], Concurrency: o.ConnClients, Warmup: o.Warmup, Duration: o.Duration, ReqSize: 64,
+			}, r.ConnRate)
+		})
+	}
 	rr := func(rate float64) func(r *Run) error {
 		return func(r *Run) error {
 			r.RR = &loadgen.RRResult{}
@@ -384,9 +424,13 @@ func (h *harness) block(ctx context.Context, round, slot int, c contender, cross
 		}
 	}
 	for _, rate := range o.Rates {
-		h.measure(ctx, round, slot, c.name, in, rrName(rate), rr(rate))
+		if o.runs("rr") {
+			h.measure(ctx, round, slot, c.name, in, rrName(rate), rr(rate))
+		}
 	}
-	h.measure(ctx, round, slot, c.name, in, "rr-max", rr(0))
+	if o.runs("rr-max") {
+		h.measure(ctx, round, slot, c.name, in, "rr-max", rr(0))
+	}
 	bulk := func(streams int, upload bool) func(r *Run) error {
 		svc := "source"
 		if upload {
@@ -399,8 +443,12 @@ func (h *harness) block(ctx context.Context, round, slot int, c contender, cross
 			}, r.Bulk)
 		}
 	}
-	h.measure(ctx, round, slot, c.name, in, "bulk1", bulk(1, false))
-	h.measure(ctx, round, slot, c.name, in, "bulk8", bulk(8, false))
+	if o.runs("bulk1") {
+		h.measure(ctx, round, slot, c.name, in, "bulk1", bulk(1, false))
+	}
+	if o.runs("bulk8") {
+		h.measure(ctx, round, slot, c.name, in, "bulk8", bulk(8, false))
+	}
 	if o.Upload {
 		h.measure(ctx, round, slot, c.name, in, "bulk1-up", bulk(1, true))
 	}
@@ -439,6 +487,10 @@ func (h *harness) measure(ctx context.Context, round, slot int, cname string, in
 		return
 	}
 	r := Run{Round: round, Slot: slot, Contender: cname, Workload: workload, ProxyCPU: num(math.NaN())}
+	frames := func() *XSKFrames { return nil }
+	if workload != "idle" { // opening idle connections is no frame rate
+		frames = h.startFrames(ctx, in, h.opt.Warmup+h.opt.Duration)
+	}
 	pid := in.pid()
 	cpu0 := cpuSeconds(procTree(pid))
 	m0, s0 := machineCPU()
@@ -450,12 +502,13 @@ func (h *harness) measure(ctx context.Context, round, slot int, cname string, in
 		r.ProxyCPU = num(cpuSeconds(procTree(pid)) - cpu0)
 	}
 	r.MachineCPU, r.MachineSoftirq = m1-m0, s1-s0
+	r.XSK = frames()
 	if err != nil {
 		if ctx.Err() != nil {
 			return
 		}
 		r.Error = err.Error()
-		r.ConnRate, r.RR, r.Bulk = nil, nil, nil
+		r.ConnRate, r.RR, r.Bulk, r.XSK = nil, nil, nil, nil
 	}
 	h.res.Runs = append(h.res.Runs, r)
 	h.done++

@@ -49,7 +49,9 @@ type Results struct {
 	Contenders  []ContenderInfo     `json:"contenders"`
 	Summary     map[string]*Summary `json:"summary"` // medians over rounds, by contender
 	CrossChecks []CrossCheck        `json:"cross_checks"`
-	Runs        []Run               `json:"runs"` // every measurement
+	RawXSK      []RawXSK            `json:"raw_xsk"`         // the raw XSK frame rate, every round
+	RawSummary  RawSummary          `json:"raw_xsk_summary"` // its medians
+	Runs        []Run               `json:"runs"`            // every measurement
 	Notes       []string            `json:"notes"`
 }
 
@@ -84,7 +86,9 @@ type Run struct {
 	RR             *loadgen.RRResult       `json:"rr,omitempty"`
 	Bulk           *loadgen.BulkResult     `json:"bulk,omitempty"`
 	Idle           *IdleMeasure            `json:"idle,omitempty"`
-	Error          string                  `json:"error,omitempty"`
+	// XSK is xdproxy's traffic through its AF_XDP sockets (xdproxy only).
+	XSK   *XSKFrames `json:"xsk_frames,omitempty"`
+	Error string     `json:"error,omitempty"`
 }
 
 type IdleMeasure struct {
@@ -102,17 +106,22 @@ func (r Run) brief() string {
 	if r.Error != "" {
 		return "ERROR " + firstLine(r.Error)
 	}
-	cpu := ""
+	extra := ""
 	if !math.IsNaN(float64(r.ProxyCPU)) {
-		cpu = fmt.Sprintf(" (proxy cpu %.2fs)", float64(r.ProxyCPU))
+		extra = fmt.Sprintf(" (proxy cpu %.2fs)", float64(r.ProxyCPU))
+	}
+	if x := r.XSK; x != nil && x.Error != "" {
+		extra += " (XSK frames: " + x.Error + ")"
+	} else if x != nil {
+		extra += fmt.Sprintf(" (XSK frames/s RX %s TX %s)", f0(x.RXPerSec), f0(x.TXPerSec))
 	}
 	switch {
 	case r.ConnRate != nil:
-		return fmt.Sprintf("%.0f conn/s, p99 %.0fµs, %d errors%s", r.ConnRate.PerSecond, r.ConnRate.Latency.P99Us, r.ConnRate.Errors, cpu)
+		return fmt.Sprintf("%.0f conn/s, p99 %.0fµs, %d errors%s", r.ConnRate.PerSecond, r.ConnRate.Latency.P99Us, r.ConnRate.Errors, extra)
 	case r.RR != nil:
-		return fmt.Sprintf("%.0f req/s, p50 %.0fµs p99 %.0fµs p99.9 %.0fµs, missed %d, errors %d%s", r.RR.Achieved, r.RR.Latency.P50Us, r.RR.Latency.P99Us, r.RR.Latency.P999Us, r.RR.Missed, r.RR.Errors, cpu)
+		return fmt.Sprintf("%.0f req/s, p50 %.0fµs p99 %.0fµs p99.9 %.0fµs, missed %d, errors %d%s", r.RR.Achieved, r.RR.Latency.P50Us, r.RR.Latency.P99Us, r.RR.Latency.P999Us, r.RR.Missed, r.RR.Errors, extra)
 	case r.Bulk != nil:
-		return fmt.Sprintf("%.2f Gbit/s, %d errors%s", r.Bulk.Gbps, r.Bulk.Errors, cpu)
+		return fmt.Sprintf("%.2f Gbit/s, %d errors%s", r.Bulk.Gbps, r.Bulk.Errors, extra)
 	case r.Idle != nil:
 		return fmt.Sprintf("%d open, RSS %d → %d KiB (%.1f MiB per 10k), slab +%d KiB", r.Idle.Open, r.Idle.RSSBeforeKiB, r.Idle.RSSAfterKiB, float64(r.Idle.RSSPer10kMiB), r.Idle.SlabDeltaKiB)
 	}
@@ -136,7 +145,10 @@ type Summary struct {
 	IdleConns         num         `json:"idle_conns"`
 	IdleRSSMiBPer10k  num         `json:"idle_rss_mib_per_10k"`
 	IdleSlabMiBPer10k num         `json:"idle_machine_slab_mib_per_10k"`
-	Rounds            int         `json:"rounds_ok"`
+	// XSKFrames is the frame rate through the AF_XDP sockets per
+	// workload (xdproxy only).
+	XSKFrames []FrameSummary `json:"xsk_frames,omitempty"`
+	Rounds    int            `json:"rounds_ok"`
 }
 
 type RRSummary struct {
@@ -252,6 +264,7 @@ func (res *Results) summarize() {
 			return float64(r.Idle.SlabDeltaKiB) / 1024 * 10000 / float64(max(1, r.Idle.Open))
 		})
 	}
+	res.summarizeFrames()
 }
 
 func (res *Results) write(dir, md string) error {
@@ -326,6 +339,9 @@ func (res *Results) markdown() string {
 	w("Machine: %s, %d cores, %d MiB, Linux %s, %s. Run %s, %.0f s.\n\n", res.Machine.CPU, res.Machine.Cores, res.Machine.MemMiB, res.Machine.Kernel, res.Machine.Go, res.Started.UTC().Format("2006-01-02 15:04 UTC"), res.Seconds)
 	w("Command: `%s` (as root; `make bench` runs it).\n\n", res.Command)
 	w("Lab: client — router — proxy (veth p0, %d queues; XDP there for xdproxy only) — backends (Go servers, 10.10.2.2/.3). ", st.Queues)
+	if st.MTU != 0 {
+		w("Every link's MTU: %d (xdproxy on 4 KiB AF_XDP frames above 2026). ", st.MTU)
+	}
 	w("Every contender is started afresh in each of %d rounds, in an order rotated per round; each figure is the median over rounds. ", st.Rounds)
 	w("Windows of %v after a %v warm-up. Versions: ", st.Duration, st.Warmup)
 	var vs []string
@@ -423,6 +439,8 @@ func (res *Results) markdown() string {
 		w("\n")
 	}
 
+	res.framesMarkdown(w, names)
+
 	if st.Idle > 0 {
 		w("\n## Memory per 10,000 idle connections\n\nThe proxy's RSS growth (all its processes, VmRSS) with the connections of the `open` column held open through it (up to %s; each after one 64-byte round trip), scaled to 10,000. Kernel socket memory is not in any RSS: the machine's slab growth (client, backend and kernel-proxy sockets and pipes together) is beside it.\n\n", commas(float64(st.Idle)))
 		w("| contender | open | proxy RSS MiB per 10k | ×HAProxy | machine slab MiB per 10k |\n|---|---:|---:|---:|---:|\n")
@@ -475,6 +493,11 @@ func (res *Results) markdown() string {
 	target("bulk (8 streams) ≥ 0.8× HAProxy", b8, b8 >= 0.8)
 	cc := x.CPUmsPer1kConn / hap.CPUmsPer1kConn
 	target("proxy CPU per connection ≤ 0.5× HAProxy", cc, cc <= 0.5)
+	if f, ok := busiestFrames(x); ok && !math.IsNaN(float64(f.RXOfRaw+f.TXOfRaw)) {
+		w("| kernel-bypass path shown as a fraction of the raw XSK frame rate (no threshold) | RX %s, TX %s of raw (%s, its busiest workload) | shown |\n", percent(f.RXOfRaw), percent(f.TXOfRaw), workloadLabel(f.Workload))
+	} else {
+		w("| kernel-bypass path shown as a fraction of the raw XSK frame rate (no threshold) | – | not measured |\n")
+	}
 
 	w("\n## Notes\n\n")
 	for _, n := range res.notes() {
@@ -490,7 +513,7 @@ func (res *Results) notes() []string {
 		"All processes share the same 2 cores: the load generator (a child process in the client namespace), the backends (goroutines of the harness) and the proxy compete for CPU, so absolute rates are lower than on separate machines; ratios between contenders measured in the same run mean more.",
 		"Proxy CPU is utime+stime from /proc/<pid>/stat of the proxy's process tree. Packet work that the kernel does in softirq on behalf of a socket is often charged to whichever task is running on that CPU (or not at all, with IRQ time accounting): for the kernel proxies part of their TCP cost and for xdproxy the XDP program and the copy into the UMEM (veth runs AF_XDP in copy mode, in the sender's softirq) are not in their figure. The machine-wide column includes it.",
 		"xdproxy on veth: AF_XDP copy mode (no zero-copy on veth), one 2 KiB frame per segment, no GSO/GRO and no TSO: every 1448-byte segment is a frame through the XSK rings and the userspace engine, while the kernel proxies move 64 KiB GSO/GRO super-segments (and HAProxy/gocopy/nginx can splice). Bulk throughput is bounded by frames per second, not bytes.",
-		"xdproxy's shards busy-poll for 50µs after their last work, then sleep in poll(2): at low request rates a request often finds the shard asleep and pays a wake-up (visible in p50/p99 at the lowest offered rate), and the busy-polling is charged to its CPU.",
+		"xdproxy's shards busy-poll for 5µs (interfaces[].busy_poll) after their last work, then sleep in poll(2): at low request rates a request often finds the shard asleep and pays a wake-up (visible in p50/p99 at the lowest offered rate), and the busy-polling is charged to its CPU.",
 		"Sysctls in the client and proxy namespaces, the same for every contender: ip_local_port_range 1024-65535, tcp_tw_reuse=1 (connection-rate runs would otherwise exhaust ports on TIME_WAIT). HAProxy, nginx and the Go proxy run with default buffer settings (no splice options for HAProxy).",
 		"Open-loop pacing uses a timerfd per connection; when the generator itself woke late for a free connection, that lateness is excluded from the latency and reported as pacing_late in latest.json.",
 	}
