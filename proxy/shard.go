@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"math/bits"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -171,12 +172,21 @@ func (s *Shard) poll() bool {
 	if n := s.sock.Receive(s.descs); n > 0 {
 		busy = true
 		s.stats.RxFrames.Store(s.stats.RxFrames.Load() + uint64(n))
+		// Wake an owner at its first frame of the batch (so it starts at
+		// once) and again after the batch (so a frame pushed after it went
+		// back to sleep is not stranded) — not once per frame.
+		var woken uint64 // bit per shard (the first 64) handed a frame in this batch
 		for _, d := range s.descs[:n] {
 			f := s.sock.Frame(d)
 			if o := s.dp.owner(f, s.id); o != s.id {
 				if s.outbox[o].push(f) {
 					inc(&s.stats.HandoffsOut)
-					s.dp.shards[o].wake()
+					if o >= 64 || woken&(1<<o) == 0 {
+						s.dp.shards[o].wake()
+					}
+					if o < 64 {
+						woken |= 1 << o
+					}
 				} else {
 					inc(&s.stats.HandoffDrops)
 				}
@@ -185,6 +195,9 @@ func (s *Shard) poll() bool {
 			s.eng.HandleFrame(s.now, f)
 		}
 		s.sock.Recycle(s.descs[:n])
+		for ; woken != 0; woken &= woken - 1 {
+			s.dp.shards[bits.TrailingZeros64(woken)].wake()
+		}
 	}
 	for _, in := range s.inbox {
 		if in != nil && !in.empty() {
