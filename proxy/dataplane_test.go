@@ -45,6 +45,37 @@ type echoLab struct {
 // with an echo server on every shard.
 func newEchoLab(t *testing.T, queues int, mutate func(*DataplaneConfig)) *echoLab {
 	t.Helper()
+	el := newLabLink(t, queues)
+	cfg := DataplaneConfig{
+		Interface:   el.veth.B.Name,
+		XDPMode:     bpf.ModeAuto,
+		Listeners:   []netip.AddrPort{echoAddr},
+		SourceAddrs: []netip.Addr{proxyPrefix.Addr()},
+		NewHandler:  func(*Shard) stack.Handler { return &echoApp{} },
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	err := el.proxy.Do(func() error {
+		var err error
+		el.dp, err = StartDataplane(cfg)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := el.dp.Stop(); err != nil {
+			t.Errorf("stopping the data plane: %v", err)
+		}
+	})
+	return el
+}
+
+// newLabLink builds the client ⇄ proxy namespaces and the veth pair
+// between them (c0 10.77.0.1, p0 10.77.0.2), with no data plane yet.
+func newLabLink(t *testing.T, queues int) *echoLab {
+	t.Helper()
 	lab.RequireRoot(t)
 	l, err := lab.New(t)
 	if err != nil {
@@ -67,31 +98,7 @@ func newEchoLab(t *testing.T, queues int, mutate func(*DataplaneConfig)) *echoLa
 	if err != nil {
 		t.Fatal(err)
 	}
-	el := &echoLab{lab: l, client: client, proxy: proxy, veth: v}
-	cfg := DataplaneConfig{
-		Interface:   v.B.Name,
-		XDPMode:     bpf.ModeAuto,
-		Listeners:   []netip.AddrPort{echoAddr},
-		SourceAddrs: []netip.Addr{proxyPrefix.Addr()},
-		NewHandler:  func(*Shard) stack.Handler { return &echoApp{} },
-	}
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	err = proxy.Do(func() error {
-		var err error
-		el.dp, err = StartDataplane(cfg)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := el.dp.Stop(); err != nil {
-			t.Errorf("stopping the data plane: %v", err)
-		}
-	})
-	return el
+	return &echoLab{lab: l, client: client, proxy: proxy, veth: v}
 }
 
 func (el *echoLab) dial(t testing.TB) net.Conn {
@@ -110,6 +117,11 @@ func (el *echoLab) roundTrip(t testing.TB, msg []byte) error {
 	c := el.dial(t)
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return echoExchange(c, msg)
+}
+
+// echoExchange sends msg on c, half-closes, and reads the echo to EOF.
+func echoExchange(c net.Conn, msg []byte) error {
 	if _, err := c.Write(msg); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
