@@ -64,40 +64,43 @@ type Conn struct {
 	cookieOpen bool // created from a SYN cookie (no SYN_RCVD record existed)
 
 	// Reliability and congestion control (part 2).
-	cc           congestion
-	ccState      ccState // cc points into it
-	rtt          rttEstimator
-	rttTiming    bool         // a segment is being timed (Karn's algorithm; no timestamps)
-	rttSeq       seqnum.Value // the timed segment's end
-	rttAt        Time
-	sacked       oooSet // the SACK scoreboard: SACKed ranges above SND.UNA
-	dupAcks      int
-	inRecovery   bool
-	rtoRecovery  bool
-	recoverySeq  seqnum.Value // RFC 6675 RecoveryPoint / RFC 6582 "recover"
-	highRxt      seqnum.Value // RFC 6675 HighRxt
-	rxtMark      seqnum.Value // SND.NXT when the current round of retransmissions began
-	persistAt    Time         // zero-window probe timer
-	tlpAt        Time         // tail loss probe timer (RFC 8985 section 7)
-	tlpOut       bool         // a tail loss probe is in flight
-	lostTo       seqnum.Value // in recovery: every hole below this is lost (a probe's SACK showed it)
-	holeSince    Time         // when SACKs first showed a hole at holeSeq (SND.UNA); 0: no hole
-	holeSeq      seqnum.Value
-	reordering   int // DupThresh in segments: 3, raised when D-SACKs show reordering (Linux's tp->reordering)
-	undoRetrans  int // retransmissions of the last reduction not yet shown spurious by a D-SACK
-	priorCwnd    int // cwnd and ssthresh before the last reduction, for undo
-	priorSsth    int
-	rxtTSval     uint32
-	probes       int // unanswered zero-window probes
-	persistShift int // persist timer backoff
-	delackAt     Time
-	unackedRcv   int // bytes received since we last sent an ACK
-	quickAcks    int // ACKs still to send at once (Linux's quick-ack mode at connection start)
-	rcvMSSSeen   int // the largest segment the peer has sent: its MSS as seen here
-	lastAckSent  seqnum.Value
-	ooo          oooSet   // out-of-order ranges held in rcvBuf past RCV.NXT
-	dsack        seqRange // a duplicate to report in the next ACK (RFC 2883)
-	hasDSACK     bool
+	cc          congestion
+	ccState     ccState // cc points into it
+	rtt         rttEstimator
+	rttTiming   bool         // a segment is being timed (Karn's algorithm; no timestamps)
+	rttSeq      seqnum.Value // the timed segment's end
+	rttAt       Time
+	sacked      oooSet // the SACK scoreboard: SACKed ranges above SND.UNA
+	dupAcks     int
+	inRecovery  bool
+	rtoRecovery bool
+	// Proportional rate reduction during fast recovery (RFC 6937), in bytes.
+	prrDelivered, prrOut, prrRecoverFS, prrBudget int
+	recoverySeq                                   seqnum.Value // RFC 6675 RecoveryPoint / RFC 6582 "recover"
+	highRxt                                       seqnum.Value // RFC 6675 HighRxt
+	rxtMark                                       seqnum.Value // SND.NXT when the current round of retransmissions began
+	persistAt                                     Time         // zero-window probe timer
+	tlpAt                                         Time         // tail loss probe timer (RFC 8985 section 7)
+	tlpOut                                        bool         // a tail loss probe is in flight
+	reoAt                                         Time         // RACK's reordering timer for the first hole; in fast recovery, the silence probe
+	lostTo                                        seqnum.Value // in recovery: every hole below this is lost (a probe's SACK showed it)
+	holeSince                                     Time         // when SACKs first showed a hole at holeSeq (SND.UNA); 0: no hole
+	holeSeq                                       seqnum.Value
+	reordering                                    int // DupThresh in segments: 3, raised when D-SACKs show reordering (Linux's tp->reordering)
+	undoRetrans                                   int // retransmissions of the last reduction not yet shown spurious by a D-SACK
+	priorCwnd                                     int // cwnd and ssthresh before the last reduction, for undo
+	priorSsth                                     int
+	rxtTSval                                      uint32
+	probes                                        int // unanswered zero-window probes
+	persistShift                                  int // persist timer backoff
+	delackAt                                      Time
+	unackedRcv                                    int // bytes received since we last sent an ACK
+	quickAcks                                     int // ACKs still to send at once (Linux's quick-ack mode at connection start)
+	rcvMSSSeen                                    int // the largest segment the peer has sent: its MSS as seen here
+	lastAckSent                                   seqnum.Value
+	ooo                                           oooSet   // out-of-order ranges held in rcvBuf past RCV.NXT
+	dsack                                         seqRange // a duplicate to report in the next ACK (RFC 2883)
+	hasDSACK                                      bool
 
 	// RFC 5961 section 7 challenge ACK rate limit.
 	challengeWindowAt Time

@@ -46,8 +46,10 @@ const (
 	RxPAWSRejected     // segments with a timestamp older than TS.Recent (RFC 7323 section 5)
 	DelayedACKs        // ACKs sent by the delayed-ACK timer
 	ZeroWindowProbes
-	TailLossProbes // RFC 8985 section 7 probes sent
-	SYNRetransmits // SYN and SYN-ACK retransmissions
+	TailLossProbes  // RFC 8985 section 7 probes sent
+	ReorderTimeouts // a SACK hole outlived the reordering window with no ACK after: recovery started by the timer
+	RecoveryProbes  // fast recovery heard no ACK for 2 SRTT: the first hole sent again
+	SYNRetransmits  // SYN and SYN-ACK retransmissions
 
 	// Opens and closes.
 	ActiveOpens
@@ -110,7 +112,7 @@ var counterNames = [numCounters]string{
 	ChallengeACKs: "challenge_acks", ChallengeACKsLimited: "challenge_acks_limited",
 	Retransmits: "retransmits", FastRecoveries: "fast_recoveries", RTORecoveries: "rto_recoveries",
 	RxDSACKs: "rx_dsacks", LostRetransmits: "lost_retransmits", SpuriousRecoveries: "spurious_recoveries", RxDuplicate: "rx_duplicate", RxOOOOverflow: "rx_ooo_overflow", RxPAWSRejected: "rx_paws_rejected",
-	DelayedACKs: "delayed_acks", ZeroWindowProbes: "zero_window_probes", TailLossProbes: "tail_loss_probes", SYNRetransmits: "syn_retransmits",
+	DelayedACKs: "delayed_acks", ZeroWindowProbes: "zero_window_probes", TailLossProbes: "tail_loss_probes", ReorderTimeouts: "reorder_timeouts", RecoveryProbes: "recovery_probes", SYNRetransmits: "syn_retransmits",
 	ActiveOpens: "active_opens", PassiveOpens: "passive_opens", EstablishedResets: "established_resets",
 	ConnectRefused: "connect_refused", ConnectTimeouts: "connect_timeouts", RetransmitTimeouts: "retransmit_timeouts",
 	HalfOpenTimeouts: "half_open_timeouts", FinWait2Timeouts: "fin_wait2_timeouts", EphemeralPortsExhausted: "ephemeral_ports_exhausted", ConnectNoRoute: "connect_no_route",

@@ -342,7 +342,7 @@ func (e *Engine) newConn(k FlowKey, mac wire.MAC) *Conn {
 		e: e, key: k, state: Closed,
 		heapIdx: -1, deadline: Never, rtoAt: Never, kaAt: Never,
 		peerMAC: mac, macKnown: true,
-		persistAt: Never, delackAt: Never, tlpAt: Never,
+		persistAt: Never, delackAt: Never, tlpAt: Never, reoAt: Never,
 		quickAcks:  maxQuickAcks,
 		reordering: dupThresh,
 		rcvMSSSeen: int(defaultMSS(k)),

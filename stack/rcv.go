@@ -232,6 +232,7 @@ func (c *Conn) processACK(s *segment) bool {
 		return false
 	}
 	c.probes = 0
+	priorUna, priorSACKed := c.sndUna, c.sackedBytes()
 	newSACK := false
 	if c.sackOK && s.opts.NumSACK > 0 {
 		newSACK = c.updateScoreboard(s.opts, s.ack)
@@ -283,6 +284,11 @@ func (c *Conn) processACK(s *segment) bool {
 			c.enterRecovery(false)
 			c.lostTo = c.sacked.r[c.sacked.n-1].start
 		}
+	}
+	c.armReorderTimer()
+	if c.prrActive() {
+		// Every ACK in recovery, the one that started it included.
+		c.prrUpdate(int(priorUna.Size(c.sndUna)) + c.sackedBytes() - priorSACKed)
 	}
 	return true
 }

@@ -19,6 +19,16 @@ import (
 // costs a spurious retransmission and a window reduction, which the 10%
 // reordering simulation measures.
 //
+// Around it, what RACK-TLP's timers give without per-segment times: how
+// much is sent in fast recovery follows Proportional Rate Reduction (RFC
+// 6937; prrUpdate), so every ACK in recovery lets something out; a first
+// hole that SACKs have shown is resent by a reordering timer when the ACKs
+// stop short of DupThresh (armReorderTimer); silence in fast recovery
+// resends the first hole once before the RTO would; and the tail loss probe
+// resends the last segment, which a delayed-ACK receiver answers at once.
+// On a client leg with 3% loss each way (TestLossyClient) these took a
+// 50 MiB download from 8-10 s (17-24 RTOs) to 2.5-3 s (3-6 RTOs).
+//
 // The scoreboard is the set of SACKed ranges above SND.UNA. IsLost (RFC 6675
 // section 4) is monotone in the sequence number when judged by SACKed bytes
 // above a point, so "lost" is everything un-SACKed below one boundary; after
@@ -264,6 +274,15 @@ func (c *Conn) nextRetransmit(max int) (seqnum.Value, int, bool) {
 // probe after about two round trips — new data if any may go, else the last
 // segment again — draws a SACK that starts fast recovery instead.
 
+// minPTO floors the probe timeouts (the tail loss probe's and fast
+// recovery's silence probe). RFC 8985 has none; Linux floors its TLP at
+// 10 ms, a matter of jiffies. Our timers are finer, but RTT samples come
+// from millisecond timestamps, so an SRTT below a few milliseconds is
+// coarse: 4 ms keeps a jittery sub-millisecond path from probing
+// spuriously while not idling a LAN connection for 10 ms per lost ACK
+// (measured: 3% loss on the client leg, 50 MiB, 113 waits of 10 ms).
+const minPTO = 4 * time.Millisecond
+
 // armTLP schedules a probe while data is in flight outside recovery.
 func (c *Conn) armTLP() {
 	e := c.e
@@ -275,7 +294,7 @@ func (c *Conn) armTLP() {
 		// A lone segment's ACK may be delayed by the peer (RFC 8985 7.2: WCDelAckT).
 		pto += 200 * time.Millisecond
 	}
-	pto = max(pto, 10*time.Millisecond)
+	pto = max(pto, minPTO)
 	at := e.now.Add(pto)
 	if at >= c.rtoAt {
 		return
@@ -293,15 +312,13 @@ func (c *Conn) onTLP() {
 	c.tlpOut = true
 	e.counters.inc(TailLossProbes)
 	mss := c.effectiveMSS()
-	dataEnd := c.sndBufSeq.Add(seqnum.Size(c.sndBuf.Len()))
-	wndEnd := c.sndUna.Add(seqnum.Size(c.sndWnd))
-	if !c.finSent && c.sndNxt.LessThan(dataEnd) && c.sndNxt.LessThan(wndEnd) {
-		n := min(int(c.sndNxt.Size(dataEnd)), int(c.sndNxt.Size(wndEnd)), mss)
-		c.transmit(c.sndNxt, n, false)
-		c.sndNxt = c.sndNxt.Add(seqnum.Size(n))
-		return
-	}
-	// Resend the last segment (with our FIN if that is what it was).
+	// The probe resends the last segment (with our FIN if that is what it
+	// was), even when new data waits — where RFC 8985 section 7.3 would
+	// send the new data. A new segment alone sits in the receiver's
+	// delayed-ACK timer (40 ms on Linux) when what was lost was the ACK of
+	// the burst before it; a duplicate is answered at once (with a D-SACK,
+	// and Linux's receiver goes to quick-ACK mode). Measured on a 3%-loss
+	// client leg: fifty 40 ms stalls in one 50 MiB download.
 	end := c.sndNxt
 	fin := c.finSent
 	if fin {
@@ -344,6 +361,7 @@ func (c *Conn) enterRecovery(rto bool) {
 		e.counters.inc(FastRecoveries)
 	}
 	c.inRecovery, c.rtoRecovery = true, rto
+	c.prrDelivered, c.prrOut, c.prrRecoverFS, c.prrBudget = 0, 0, flight, 0
 	c.recoverySeq = c.sndNxt
 	c.highRxt = c.sndUna
 	c.rxtMark = c.sndNxt
@@ -361,6 +379,109 @@ func (c *Conn) enterRecovery(rto bool) {
 			c.retransmit(seq, n)
 		}
 	}
+}
+
+// armReorderTimer runs after every ACK. Outside recovery, with a hole at
+// SND.UNA that SACKs have shown, it is RACK's reordering timer (RFC 8985
+// section 6.3): if no further ACK arrives, the hole is judged lost when it
+// has been open for twice the reordering window — not left to the RTO because the
+// ACKs that would have made DupThresh were lost or coalesced (GRO). In fast
+// recovery it waits for silence: no ACK for two round trips (at least
+// minPTO) means the retransmission at SND.UNA, or every ACK it caused, was
+// lost, and the first hole goes again (onReorderTimer) rather than after a
+// 200 ms RTO and a collapse to one segment.
+func (c *Conn) armReorderTimer() {
+	c.reoAt = Never
+	switch {
+	case !c.inRecovery && c.holeSince != 0 && c.sndUna != c.sndNxt:
+		// Twice the window the ACK path judges by (holeAged): a timer
+		// acts on no new evidence, so it gives reordering more room
+		// (measured in the simulator: at 1x, 10% reordering fell from
+		// 759 to 591 Mbit/s; at 2x it keeps 759 and 5% loss gains most).
+		c.reoAt = c.holeSince.Add(2 * c.reoWnd())
+	case c.prrActive() && c.rtt.valid:
+		c.reoAt = c.e.now.Add(max(2*c.rtt.srtt, minPTO))
+	default:
+		return
+	}
+	if c.reoAt >= c.rtoAt {
+		c.reoAt = Never
+		return
+	}
+	c.rearm()
+}
+
+// onReorderTimer: see armReorderTimer.
+func (c *Conn) onReorderTimer() {
+	e := c.e
+	if c.sndUna == c.sndNxt || !c.sackOK {
+		return
+	}
+	holeEnd := c.sndNxt
+	if c.sacked.n > 0 {
+		holeEnd = seqnum.Min(holeEnd, c.sacked.r[0].start)
+	}
+	if !holeEnd.GreaterThan(c.sndUna) {
+		return
+	}
+	if !c.inRecovery {
+		if c.holeSince == 0 || c.sacked.n == 0 || e.now.Sub(c.holeSince) < 2*c.reoWnd() {
+			return
+		}
+		e.counters.inc(ReorderTimeouts)
+		c.enterRecovery(false)
+		c.output()
+		c.armReorderTimer()
+		return
+	}
+	if c.rtoRecovery {
+		return
+	}
+	dataEnd := c.sndBufSeq.Add(seqnum.Size(c.sndBuf.Len()))
+	if c.finSent && holeEnd.GreaterThan(dataEnd) {
+		return // the hole holds our FIN: the RTO resends it
+	}
+	n := min(int(c.sndUna.Size(holeEnd)), c.effectiveMSS())
+	e.counters.inc(RecoveryProbes)
+	e.counters.inc(Retransmits)
+	c.retransmitted++
+	c.undoRetrans++ // a D-SACK of it proves it spurious, as of any retransmission
+	c.transmit(c.sndUna, n, false)
+	// One probe per silence: the next comes only after an ACK re-arms it.
+}
+
+// prrActive: fast recovery with SACK, where Proportional Rate Reduction
+// (RFC 6937) paces what is sent. (After an RTO cwnd grows by slow start
+// instead; without SACK NewReno's partial ACKs drive it.)
+func (c *Conn) prrActive() bool { return c.inRecovery && !c.rtoRecovery && c.sackOK }
+
+// sackedBytes is the scoreboard's total.
+func (c *Conn) sackedBytes() int {
+	n := 0
+	for i := 0; i < c.sacked.n; i++ {
+		n += int(c.sacked.r[i].start.Size(c.sacked.r[i].end))
+	}
+	return n
+}
+
+// prrUpdate is RFC 6937 section 3's per-ACK step: delivered bytes (SND.UNA's
+// advance plus the change in SACKed bytes) earn a share of ssthresh/RecoverFS
+// of new transmissions while the pipe is above ssthresh, and up to one
+// segment more than delivered (slow start, PRR-SSRB) once it is below. So a
+// window reduction is spread over the round trip instead of stopping all
+// sending until the pipe drains below cwnd, and every ACK in recovery lets
+// something out — new data whose SACK reveals a lost retransmission.
+func (c *Conn) prrUpdate(delivered int) {
+	c.prrDelivered += delivered
+	mss, pipe, ssth := c.effectiveMSS(), c.pipe(), c.cc.ssthresh()
+	var sndcnt int
+	if pipe > ssth {
+		fs := max(c.prrRecoverFS, 1)
+		sndcnt = (c.prrDelivered*ssth+fs-1)/fs - c.prrOut
+	} else {
+		sndcnt = min(ssth-pipe, max(c.prrDelivered-c.prrOut, delivered)+mss)
+	}
+	c.prrBudget = max(sndcnt, 0)
 }
 
 // exitRecovery ends recovery once the recovery point is acknowledged.

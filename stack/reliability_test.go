@@ -141,18 +141,26 @@ func TestFastRetransmitAfterThreeDupACKs(t *testing.T) {
 			if !h.c.inRecovery || h.c.recoverySeq != h.ourISS.Add(seqnum.Size(seqOf(12))) {
 				t.Fatalf("inRecovery=%v recover=%d, want true, %d", h.c.inRecovery, h.c.recoverySeq-h.ourISS, seqOf(12))
 			}
-			// The pipe (12 sent - 3 gone - 1 lost + 1 resent = 9) exceeds
-			// cwnd 7: duplicate ACKs 4 and 5 send nothing, the 6th (pipe 6)
-			// one new segment.
-			h.send(dup(4))
-			h.expectNone()
-			h.send(dup(5))
-			h.expectNone()
-			h.send(dup(6))
-			h.expectData(stream, seqOf(12), smss, 0, 1)
-			h.expectNone()
-			// peer: ACK(ack=12 segments), the recovery point → recovery ends,
-			// cwnd = ssthresh, and the last segment goes.
+			// Duplicate ACKs 4, 5 and 6; one of them lets segment 12 out.
+			// NewReno (RFC 6582): the pipe (12 sent - 3 gone - 1 lost + 1
+			// resent = 9) exceeds cwnd 7 until the 6th (pipe 6). With SACK,
+			// proportional rate reduction (RFC 6937): while the pipe
+			// exceeds ssthresh 7 each delivered segment earns 7/12 of a new
+			// one: ceil(2*7/12) - 1 resent = 1 at the 4th, nothing at the
+			// 5th; at the 6th the pipe (7) is down to ssthresh, no room.
+			sends := 6
+			if sack {
+				sends = 4
+			}
+			for k := 4; k <= 6; k++ {
+				h.send(dup(k))
+				if k == sends {
+					h.expectData(stream, seqOf(12), smss, 0, 1)
+				}
+				h.expectNone()
+			}
+			// peer: ACK(ack=12 segments), the recovery point → recovery
+			// ends, cwnd = ssthresh, and the last segment goes.
 			h.send(seg{flags: ACK, seq: 1, ack: seqOf(12)})
 			h.expectData(stream, seqOf(13), smss, PSH, 1)
 			h.expectNone()
@@ -163,6 +171,62 @@ func TestFastRetransmitAfterThreeDupACKs(t *testing.T) {
 			h.expectCounter(Retransmits, 1)
 		})
 	}
+}
+
+// holeAtStart: ten segments in flight, the first lost, and dups SACKs
+// for the segments after it.
+func holeAtStart(t *testing.T, dups int) (*harness, []byte) {
+	h := newHarness(t)
+	h.established()
+	stream := relData(0, 10*smss)
+	h.sendFlight(stream, 10)
+	for k := 1; k <= dups; k++ {
+		h.send(seg{flags: ACK, seq: 1, ack: 1, opts: h.peerSACK(block{seqOf(1), seqOf(1 + k)})})
+	}
+	return h, stream
+}
+
+// RACK's reordering timer (RFC 8985 section 6.3) for the first hole: two
+// SACKs show segment 0 missing and then the ACKs stop (lost, or coalesced by
+// the receiver's GRO) — short of DupThresh, the hole is resent once it has
+// been open for twice the reordering window, not at the RTO.
+func TestReorderTimerResendsHole(t *testing.T) {
+	h, stream := holeAtStart(t, 2)
+	h.expectNone() // nothing left to send: limited transmit has no data
+	wait := 2 * h.c.reoWnd()
+	h.expectDeadline(wait)
+	h.advance(wait - time.Nanosecond)
+	h.expectNone()
+	h.advance(time.Nanosecond)
+	h.expectData(stream, seqOf(0), smss, 0, 1)
+	h.expectNone()
+	h.expectCounter(ReorderTimeouts, 1)
+	h.expectCounter(FastRecoveries, 1)
+	h.expectCounter(RTORecoveries, 0)
+}
+
+// Fast recovery that hears nothing for two round trips (at least minPTO)
+// — the retransmission lost, or every ACK it caused — sends the first hole
+// again once, instead of waiting for the RTO's collapse to one segment.
+func TestRecoveryProbe(t *testing.T) {
+	h, stream := holeAtStart(t, 3)
+	h.expectData(stream, seqOf(0), smss, 0, 1) // fast retransmit
+	h.expectNone()
+	h.expectDeadline(minPTO)
+	h.advance(minPTO)
+	h.expectData(stream, seqOf(0), smss, 0, 1) // the probe
+	h.expectNone()
+	h.expectCounter(RecoveryProbes, 1)
+	h.expectCounter(Retransmits, 2)
+	// One probe per silence: next is the RTO, 200 ms after the last ACK.
+	h.expectDeadline(200*time.Millisecond - minPTO)
+	// An ACK re-arms it; the hole filled ends recovery.
+	h.send(seg{flags: ACK, seq: 1, ack: seqOf(10)})
+	h.expectNone()
+	if h.c.inRecovery {
+		t.Fatal("still in recovery after everything was acknowledged")
+	}
+	h.expectCounter(RTORecoveries, 0)
 }
 
 // The retransmission timer (RFC 6298 section 5): 200 ms after the
@@ -527,9 +591,10 @@ func TestCwndAfterLoss(t *testing.T) {
 		recoverySsth, rtoSsth float64 // segments
 	}{
 		// Fast recovery from cwnd 20 with 22 segments in flight; the RTO
-		// with cwnd at the recovery's ssthresh and one probe more in flight.
-		{NewReno, 11, 6}, // 22/2; (11+1)/2
-		{CUBIC, 14, 9},   // 20*0.7; 14*0.7 = 9.8, whole segments
+		// with cwnd at the recovery's ssthresh, that many in flight (the
+		// tail loss probe resent the last, adding none).
+		{NewReno, 11, 5.5}, // 22/2; 11/2
+		{CUBIC, 14, 9},     // 20*0.7; 14*0.7 = 9.8, whole segments
 	} {
 		t.Run(tc.cc.String(), func(t *testing.T) {
 			h := newHarness(t, withConfig(func(c *Config) { c.Congestion = tc.cc }))
@@ -569,16 +634,16 @@ func TestCwndAfterLoss(t *testing.T) {
 			if h.c.inRecovery {
 				t.Fatal("in recovery after the recovery point was acknowledged")
 			}
-			// Nothing comes back. The tail loss probe (2*SRTT, at least 10
-			// ms) sends one new segment; the RTO, 200 ms after the last
-			// ACK, resends the first unacknowledged one with cwnd = 1.
-			h.expectDeadline(10 * time.Millisecond)
-			h.advance(10 * time.Millisecond)
-			h.expectData(stream, seqOf(32+n), smss, 0, 1)
+			// Nothing comes back. The tail loss probe (2*SRTT, at least
+			// minPTO) resends the last segment; the RTO, 200 ms after the
+			// last ACK, resends the first unacknowledged one with cwnd = 1.
+			h.expectDeadline(minPTO)
+			h.advance(minPTO)
+			h.expectData(stream, seqOf(32+n-1), smss, 0, 1)
 			h.expectNone()
 			h.expectCounter(TailLossProbes, 1)
-			h.expectDeadline(190 * time.Millisecond)
-			h.advance(190 * time.Millisecond)
+			h.expectDeadline(200*time.Millisecond - minPTO)
+			h.advance(200*time.Millisecond - minPTO)
 			h.expectData(stream, seqOf(32), smss, 0, 1)
 			h.expectNone()
 			h.expectCwnd(1, tc.rtoSsth)
@@ -593,7 +658,7 @@ func TestCwndAfterLoss(t *testing.T) {
 			// start grew cwnd to 4 on it (byte counting caps an ACK's
 			// credit at 2 SMSS); leaving a timeout's recovery keeps that
 			// — it is not a reduction ending at ssthresh.
-			end := 32 + n + 1
+			end := 32 + n
 			h.send(seg{flags: ACK, seq: 1, ack: seqOf(end)})
 			for i := 0; i < 4; i++ {
 				h.expectData(stream, seqOf(end+i), smss, 0, 1)
@@ -1115,8 +1180,9 @@ func TestReorderingDetectionAndUndo(t *testing.T) {
 	for i := 1; i < 10; i++ {
 		h.expectData(stream, seqOf(i), smss, 0, 1)
 	}
-	// Segment 0 is delayed; 5 ms later 1, 2, 3 are SACKed.
-	h.advance(5 * time.Millisecond)
+	// Segment 0 is delayed; 3 ms later (before a tail loss probe) 1, 2,
+	// 3 are SACKed.
+	h.advance(3 * time.Millisecond)
 	for k := 1; k <= 3; k++ {
 		h.send(seg{flags: ACK, seq: 1, ack: 1, opts: h.peerSACK(block{seqOf(1), seqOf(1 + k)})})
 	}

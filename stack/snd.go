@@ -149,6 +149,10 @@ func (c *Conn) sendAt(seq seqnum.Value, flags uint8, off, n int) {
 
 // transmit sends n bytes from seq, and our FIN after them when fin.
 func (c *Conn) transmit(seq seqnum.Value, n int, fin bool) {
+	if c.prrActive() {
+		c.prrOut += n
+		c.prrBudget = max(0, c.prrBudget-n)
+	}
 	flags := uint8(0)
 	if fin {
 		flags |= wire.FlagFIN
@@ -205,7 +209,13 @@ func (c *Conn) output() {
 	blocked := false
 	for {
 		cwnd, pipe := c.cc.cwnd(), c.pipe()
-		if c.inRecovery && cwnd-pipe >= mss {
+		room := mss // what a retransmission needs under cwnd
+		if c.prrActive() {
+			// In fast recovery PRR says how much may go: express it as
+			// the room left under cwnd, of which any will do.
+			cwnd, room = pipe+c.prrBudget, 1
+		}
+		if c.inRecovery && cwnd-pipe >= room {
 			if seq, n, ok := c.nextRetransmit(mss); ok {
 				c.retransmit(seq, n)
 				continue
@@ -226,6 +236,11 @@ func (c *Conn) output() {
 			cwnd += min(c.dupAcks, 2) * mss
 		}
 		budget := max(cwnd-pipe, 0)
+		if c.prrActive() && budget > 0 {
+			// PRR's budget is a count of bytes the ACKs delivered; a
+			// segment goes once any is left (Linux counts it in packets).
+			budget = mss
+		}
 		n := min(unsent, usable, mss, budget)
 		fin := c.finQueued && !c.finSent && n == unsent && usable > n
 		if n < mss && n < unsent {
@@ -330,7 +345,9 @@ func (c *Conn) armRTO() {
 }
 
 // nextTimer is the earliest of c's timers.
-func (c *Conn) nextTimer() Time { return min(c.rtoAt, c.kaAt, c.persistAt, c.delackAt, c.tlpAt) }
+func (c *Conn) nextTimer() Time {
+	return min(c.rtoAt, c.kaAt, c.persistAt, c.delackAt, c.tlpAt, c.reoAt)
+}
 
 // rearm puts c in the timer heap under its earliest deadline. Moving a
 // deadline later (the RTO restarted by every ACK) leaves the heap alone: the
@@ -372,6 +389,10 @@ func (c *Conn) onTimer() {
 	if !released() && c.tlpAt <= now {
 		c.tlpAt = Never
 		c.onTLP()
+	}
+	if !released() && c.reoAt <= now {
+		c.reoAt = Never
+		c.onReorderTimer()
 	}
 	if !released() && c.persistAt <= now {
 		c.persistAt = Never

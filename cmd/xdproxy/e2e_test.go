@@ -1513,7 +1513,7 @@ func TestLossyClient(t *testing.T) {
 	// The engine's recovery counters, for whoever reads -v output.
 	var lines []string
 	for _, l := range strings.Split(d.metrics(), "\n") {
-		for _, k := range []string{"retransmits", "fast_recoveries", "rto_recoveries", "tail_loss_probes", "lost_retransmits", "rx_dsacks", "spurious_recoveries", "tx_no_buffer"} {
+		for _, k := range []string{"retransmits", "fast_recoveries", "rto_recoveries", "tail_loss_probes", "reorder_timeouts", "recovery_probes", "lost_retransmits", "rx_dsacks", "spurious_recoveries", "tx_no_buffer"} {
 			if strings.HasPrefix(l, `xdproxy_tcp_events_total{counter="`+k+`"}`) {
 				lines = append(lines, l)
 			}
