@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,6 +116,12 @@ func Start(cfg Config) (_ *Proxy, err error) {
 	for _, dp := range p.dps {
 		shards += len(dp.shards)
 	}
+	for _, l := range p.listeners {
+		if l.Spec.DialKernel {
+			warnKernelPorts(p.log)
+			break
+		}
+	}
 	if procs, ok := spareProcs(shards); ok {
 		p.log.Info("GOMAXPROCS raised above the shard count", "gomaxprocs", procs, "shards", shards)
 	}
@@ -130,6 +138,65 @@ func Start(cfg Config) (_ *Proxy, err error) {
 		}
 	}
 	return p, nil
+}
+
+// kernelPortsFloor is how many ephemeral ports dial: kernel legs should
+// have at least before the daemon warns: at a few thousand new backend
+// connections a second, each held ~60 s in TIME_WAIT by whichever side
+// closes first, fewer run out.
+const kernelPortsFloor = 4096
+
+// warnKernelPorts logs a warning when the kernel's ephemeral range, less
+// the reserved ports (ours included), leaves dial: kernel legs few source
+// ports: Linux's default 32768-60999 less the default source_ports
+// 20000-59999 leaves 1,000.
+func warnKernelPorts(log *slog.Logger) {
+	rng, err1 := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	res, err2 := os.ReadFile("/proc/sys/net/ipv4/ip_local_reserved_ports")
+	if err1 != nil || err2 != nil {
+		return
+	}
+	free, lo, hi, ok := freeEphemeralPorts(string(rng), string(res))
+	if ok && free < kernelPortsFloor {
+		log.Warn("few ephemeral ports left for dial: kernel backend legs: widen net.ipv4.ip_local_port_range or narrow source_ports",
+			"ip_local_port_range", fmt.Sprintf("%d-%d", lo, hi), "free", free)
+	}
+}
+
+// freeEphemeralPorts counts the ports of an ip_local_port_range value
+// ("32768\t60999") that an ip_local_reserved_ports value ("7000,20000-59999")
+// leaves free.
+func freeEphemeralPorts(rng, reserved string) (free, lo, hi int, ok bool) {
+	f := strings.Fields(rng)
+	if len(f) != 2 {
+		return 0, 0, 0, false
+	}
+	lo, err1 := strconv.Atoi(f[0])
+	hi, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil || lo > hi {
+		return 0, 0, 0, false
+	}
+	taken := make(map[int]bool)
+	for _, part := range strings.Split(strings.TrimSpace(reserved), ",") {
+		if part == "" {
+			continue
+		}
+		a, b, found := strings.Cut(part, "-")
+		x, err := strconv.Atoi(a)
+		if err != nil {
+			return 0, 0, 0, false
+		}
+		y := x
+		if found {
+			if y, err = strconv.Atoi(b); err != nil {
+				return 0, 0, 0, false
+			}
+		}
+		for p := max(x, lo); p <= min(y, hi); p++ {
+			taken[p] = true
+		}
+	}
+	return hi - lo + 1 - len(taken), lo, hi, true
 }
 
 // spareProcs raises GOMAXPROCS to two more than the shards unless the
