@@ -110,6 +110,7 @@ type Conn struct {
 	appClosed     bool // Close or Abort called: no more events
 	wantWritable  bool
 	ackNeeded     bool
+	batchACK      bool // owes an ACK at the end of the engine's current batch
 	err           error
 	pending       Events
 	queued        bool

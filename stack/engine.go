@@ -36,6 +36,11 @@ type Engine struct {
 	rcvWScale        uint8
 	portCounter      uint32
 
+	// A burst of frames read together (BeginBatch..EndBatch): connections
+	// owing the ACK of in-order data, sent once for the burst at its end.
+	batching  bool
+	batchACKs []*Conn
+
 	// Scratch space, reused for every frame so that input and output never allocate.
 	pkt wire.Packet
 	seg segment
@@ -139,6 +144,35 @@ func (e *Engine) HandleFrame(now Time, frame []byte) {
 	default:
 		e.counters.inc(RxNotOurs)
 	}
+	e.flush()
+}
+
+// BeginBatch starts a burst: the frames handled until EndBatch arrived
+// together (one read of the RX ring). In-order data they carry is
+// acknowledged once per connection for the whole burst, at EndBatch — what
+// GRO does for the kernel's TCP by merging a burst into one segment, here
+// without merging: every segment is still processed, delivered and its
+// data passed on as it comes. Out-of-order data, duplicates and filled
+// holes are still acknowledged at once (the sender's loss detection counts
+// on them).
+func (e *Engine) BeginBatch() { e.batching = true }
+
+// EndBatch ends the burst BeginBatch started and sends the ACKs it owes
+// (none for a connection that has sent something carrying the ACK since).
+func (e *Engine) EndBatch(now Time) {
+	e.batching = false
+	if len(e.batchACKs) == 0 {
+		return
+	}
+	e.now = now
+	for i, c := range e.batchACKs {
+		e.batchACKs[i] = nil
+		c.batchACK = false
+		if c.state.synchronized() && c.state != TimeWait && c.lastAckSent != c.rcvNxt {
+			c.sendACK()
+		}
+	}
+	e.batchACKs = e.batchACKs[:0]
 	e.flush()
 }
 

@@ -402,6 +402,10 @@ func (w *fzWorld) run(in []byte) {
 		w.doStep(r)
 		w.check()
 	}
+	if w.e.batching {
+		w.e.EndBatch(w.now)
+		w.check()
+	}
 }
 
 // doStep decodes and runs one step. The operands: a segment, see segFrame;
@@ -423,7 +427,15 @@ func (w *fzWorld) doStep(r *fzReader) {
 		}
 		w.now = w.now.Add(n * time.Millisecond)
 	}
-	if op&0x80 == 0 && w.e.NextDeadline() <= w.now {
+	seg := op&7 == fzOpSeg || op&7 == 1 || op&7 == fzOpSeg2
+	if op&0x40 != 0 && seg && !w.e.batching {
+		// Segments from here to the next non-segment step are one burst
+		// (the shard loop's RX batch).
+		w.e.BeginBatch()
+	} else if w.e.batching && (!seg || op&0x40 != 0) {
+		w.e.EndBatch(w.now)
+	}
+	if op&0x80 == 0 && w.e.NextDeadline() <= w.now && !w.e.batching {
 		w.tick()
 	}
 	switch op & 7 {

@@ -513,12 +513,25 @@ func (c *Conn) scheduleACK() {
 	switch {
 	case c.quickAcks > 0:
 		c.quickAcks--
-		c.ackNeeded = true
+		c.ackNow()
 	case c.unackedRcv >= 2*c.rcvMSSSeen:
-		c.ackNeeded = true
+		c.ackNow()
 	case c.delackAt == Never:
 		c.delackAt = c.e.now.Add(c.e.cfg.DelayedACK)
 		c.rearm()
+	}
+}
+
+// ackNow owes an ACK at once — at the end of the burst when the engine is
+// in one (BeginBatch).
+func (c *Conn) ackNow() {
+	if !c.e.batching {
+		c.ackNeeded = true
+		return
+	}
+	if !c.batchACK {
+		c.batchACK = true
+		c.e.batchACKs = append(c.e.batchACKs, c)
 	}
 }
 

@@ -822,6 +822,59 @@ func TestScenario07FlowControl(t *testing.T) {
 	h.expectNone()
 }
 
+// A burst read together (BeginBatch..EndBatch) owes one ACK per connection
+// for its in-order data, sent at EndBatch — in quick-ACK mode too — as GRO
+// would make it; out-of-order data is still answered at once, and an ACK
+// that data of ours carried is not repeated.
+func TestBatchedACKs(t *testing.T) {
+	h := newHarness(t)
+	h.established()
+	stream := relData(0, 20*smss)
+	full := func(i int) seg { return seg{flags: ACK, seq: seqOf(i), ack: 1, data: stream[i*smss : (i+1)*smss]} }
+	// Quick-ACK mode: four segments, one ACK at the end of the burst.
+	h.e.BeginBatch()
+	for i := 0; i < 4; i++ {
+		h.send(full(i))
+	}
+	h.expectNone()
+	h.e.EndBatch(h.now)
+	h.expect(seg{flags: ACK, seq: 1, ack: seqOf(4)})
+	h.expectNone()
+	// Past it: five segments, still one.
+	h.c.quickAcks = 0
+	h.e.BeginBatch()
+	for i := 4; i < 9; i++ {
+		h.send(full(i))
+	}
+	h.expectNone()
+	h.e.EndBatch(h.now)
+	h.expect(seg{flags: ACK, seq: 1, ack: seqOf(9)})
+	h.expectNone()
+	// A hole in the burst: the out-of-order segment is answered at once
+	// (with its SACK), the in-order one before it at the end.
+	h.e.BeginBatch()
+	h.send(full(9))
+	h.expectNone()
+	h.send(full(11))
+	p := h.expect(seg{flags: ACK, seq: 1, ack: seqOf(10)})
+	h.expectSACK(p, block{seqOf(11), seqOf(12)})
+	h.e.EndBatch(h.now)
+	h.expectNone()
+	// Data of ours carries the ACK: nothing more at the end.
+	h.send(full(10)) // fills the hole: ACKed at once, outside a batch
+	h.expect(seg{flags: ACK, seq: 1, ack: seqOf(12)})
+	h.e.BeginBatch()
+	h.send(full(12))
+	h.send(full(13))
+	h.writeAll(h.c, "reply")
+	h.expect(seg{flags: PSH | ACK, seq: 1, ack: seqOf(14), data: []byte("reply")})
+	h.e.EndBatch(h.now)
+	h.expectNone()
+	if got := h.readAll(h.c); got != string(stream[:14*smss]) {
+		t.Fatalf("read %d bytes, want %d in order", len(got), 14*smss)
+	}
+}
+
 // Window updates on read follow Linux's tcp_cleanup_rbuf: an application
 // that reads each segment as it arrives adds no ACKs (one per two full-sized
 // segments, as without reads), while a read that reopens a window fallen to
