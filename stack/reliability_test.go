@@ -831,25 +831,20 @@ func TestBatchedACKs(t *testing.T) {
 	h.established()
 	stream := relData(0, 20*smss)
 	full := func(i int) seg { return seg{flags: ACK, seq: seqOf(i), ack: 1, data: stream[i*smss : (i+1)*smss]} }
-	// Quick-ACK mode: four segments, one ACK at the end of the burst.
-	h.e.BeginBatch()
-	for i := 0; i < 4; i++ {
-		h.send(full(i))
+	burst := func(from, to int) { // segments from..to-1 in one burst: one ACK, at its end
+		t.Helper()
+		h.e.BeginBatch()
+		for i := from; i < to; i++ {
+			h.send(full(i))
+		}
+		h.expectNone()
+		h.e.EndBatch(h.now)
+		h.expect(seg{flags: ACK, seq: 1, ack: seqOf(to)})
+		h.expectNone()
 	}
-	h.expectNone()
-	h.e.EndBatch(h.now)
-	h.expect(seg{flags: ACK, seq: 1, ack: seqOf(4)})
-	h.expectNone()
-	// Past it: five segments, still one.
+	burst(0, 4) // in quick-ACK mode
 	h.c.quickAcks = 0
-	h.e.BeginBatch()
-	for i := 4; i < 9; i++ {
-		h.send(full(i))
-	}
-	h.expectNone()
-	h.e.EndBatch(h.now)
-	h.expect(seg{flags: ACK, seq: 1, ack: seqOf(9)})
-	h.expectNone()
+	burst(4, 9) // past it
 	// A hole in the burst: the out-of-order segment is answered at once
 	// (with its SACK), the in-order one before it at the end.
 	h.e.BeginBatch()
