@@ -232,7 +232,12 @@ func (c *Conn) processACK(s *segment) bool {
 		return false
 	}
 	c.probes = 0
-	priorUna, priorSACKed := c.sndUna, c.sackedBytes()
+	// What this ACK delivers, for PRR (an empty scoreboard adds nothing:
+	// the common case skips the sum).
+	priorUna, priorSACKed := c.sndUna, 0
+	if c.sacked.n > 0 {
+		priorSACKed = c.sackedBytes()
+	}
 	newSACK := false
 	if c.sackOK && s.opts.NumSACK > 0 {
 		newSACK = c.updateScoreboard(s.opts, s.ack)

@@ -8,15 +8,8 @@ import (
 // fillRing is how we hand empty UMEM frames to the kernel for RX. We are its
 // only producer; the kernel consumes.
 type fillRing struct {
-	ringHeader
+	prodRing
 	addrs []uint64
-
-	// cachedProd is the next slot we write. Entries below it are published
-	// to the kernel only by submit.
-	cachedProd uint32
-	// cachedCons is the kernel's consumer index as last read, plus size, so
-	// that cachedCons-cachedProd is the free space without another add.
-	cachedCons uint32
 }
 
 func newFillRing(mem []byte, layout ringLayout, size uint32) (fillRing, error) {
@@ -24,20 +17,7 @@ func newFillRing(mem []byte, layout ringLayout, size uint32) (fillRing, error) {
 	if err != nil {
 		return fillRing{}, err
 	}
-	r := fillRing{ringHeader: h, addrs: unsafe.Slice((*uint64)(descs), size)}
-	r.cachedProd = atomic.LoadUint32(r.producer)
-	r.cachedCons = atomic.LoadUint32(r.consumer) + size
-	return r, nil
-}
-
-// free returns how many entries we can write now. It reads the kernel's
-// consumer index only when the cached view shows fewer than want.
-func (r *fillRing) free(want uint32) uint32 {
-	if n := r.cachedCons - r.cachedProd; n >= want {
-		return n
-	}
-	r.cachedCons = atomic.LoadUint32(r.consumer) + r.size
-	return r.cachedCons - r.cachedProd
+	return fillRing{prodRing: newProdRing(h), addrs: unsafe.Slice((*uint64)(descs), size)}, nil
 }
 
 // put writes addr into the next slot; the caller has checked free.

@@ -32,6 +32,31 @@ func (h *ringHeader) needWakeup() bool {
 	return atomic.LoadUint32(h.flags)&unix.XDP_RING_NEED_WAKEUP != 0
 }
 
+// prodRing is our side of a ring we fill and the kernel consumes (fill and
+// TX rings): the next slot we write and the kernel's consumer index as last
+// read, plus size, so that cachedCons-cachedProd is the free space without
+// another add. Entries below cachedProd reach the kernel only when the
+// ring's submit publishes them.
+type prodRing struct {
+	ringHeader
+	cachedProd uint32
+	cachedCons uint32
+}
+
+func newProdRing(h ringHeader) prodRing {
+	return prodRing{ringHeader: h, cachedProd: atomic.LoadUint32(h.producer), cachedCons: atomic.LoadUint32(h.consumer) + h.size}
+}
+
+// free returns how many entries we can write now. It reads the kernel's
+// consumer index only when the cached view shows fewer than want.
+func (r *prodRing) free(want uint32) uint32 {
+	if n := r.cachedCons - r.cachedProd; n >= want {
+		return n
+	}
+	r.cachedCons = atomic.LoadUint32(r.consumer) + r.size
+	return r.cachedCons - r.cachedProd
+}
+
 // ringLayout says where a ring's words live inside its mapping, as the
 // kernel reports them through XDP_MMAP_OFFSETS.
 type ringLayout = unix.XDPRingOffset

@@ -10,13 +10,8 @@ import (
 // txRing is how we hand filled UMEM frames to the kernel for transmission.
 // We are its only producer; the kernel consumes.
 type txRing struct {
-	ringHeader
+	prodRing
 	descs []unix.XDPDesc
-
-	// cachedProd is the next slot we write; submit publishes up to it.
-	cachedProd uint32
-	// cachedCons is the kernel's consumer index as last read, plus size.
-	cachedCons uint32
 	// published is the producer index last stored for the kernel.
 	published uint32
 }
@@ -26,21 +21,9 @@ func newTxRing(mem []byte, layout ringLayout, size uint32) (txRing, error) {
 	if err != nil {
 		return txRing{}, err
 	}
-	r := txRing{ringHeader: h, descs: unsafe.Slice((*unix.XDPDesc)(descs), size)}
-	r.cachedProd = atomic.LoadUint32(r.producer)
+	r := txRing{prodRing: newProdRing(h), descs: unsafe.Slice((*unix.XDPDesc)(descs), size)}
 	r.published = r.cachedProd
-	r.cachedCons = atomic.LoadUint32(r.consumer) + size
 	return r, nil
-}
-
-// free returns how many descriptors we can write now, reading the kernel's
-// consumer index only when the cached view shows fewer than want.
-func (r *txRing) free(want uint32) uint32 {
-	if n := r.cachedCons - r.cachedProd; n >= want {
-		return n
-	}
-	r.cachedCons = atomic.LoadUint32(r.consumer) + r.size
-	return r.cachedCons - r.cachedProd
 }
 
 // put writes one descriptor into the next slot; the caller has checked free.

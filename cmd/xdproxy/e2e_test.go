@@ -32,6 +32,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/xdproxy/xdproxy/internal/lab"
 	"github.com/xdproxy/xdproxy/proxy"
 )
@@ -76,19 +79,10 @@ const (
 
 func newTopology(t *testing.T, queues int) *lab.Topology {
 	t.Helper()
-	lab.RequireRoot(t)
-	l, err := lab.New(t)
-	if err != nil {
-		t.Fatal(err)
-	}
-	topo, err := l.NewTopology(queues)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return topo
+	return newTopologyMTU(t, queues, 0)
 }
 
-// newTopologyMTU is newTopology with every link's MTU set.
+// newTopologyMTU is newTopology with every link's MTU set (0: the default).
 func newTopologyMTU(t *testing.T, queues, mtu int) *lab.Topology {
 	t.Helper()
 	lab.RequireRoot(t)
@@ -103,17 +97,16 @@ func newTopologyMTU(t *testing.T, queues, mtu int) *lab.Topology {
 	return topo
 }
 
-// sumMetric adds up every sample of the metric name in the /metrics text.
+// sumMetric adds up every sample of the counter name in the /metrics text.
 func sumMetric(text, name string) float64 {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil || fams[name] == nil {
+		return 0
+	}
 	var sum float64
-	for _, l := range strings.Split(text, "\n") {
-		if rest, ok := strings.CutPrefix(l, name); ok && (strings.HasPrefix(rest, "{") || strings.HasPrefix(rest, " ")) {
-			f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
-			if len(f) > 0 {
-				v, _ := strconv.ParseFloat(f[0], 64)
-				sum += v
-			}
-		}
+	for _, m := range fams[name].GetMetric() {
+		sum += m.GetCounter().GetValue()
 	}
 	return sum
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/xdproxy/xdproxy/internal/lab"
 )
@@ -84,6 +85,7 @@ func serve(ln net.Listener, h func(net.Conn)) {
 				continue
 			}
 			if strings.Contains(err.Error(), "too many open files") {
+				time.Sleep(10 * time.Millisecond) // out of descriptors: wait for some to close
 				continue
 			}
 			return

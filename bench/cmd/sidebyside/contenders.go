@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/xdproxy/xdproxy/internal/lab"
@@ -295,33 +296,18 @@ func gocopyMain(args []string) int {
 			return 1
 		}
 		backends := strings.Split(bes, ",")
-		go func() {
-			var n uint64
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					if ne, ok := err.(net.Error); ok && ne.Timeout() {
-						continue
-					}
-					if strings.Contains(err.Error(), "too many open files") {
-						time.Sleep(10 * time.Millisecond)
-						continue
-					}
-					return
-				}
-				be := backends[n%uint64(len(backends))]
-				n++
-				go goCopy(c.(*net.TCPConn), be)
-			}
-		}()
+		var n atomic.Uint64
+		go serve(ln, func(c net.Conn) {
+			goCopy(c.(*net.TCPConn), backends[(n.Add(1)-1)%uint64(len(backends))])
+		})
 	}
 	fmt.Println("gocopy: serving")
 	waitSignal()
 	return 0
 }
 
+// goCopy splices c to a new connection to backend, each way (serve closes c).
 func goCopy(c *net.TCPConn, backend string) {
-	defer c.Close()
 	bc, err := net.DialTimeout("tcp", backend, 3*time.Second)
 	if err != nil {
 		return

@@ -6,7 +6,6 @@ package main
 // from its admin endpoint's /metrics.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -18,6 +17,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/xdproxy/xdproxy/bench/rawxsk"
 	"github.com/xdproxy/xdproxy/internal/lab"
@@ -162,51 +164,26 @@ func (h *harness) scrapeXSK(ctx context.Context, admin string) (xskCounts, error
 }
 
 // sumSamples sums the samples of metric name in a Prometheus text
-// exposition and says how many there were.
+// exposition (parsed by prometheus/common's expfmt) and says how many
+// there were; an exposition that does not parse has none.
 func sumSamples(text []byte, name string) (sum float64, n int) {
-	sc := bufio.NewScanner(bytes.NewReader(text))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), name)
-		if !ok || rest == "" || (rest[0] != '{' && rest[0] != ' ') {
-			continue // a comment, another metric, or one whose name only starts with name
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(text))
+	if err != nil || fams[name] == nil {
+		return 0, 0
+	}
+	for _, m := range fams[name].GetMetric() {
+		switch {
+		case m.Counter != nil:
+			sum += m.GetCounter().GetValue()
+		case m.Gauge != nil:
+			sum += m.GetGauge().GetValue()
+		default:
+			sum += m.GetUntyped().GetValue()
 		}
-		if rest[0] == '{' {
-			end := labelsEnd(rest)
-			if end < 0 {
-				continue
-			}
-			rest = rest[end+1:]
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			continue
-		}
-		sum += v
 		n++
 	}
 	return sum, n
-}
-
-// labelsEnd is the index of the '}' closing the label set that s starts
-// with, skipping quoted label values (with their \" escapes); -1 if none.
-func labelsEnd(s string) int {
-	quoted := false
-	for i := 1; i < len(s); i++ {
-		switch {
-		case quoted && s[i] == '\\':
-			i++
-		case s[i] == '"':
-			quoted = !quoted
-		case !quoted && s[i] == '}':
-			return i
-		}
-	}
-	return -1
 }
 
 // startFrames scrapes the instance's AF_XDP counters before a workload
