@@ -236,7 +236,7 @@ func (c *Conn) processACK(s *segment) bool {
 	// the common case skips the sum).
 	priorUna, priorSACKed := c.sndUna, 0
 	if c.sacked.n > 0 {
-		priorSACKed = c.sackedBytes()
+		priorSACKed = c.sacked.bytes()
 	}
 	newSACK := false
 	if c.sackOK && s.opts.NumSACK > 0 {
@@ -293,7 +293,7 @@ func (c *Conn) processACK(s *segment) bool {
 	c.armReorderTimer()
 	if c.prrActive() {
 		// Every ACK in recovery, the one that started it included.
-		c.prrUpdate(int(priorUna.Size(c.sndUna)) + c.sackedBytes() - priorSACKed)
+		c.prrUpdate(int(priorUna.Size(c.sndUna)) + c.sacked.bytes() - priorSACKed)
 	}
 	return true
 }

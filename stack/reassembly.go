@@ -100,6 +100,15 @@ func (s *oooSet) covers(start, end seqnum.Value) bool {
 
 func (s *oooSet) reset() { s.n, s.nrec = 0, 0 }
 
+// bytes is how many sequence numbers the ranges cover.
+func (s *oooSet) bytes() int {
+	n := 0
+	for _, r := range s.r[:s.n] {
+		n += int(r.start.Size(r.end))
+	}
+	return n
+}
+
 // sackBlocks fills o's SACK blocks: a D-SACK block first when dsack is set
 // (RFC 2883 section 4), then the held ranges, most recently changed first
 // (RFC 2018 section 4). wire trims them to what fits beside the timestamps.

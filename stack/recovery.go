@@ -455,15 +455,6 @@ func (c *Conn) onReorderTimer() {
 // instead; without SACK NewReno's partial ACKs drive it.)
 func (c *Conn) prrActive() bool { return c.inRecovery && !c.rtoRecovery && c.sackOK }
 
-// sackedBytes is the scoreboard's total.
-func (c *Conn) sackedBytes() int {
-	n := 0
-	for i := 0; i < c.sacked.n; i++ {
-		n += int(c.sacked.r[i].start.Size(c.sacked.r[i].end))
-	}
-	return n
-}
-
 // prrUpdate is RFC 6937 section 3's per-ACK step: delivered bytes (SND.UNA's
 // advance plus the change in SACKed bytes) earn a share of ssthresh/RecoverFS
 // of new transmissions while the pipe is above ssthresh, and up to one
