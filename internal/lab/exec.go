@@ -257,11 +257,6 @@ func (n *NS) SS() (string, error) {
 	return n.Run(ctx, "ss", "-tan")
 }
 
-// Capture records the packets of iface (full or short name, or "any")
-// matching the pcap filter (may be empty) to the pcap file, with tcpdump,
-// which it installs if missing (EnsureTools). It returns once tcpdump is
-// capturing. stop ends the capture and flushes the file; the lab also stops
-// it at cleanup.
 // settle waits until file's size has not changed for quiet, at most max.
 func settle(file string, quiet, max time.Duration) {
 	end := time.Now().Add(max)
@@ -280,6 +275,11 @@ func settle(file string, quiet, max time.Duration) {
 	}
 }
 
+// Capture records the packets of iface (full or short name, or "any")
+// matching the pcap filter (may be empty) to the pcap file, with tcpdump,
+// which it installs if missing (EnsureTools). It returns once tcpdump is
+// capturing. stop ends the capture and flushes the file; the lab also stops
+// it at cleanup.
 func (n *NS) Capture(ctx context.Context, iface, filter, file string) (stop func() error, err error) {
 	if err := EnsureTools("tcpdump"); err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -22,7 +23,10 @@ type LinkOpts struct {
 	MTU int
 	// AAddrs and BAddrs are the addresses of each end, host address and
 	// prefix length ("10.9.0.1/24", "fd00:9::1/64"). IPv6 addresses skip
-	// duplicate address detection, so they are usable at once.
+	// duplicate address detection, so they are usable at once; so does
+	// each end's link-local address (accept_dad is 0 on lab links), without
+	// which a router namespace could not resolve a neighbour for a
+	// forwarded packet (see noLinkLocalDAD).
 	AAddrs, BAddrs []netip.Prefix
 	// AMAC and BMAC, when set, are the ends' MAC addresses (otherwise the
 	// kernel picks random ones).
@@ -195,6 +199,9 @@ func (l *Lab) setupVeth(v *Veth, o LinkOpts) error {
 		}
 	}
 	for i, e := range []*End{v.A, v.B} {
+		if err := noLinkLocalDAD(e); err != nil {
+			return err
+		}
 		if err := e.NS.nl.LinkSetUp(links[i]); err != nil {
 			return fmt.Errorf("lab: %s: %s up: %w", e.NS.Name, e.Name, err)
 		}
@@ -218,4 +225,24 @@ func (l *Lab) setupVeth(v *Veth, o LinkOpts) error {
 		}
 	}
 	return nil
+}
+
+// noLinkLocalDAD sets accept_dad to 0 on e before it goes up, so that the
+// link-local address the kernel gives it is usable at once. The addresses
+// of LinkOpts skip DAD on their own (IFA_F_NODAD), but that is not enough:
+// the kernel sends a neighbour solicitation for a packet whose source is
+// not its own (a forwarded one) from its link-local address and sends none
+// while that address is tentative, so a router namespace would hold the
+// first forwarded IPv6 packets for the one to two seconds DAD takes.
+func noLinkLocalDAD(e *End) error {
+	path := "/proc/sys/net/ipv6/conf/" + e.Name + "/accept_dad"
+	return e.NS.Do(func() error {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return nil // no IPv6 on this kernel
+		}
+		if err := os.WriteFile(path, []byte("0\n"), 0o644); err != nil {
+			return fmt.Errorf("lab: %s: %w", e.NS.Name, err)
+		}
+		return nil
+	})
 }
