@@ -40,6 +40,49 @@
 // take an interface name (Loss, Neigh, Capture) accept either the full name
 // or the short one given to Link.
 //
+// # Topologies
+//
+// Lab.NewTopology and Lab.NewTopologyWith build the network that the
+// daemon's end-to-end tests, the demo and the benchmarks share, in each
+// deployment shape xdproxy runs in (TopologyOpts):
+//
+//	one-armed (default)                      two-armed (Shape: TwoArmed)
+//
+//	client c0 ── rc router rp ── p0 proxy    client c0 ── rc router rp ── p0 proxy p1 ── b0 backends
+//	                   rb
+//	                   │
+//	backends b0 ───────┘
+//
+//	namespace  if  IPv4                  IPv6 (IPv6: true)            shape
+//	client     c0  10.10.0.2             fd00:10:0::2                 both
+//	router     rc  10.10.0.1             fd00:10:0::1                 both
+//	router     rp  10.10.1.254           fd00:10:1::254               both
+//	proxy      p0  10.10.1.1             fd00:10:1::1                 both
+//	router     rb  10.10.2.254           fd00:10:2::254               one-armed
+//	backends   b0  10.10.2.2, 10.10.2.3  fd00:10:2::2, fd00:10:2::3   one-armed
+//	proxy      p1  10.10.3.1             fd00:10:3::1                 two-armed
+//	backends   b0  10.10.3.2, 10.10.3.3  fd00:10:3::2, fd00:10:3::3   two-armed
+//
+// IPv4 prefixes are /24s, IPv6 ones /64s (unique local addresses, fd00:10:N::
+// parallel to 10.10.N.). The router forwards both families; the client and
+// the proxy have a default route of each family in use via the router, the
+// backends via the router (one-armed) or via the proxy's p1 (two-armed). In
+// the two-armed shape the router has no route to the backends at all, so
+// only a leg that leaves through p1 reaches them. Queues sets the queue count of the proxy's front
+// link and BackQueues that of the back one (0: the same). TxChecksumOffload
+// leaves every veth's offloads as Linux sets them (see below); by default
+// they are all off. The Topology type's doc has the details.
+//
+// # IPv6 without DAD
+//
+// Lab links do no duplicate address detection at all: the addresses given
+// in LinkOpts carry IFA_F_NODAD and each end's accept_dad is 0 before it
+// goes up, so that its link-local address is usable at once too. The latter
+// matters for routers: Linux solicits a neighbour for a forwarded packet
+// from its link-local address and sends no solicitation while that address
+// is tentative, so a router namespace would otherwise hold the first
+// forwarded IPv6 packets for the one to two seconds DAD takes.
+//
 // # Checksum offload on veth
 //
 // A veth advertises TX checksum offload, so a segment that a namespace's own
