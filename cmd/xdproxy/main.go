@@ -1,6 +1,14 @@
 // Command xdproxy runs the proxy (see CONFIG.md): `run --config FILE`,
 // `check --config FILE`, `version`. It is wiring only: flags, config
 // loading, logging, signals and exit codes; the work is in proxy/.
+//
+// check and run both load the file (internal/config) and then hold it
+// against this host's interfaces, addresses and routes in the current
+// network namespace (internal/preflight: read only, nothing sent), so check
+// belongs where the daemon runs. Every problem is one line, FILE:LINE:
+// field.path: what is wrong; check prints them, run refuses to start with
+// them, both exit 1. --no-preflight skips the host (check validates the
+// file alone, e.g. on another machine; run starts regardless).
 package main
 
 import (
@@ -18,6 +26,7 @@ import (
 	"time"
 
 	"github.com/xdproxy/xdproxy/internal/config"
+	"github.com/xdproxy/xdproxy/internal/preflight"
 	"github.com/xdproxy/xdproxy/proxy"
 )
 
@@ -27,7 +36,7 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-const usage = "usage: xdproxy run --config FILE | check --config FILE | version"
+const usage = "usage: xdproxy run --config FILE [--no-preflight] | check --config FILE [--no-preflight] | version"
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -49,6 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		path := fs.String("config", "", "configuration file (YAML)")
+		noPreflight := fs.Bool("no-preflight", false, "do not check the file against this host's interfaces and routes")
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
@@ -61,6 +71,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			// One line per problem: FILE:LINE: field.path: what is wrong.
 			fmt.Fprintln(stderr, err)
 			return 1
+		}
+		if !*noPreflight {
+			// The same shape: one line per problem (or why the host could not be read).
+			if err := preflight.Check(*path, cfg, preflight.Host()); err != nil {
+				fmt.Fprintln(stderr, err)
+				return 1
+			}
 		}
 		if args[0] == "check" {
 			fmt.Fprintln(stdout, "ok")

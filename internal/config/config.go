@@ -53,6 +53,22 @@ type Config struct {
 	DrainTimeout time.Duration // 0: reset open connections at once on shutdown
 	Admin        Admin
 	Log          Log
+
+	// Lines is the line of each field's value in the file, by field path
+	// as errors name it ("interfaces[0].name", "listeners[1].address",
+	// "listeners[0].backends[2].address"), for checks made after loading
+	// (internal/preflight) to report FILE:LINE like Load does. nil for a
+	// Config built in code; see Line.
+	Lines map[string]int
+}
+
+// Line is the line of field's value in the file (Lines), or 1 when it is
+// not known, as Error lines are never below 1.
+func (c *Config) Line(field string) int {
+	if n := c.Lines[field]; n > 0 {
+		return n
+	}
+	return 1
 }
 
 // Interface is a NIC the XDP program attaches to; the proxy runs one shard

@@ -61,6 +61,7 @@ func TestExampleConfigValues(t *testing.T) {
 		Admin:        Admin{Address: "127.0.0.1:9100"},
 		Log:          Log{Level: "info", Format: "text"},
 	}
+	cfg.Lines = nil // the example's comments move its lines; TestDefaults checks Lines
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("example config:\n got %+v\nwant %+v", cfg, want)
 	}
@@ -136,12 +137,56 @@ func TestDefaults(t *testing.T) {
 		DrainTimeout: 30 * time.Second,
 		Admin:        Admin{Address: "127.0.0.1:9100"},
 		Log:          Log{Level: "info", Format: "text"},
+		Lines: map[string]int{
+			"interfaces": 2, "interfaces[0].name": 2,
+			"listeners": 4, "listeners[0].name": 4, "listeners[0].address": 5,
+			"listeners[0].backends": 7, "listeners[0].backends[0].address": 7,
+		},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", cfg, want)
 	}
 	if cfg.Listeners[0].Source.IsValid() {
 		t.Errorf("source = %v, want unset", cfg.Listeners[0].Source)
+	}
+}
+
+// TestLines: Config.Lines holds the line of every field's value, list items
+// included, as errors would name them.
+func TestLines(t *testing.T) {
+	src := `interfaces:
+  - name: eth0
+  - {name: eth1, queues: [0]}
+listeners:
+  - name: web
+    dial: xdp
+
+    address: 10.10.1.1:80
+    backends:
+      - address: 10.10.2.2:8080
+      - weight: 2
+        address: 10.10.2.3:8080
+`
+	cfg := mustParse(t, "lines.yaml", src)
+	for field, want := range map[string]int{
+		"interfaces[0].name":               2,
+		"interfaces[1].name":               3,
+		"interfaces[1].queues":             3,
+		"listeners[0].address":             8,
+		"listeners[0].dial":                6,
+		"listeners[0].backends[0].address": 10,
+		"listeners[0].backends[1].address": 12,
+		"listeners[0].backends[1].weight":  11,
+	} {
+		if got := cfg.Line(field); got != want {
+			t.Errorf("Line(%q) = %d, want %d", field, got, want)
+		}
+	}
+	if got := cfg.Line("listeners[0].source"); got != 1 {
+		t.Errorf("Line of an absent field = %d, want 1", got)
+	}
+	if got := (&Config{}).Line("interfaces[0].name"); got != 1 {
+		t.Errorf("Line on a Config built in code = %d, want 1", got)
 	}
 }
 

@@ -19,8 +19,9 @@ import (
 // decoder walks the YAML node tree, filling a Config and collecting every
 // problem with the line it is on.
 type decoder struct {
-	file string
-	errs Errors
+	file  string
+	errs  Errors
+	lines map[string]int // Config.Lines
 }
 
 func (d *decoder) add(line int, field, format string, args ...any) {
@@ -214,6 +215,10 @@ func (d *decoder) mapping(n *yaml.Node, path string, known ...string) *mapping {
 			continue
 		}
 		m.fields[k.Value] = entry{k, v}
+		if d.lines == nil {
+			d.lines = map[string]int{}
+		}
+		d.lines[field] = v.Line
 	}
 	return m
 }
@@ -510,6 +515,7 @@ func (d *decoder) config(root *yaml.Node) *Config {
 			lm.enum("format", &cfg.Log.Format, LogFormats)
 		}
 	}
+	cfg.Lines = d.lines
 	return cfg
 }
 
