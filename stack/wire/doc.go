@@ -14,8 +14,10 @@
 //
 // Neither direction allocates; the benchmarks check it with ReportAllocs.
 //
-// Checksums follow RFC 1071, summed 64 bits at a time (see Sum). Drop
-// reasons follow RFC 1122 (what a host must discard), RFC 9293 §3.10.7 (TCP
-// segment acceptance), RFC 4861 §7.1 (neighbor discovery validation) and
-// RFC 8200 §4 (extension headers, which we do not walk).
+// Checksums follow RFC 1071, summed 64 bits at a time (see Sum); on a
+// virtual interface Parse can accept the unfinished TCP checksum of a
+// CHECKSUM_PARTIAL sender (ParseAllowPartialL4Checksum). Drop reasons
+// follow RFC 1122 (what a host must discard), RFC 9293 §3.10.7 (TCP segment
+// acceptance), RFC 4861 §7.1 (neighbor discovery validation) and RFC 8200 §4
+// (extension headers, which we do not walk).
 package wire

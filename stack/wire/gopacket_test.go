@@ -204,6 +204,30 @@ func TestGopacketBuiltFramesParse(t *testing.T) {
 			t.Fatalf("case %d:\n got %+v payload %d vlan %d\nwant %+v payload %d vlan %d", i, p.TCP, len(p.Payload), p.VLAN,
 				want, len(data), vlan)
 		}
+		// The same segment as a CHECKSUM_PARTIAL sender leaves it: accepted
+		// and marked with ParseAllowPartialL4Checksum, refused without it;
+		// one flipped bit in that field is refused with it.
+		part := append([]byte(nil), frame...)
+		addrs := frame[p.L3+12 : p.L3+20]
+		if v6 {
+			addrs = frame[p.L3+8 : p.L3+40]
+		}
+		full := binary.BigEndian.Uint16(frame[p.L4+16:])
+		field := pseudoField(addrs, ProtoTCP, int(frame[p.L4+12]>>4)*4+len(data))
+		binary.BigEndian.PutUint16(part[p.L4+16:], field)
+		var q Packet
+		if d := Parse(part, &q, ParseAllowPartialL4Checksum); d != DropNone || q.PartialChecksum != (field != full) ||
+			q.TCP != want || !bytes.Equal(q.Payload, data) {
+			t.Fatalf("case %d: partial %#04x (checksum %#04x): Parse = %v, marked %v\n% x", i, field, full, d, q.PartialChecksum, part)
+		}
+		if d := Parse(part, &q, 0); field != full && d != DropTCPChecksum {
+			t.Errorf("case %d: partial without the flag: Parse = %v", i, d)
+		}
+		flipped := field ^ 1<<r.IntN(16)
+		binary.BigEndian.PutUint16(part[p.L4+16:], flipped)
+		if d := Parse(part, &q, ParseAllowPartialL4Checksum); flipped != full && d != DropTCPChecksum {
+			t.Errorf("case %d: partial with a flipped bit: Parse = %v", i, d)
+		}
 		// One flipped bit anywhere under a checksum is caught: the IPv4
 		// header, the IPv6 addresses (pseudo-header), the TCP segment.
 		from, end := p.L3, p.L4+int(frame[p.L4+12]>>4)*4+len(p.Payload)

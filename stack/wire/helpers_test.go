@@ -53,30 +53,37 @@ func l3Offset(frame []byte) int {
 	}
 }
 
+// l4Of returns the IP payload of frame cut to the IP length, the addresses
+// as they sit in the IP header and the protocol, trusting the length fields;
+// proto is 0 when frame is not IP or its lengths do not add up.
+func l4Of(frame []byte) (seg, addrs []byte, proto uint8) {
+	ip := frame[l3Offset(frame):]
+	switch ip[0] >> 4 {
+	case 4:
+		ihl := min(int(ip[0]&0xf)*4, len(ip))
+		total := int(binary.BigEndian.Uint16(ip[2:]))
+		if total < ihl {
+			return nil, nil, 0
+		}
+		return ip[ihl:min(total, len(ip))], ip[12:20], ip[9]
+	case 6:
+		plen := int(binary.BigEndian.Uint16(ip[4:]))
+		return ip[40:min(40+plen, len(ip))], ip[8:40], ip[6]
+	}
+	return nil, nil, 0
+}
+
 // fixChecksums recomputes the IPv4 header checksum and the TCP/ICMP/ICMPv6
 // checksum of frame, trusting its length fields, so that a test can break
 // exactly one thing in a frame.
 func fixChecksums(frame []byte) []byte {
-	l3 := l3Offset(frame)
-	ip := frame[l3:]
-	var seg, addrs []byte
-	var proto uint8
-	switch ip[0] >> 4 {
-	case 4:
+	ip := frame[l3Offset(frame):]
+	if ip[0]>>4 == 4 {
 		ihl := min(int(ip[0]&0xf)*4, len(ip))
 		ip[10], ip[11] = 0, 0
 		binary.BigEndian.PutUint16(ip[10:], refChecksum(ip[:ihl], 0))
-		total := int(binary.BigEndian.Uint16(ip[2:]))
-		if total < ihl {
-			return frame
-		}
-		seg, addrs, proto = ip[ihl:min(total, len(ip))], ip[12:20], ip[9]
-	case 6:
-		plen := int(binary.BigEndian.Uint16(ip[4:]))
-		seg, addrs, proto = ip[40:min(40+plen, len(ip))], ip[8:40], ip[6]
-	default:
-		return frame
 	}
+	seg, addrs, proto := l4Of(frame)
 	switch proto {
 	case ProtoTCP:
 		if len(seg) >= 18 {
@@ -95,6 +102,41 @@ func fixChecksums(frame []byte) []byte {
 		}
 	}
 	return frame
+}
+
+// pseudoField is what a CHECKSUM_PARTIAL sender leaves in the checksum
+// field (Linux: th->check = ~tcp_v4_check(len, saddr, daddr, 0)): the
+// pseudo-header sum folded and not complemented, the slow way.
+func pseudoField(addrs []byte, proto uint8, length int) uint16 {
+	return ^refChecksum(nil, refPseudo(addrs, proto, length))
+}
+
+// asPartial returns a copy of a TCP or ICMPv6 frame with the checksum field
+// as a CHECKSUM_PARTIAL sender leaves it, trusting the length fields.
+func asPartial(frame []byte) []byte {
+	f := append([]byte(nil), frame...)
+	seg, addrs, proto := l4Of(f)
+	switch proto {
+	case ProtoTCP:
+		binary.BigEndian.PutUint16(seg[16:], pseudoField(addrs, proto, len(seg)))
+	case ProtoICMPv6:
+		binary.BigEndian.PutUint16(seg[2:], pseudoField(addrs, proto, len(seg)))
+	}
+	return f
+}
+
+// withL4Field returns a copy of a TCP frame with v in its checksum field.
+func withL4Field(frame []byte, v uint16) []byte {
+	f := append([]byte(nil), frame...)
+	seg, _, _ := l4Of(f)
+	binary.BigEndian.PutUint16(seg[16:], v)
+	return f
+}
+
+// tcpField reads a TCP frame's checksum field.
+func tcpField(frame []byte) uint16 {
+	seg, _, _ := l4Of(frame)
+	return binary.BigEndian.Uint16(seg[16:])
 }
 
 // checksumsOK verifies frame's IP and L4 checksums with the reference code.

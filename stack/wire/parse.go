@@ -19,7 +19,7 @@ const (
 	DropProto              // IP protocol other than TCP / ICMP / ICMPv6
 	DropBadAddress         // source multicast/broadcast; for TCP also source in 0.0.0.0/8 or ::, destination multicast/broadcast/unspecified
 	DropBadTCPHeader       // data offset < 5 or beyond the IP payload
-	DropTCPChecksum        // checksum over pseudo-header and segment wrong
+	DropTCPChecksum        // checksum over pseudo-header and segment wrong (and, under ParseAllowPartialL4Checksum, not the pseudo-header sum alone)
 	DropBadTCPOption       // option length < 2 or running past the header, wrong length for a known kind (MSS 4, WS 3, SACKOK 2, TS 10, SACK 2+8n)
 	DropBadARP             // not Ethernet/IPv4 ARP, wrong lengths, not a request or reply
 	DropBadICMP            // too short for its type; NS/NA failing RFC 4861 §7.1 checks
@@ -64,11 +64,17 @@ type Packet struct {
 	Proto          uint8      // IP protocol
 	Src, Dst       netip.Addr // IP addresses (4-byte form for IPv4: netip.AddrFrom4)
 	TTL            uint8      // TTL / hop limit
-	L4             int        // offset of the TCP/ICMP header
-	TCP            TCPHeader  // valid when Proto == ProtoTCP
-	Payload        []byte     // TCP payload, or ICMP body after the 8-byte ICMP header
-	ARP            ARP        // valid when EtherType == EtherTypeARP
-	ICMP           ICMP       // valid when Proto is ICMP/ICMPv6
+	// PartialChecksum reports a TCP segment accepted under
+	// ParseAllowPartialL4Checksum whose checksum field held only the
+	// pseudo-header sum (a CHECKSUM_PARTIAL sender's): its header and
+	// payload were not verified. False for a segment whose checksum
+	// verified. (It sits here, in padding, to keep Packet at 392 bytes.)
+	PartialChecksum bool
+	L4              int       // offset of the TCP/ICMP header
+	TCP             TCPHeader // valid when Proto == ProtoTCP
+	Payload         []byte    // TCP payload, or ICMP body after the 8-byte ICMP header
+	ARP             ARP       // valid when EtherType == EtherTypeARP
+	ICMP            ICMP      // valid when Proto is ICMP/ICMPv6
 }
 
 // ParseFlags change what Parse checks.
@@ -78,6 +84,35 @@ type ParseFlags uint8
 // The IPv4 header checksum is always checked: it is cheap, and devices that
 // report L4 checksum state do not always cover it.
 const ParseSkipL4Checksum ParseFlags = 1
+
+// ParseAllowPartialL4Checksum accepts a TCP segment whose checksum does not
+// verify if its checksum field holds exactly the folded, uncomplemented
+// pseudo-header sum (source, destination, protocol, TCP length; RFC 8200
+// §8.1 form for IPv6), and sets Packet.PartialChecksum. That is what a Linux
+// sender leaves in the field when the device offloads the TCP checksum
+// (CHECKSUM_PARTIAL; __tcp_v4_send_check, __tcp_v6_send_check) and the
+// device is virtual, so nothing ever completes it: a veth whose peer has TX
+// checksum offload on, the default (every container's interface).
+//
+// What it trusts: the addresses and the length are still tied to the field,
+// but the TCP header and payload are not summed at all. That is safe only
+// where the frame never crossed a wire: on a veth the bytes move from the
+// sending kernel's memory to ours without a link that could corrupt them,
+// and the kernel on the receiving end of a veth trusts such a frame in the
+// same way (it does not even look at the field). On a physical NIC a frame
+// carrying this value is a corrupted one, or a sender whose offload did not
+// happen, and must be dropped: set the flag only for virtual interfaces.
+// The checksum is no authentication either way; this changes what
+// corruption is caught, not who can inject.
+//
+// A segment whose field is neither its checksum nor the pseudo-header sum
+// is still DropTCPChecksum. The rule is tried only after the checksum
+// failed, so a valid segment costs the same with or without the flag.
+// ICMP and ICMPv6 stay strict: Linux computes their checksums in software
+// (icmp_push_reply, icmpv6_push_pending_frames, ndisc), so they arrive whole
+// on a veth too. ParseSkipL4Checksum, when also set, wins (no check, no
+// mark).
+const ParseAllowPartialL4Checksum ParseFlags = 2
 
 // Parse checks frame once and fills p (overwriting every field). It returns
 // DropNone for a valid packet; otherwise p holds whatever was decoded before

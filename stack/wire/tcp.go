@@ -43,8 +43,16 @@ func parseTCP(seg, addrs []byte, p *Packet, flags ParseFlags) Drop {
 	}
 	// RFC 9293 §3.10.7.1 (first check): a segment with a bad checksum is
 	// silently discarded, before any option is believed.
-	if flags&ParseSkipL4Checksum == 0 && Checksum(seg, pseudoSum(addrs, ProtoTCP, len(seg))) != 0 {
-		return DropTCPChecksum
+	if flags&ParseSkipL4Checksum == 0 {
+		ps := pseudoSum(addrs, ProtoTCP, len(seg))
+		if Checksum(seg, ps) != 0 {
+			// A CHECKSUM_PARTIAL sender's field: the pseudo-header sum,
+			// folded, not complemented (see ParseAllowPartialL4Checksum).
+			if flags&ParseAllowPartialL4Checksum == 0 || binary.BigEndian.Uint16(seg[16:18]) != Fold(ps) {
+				return DropTCPChecksum
+			}
+			p.PartialChecksum = true
+		}
 	}
 	h := &p.TCP
 	h.SrcPort = binary.BigEndian.Uint16(seg[0:2])
