@@ -18,7 +18,7 @@ import (
 
 	"github.com/xdproxy/xdproxy/bpf"
 	"github.com/xdproxy/xdproxy/internal/lab"
-	"github.com/xdproxy/xdproxy/proxy"
+	"github.com/xdproxy/xdproxy/proxy/dataplane"
 	"github.com/xdproxy/xdproxy/stack"
 )
 
@@ -103,7 +103,7 @@ func kernelEcho(c net.Conn) {
 
 // newEchoLab builds cli and prx with two identical veth pairs (checksum
 // offload off on both, as xdproxy needs): the engine's echo server on
-// p0 through proxy.StartDataplane, the kernel's on p1. It returns the
+// p0 through dataplane.Start, the kernel's on p1. It returns the
 // client's connections to each, parConns apiece, kept alive for the whole
 // benchmark.
 func newEchoLab(b *testing.B) map[string][]net.Conn {
@@ -128,13 +128,12 @@ func newEchoLab(b *testing.B) map[string][]net.Conn {
 	engAddr := netip.AddrPortFrom(engPrxPrefix.Addr(), echoPort)
 	kerAddr := netip.AddrPortFrom(kerPrxPrefix.Addr(), echoPort)
 
-	var dp *proxy.Dataplane
+	var dp *dataplane.Dataplane
 	err = prx.Do(func() (err error) {
-		dp, err = proxy.StartDataplane(proxy.DataplaneConfig{
-			Interface:  v0.B.Name,
-			XDPMode:    bpf.ModeAuto,
+		dp, err = dataplane.Start(dataplane.Config{
+			Interfaces: []dataplane.InterfaceConfig{{Name: v0.B.Name, XDPMode: bpf.ModeAuto}},
 			Listeners:  []netip.AddrPort{engAddr},
-			NewHandler: func(*proxy.Shard) stack.Handler { return &echoHandler{} },
+			NewHandler: func(*dataplane.Shard) stack.Handler { return &echoHandler{} },
 			Logger:     slog.New(slog.DiscardHandler),
 		})
 		return err

@@ -353,18 +353,18 @@ func (a *Admin) listConns(ctx context.Context, q connQuery) (list []connEntry, t
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.shardTimeout())
 	defer cancel()
-	ifs := src.view(ctx, q)
+	pv := src.view(ctx, q)
 	order := map[string]int{}
-	for i, iv := range ifs {
+	for i, iv := range pv.Ifaces {
 		order[iv.Name] = i
-		for _, sv := range iv.Shards {
-			if !sv.Answered {
-				partial = true
-				continue
-			}
-			truncated = truncated || sv.Conns.truncated
-			list = append(list, sv.Conns.list...)
+	}
+	for _, sv := range pv.Shards {
+		if !sv.Answered {
+			partial = true
+			continue
 		}
+		truncated = truncated || sv.Conns.truncated
+		list = append(list, sv.Conns.list...)
 	}
 	sortConns(list, order)
 	if q.limit > 0 && len(list) > q.limit {

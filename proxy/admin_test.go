@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdproxy/xdproxy/bpf"
+	"github.com/xdproxy/xdproxy/proxy/dataplane"
 	"github.com/xdproxy/xdproxy/stack"
 	"github.com/xdproxy/xdproxy/stack/wire"
 	"github.com/xdproxy/xdproxy/xsk"
@@ -72,11 +73,11 @@ func newEnginePair(t *testing.T) *enginePair {
 	p.web = &Listener{Spec: ListenerSpec{Name: "web", Addr: webAP, Backends: []BackendSpec{{Addr: netip.MustParseAddrPort("10.0.2.2:8080"), Weight: 1}}}}
 	p.web.Backends = []*BackendState{{Spec: p.web.Spec.Backends[0], Health: NewHealth(1, 1)}}
 	var err error
-	p.a, err = stack.New(stack.Config{MAC: macA, Addresses: []netip.Addr{ipA}, Sink: p.sinkA, Handler: &tagApp{p.web}, Rand: newRand()})
+	p.a, err = stack.New(stack.Config{MAC: macA, Addresses: []netip.Addr{ipA}, Sink: p.sinkA, Handler: &tagApp{p.web}, Rand: dataplane.NewRand()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.b, err = stack.New(stack.Config{MAC: macB, Addresses: []netip.Addr{ipB}, Sink: p.sinkB, Handler: &tagApp{}, Rand: newRand()})
+	p.b, err = stack.New(stack.Config{MAC: macB, Addresses: []netip.Addr{ipB}, Sink: p.sinkB, Handler: &tagApp{}, Rand: dataplane.NewRand()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,28 +134,6 @@ func (p *enginePair) dial(user any) (atB, atA *stack.Conn) {
 	return c, atA
 }
 
-// testShard is a shard with no socket, whose control channel the test
-// serves on a goroutine of its own once the engines are set up.
-func testShard(id, queue int, e *stack.Engine) *Shard {
-	return &Shard{id: id, queue: queue, eng: e, ctl: make(chan func(*Shard), 16), done: make(chan struct{})}
-}
-
-func serveShard(t *testing.T, s *Shard) {
-	stop := make(chan struct{})
-	go func() {
-		defer close(s.done)
-		for {
-			select {
-			case fn := <-s.ctl:
-				fn(s)
-			case <-stop:
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-s.done })
-}
-
 // labProxy builds a Proxy with listener "web" and one interface "test0"
 // whose shard 0 (queue 4) is engine A and shard 1 (queue 5) is engine B:
 //
@@ -186,19 +165,16 @@ func labProxy(t *testing.T) (*Proxy, *enginePair) {
 
 	p.dial(nil)
 
-	dp := &Dataplane{cfg: DataplaneConfig{Interface: "test0"}}
-	dp.shards = []*Shard{testShard(0, 4, p.a), testShard(1, 5, p.b)}
-	dp.shards[0].stats.RxFrames.Store(100)
-	dp.shards[0].stats.HandoffsOut.Store(7)
-	dp.shards[1].stats.HandoffsIn.Store(7)
-	for _, s := range dp.shards {
-		serveShard(t, s)
-	}
+	dp := dataplane.Detached([]string{"test0"}, [][]int{{4}, {5}}, []*stack.Engine{p.a, p.b})
+	t.Cleanup(func() { dp.Stop() })
+	dp.Shards()[0].Stats().RxFrames.Store(100)
+	dp.Shards()[0].Stats().HandoffsOut.Store(7)
+	dp.Shards()[1].Stats().HandoffsIn.Store(7)
 	p.web.Stats.Accepted.Store(3)
 	p.web.Stats.BytesIn.Store(5)
 	p.web.Stats.ClientResets.Store(2)
 	p.web.Backends[0].Sessions.Store(3)
-	prx := &Proxy{listeners: []*Listener{p.web}, dps: []*Dataplane{dp}, log: slog.Default()}
+	prx := &Proxy{listeners: []*Listener{p.web}, dp: dp, log: slog.Default()}
 	return prx, p
 }
 
@@ -354,12 +330,12 @@ func TestMetricsValues(t *testing.T) {
 		`xdproxy_syn_cookies_total{kind="rejected"} 0`,
 		`xdproxy_shard_info{interface="test0",queue="4",shard="0"} 1`,
 		`xdproxy_shard_info{interface="test0",queue="5",shard="1"} 1`,
-		`xdproxy_shard_up{interface="test0",shard="0"} 1`,
-		`xdproxy_shard_rx_frames_total{interface="test0",shard="0"} 100`,
-		`xdproxy_shard_handoffs_total{direction="out",interface="test0",shard="0"} 7`,
-		`xdproxy_shard_handoffs_total{direction="in",interface="test0",shard="1"} 7`,
-		`xdproxy_shard_handoff_drops_total{interface="test0",shard="0"} 0`,
-		`xdproxy_shard_sleeps_total{interface="test0",shard="1"} 0`,
+		`xdproxy_shard_up{shard="0"} 1`,
+		`xdproxy_shard_rx_frames_total{shard="0"} 100`,
+		`xdproxy_shard_handoffs_total{direction="out",shard="0"} 7`,
+		`xdproxy_shard_handoffs_total{direction="in",shard="1"} 7`,
+		`xdproxy_shard_handoff_drops_total{shard="0"} 0`,
+		`xdproxy_shard_sleeps_total{shard="1"} 0`,
 		`go_goroutines `,
 		`process_`,
 	}
@@ -392,9 +368,8 @@ func TestMetricsValues(t *testing.T) {
 func TestMetricsShardTimeout(t *testing.T) {
 	prx, _ := labProxy(t)
 	// A third shard whose loop never runs: the scrape must not hang.
-	stuck := testShard(2, 6, nil)
-	t.Cleanup(func() { close(stuck.done) })
-	prx.dps[0].shards = append(prx.dps[0].shards, stuck)
+	prx.dp = dataplane.Detached([]string{"test0"}, [][]int{{4}, {5}, {6}}, append(prx.dp.Shards()[0].Dataplane().Engines(), nil))
+	t.Cleanup(func() { prx.dp.Stop() })
 	a := NewAdmin(prx, "127.0.0.1:0", slog.Default())
 	a.ShardTimeout = 100 * time.Millisecond
 	start := time.Now()
@@ -406,8 +381,8 @@ func TestMetricsShardTimeout(t *testing.T) {
 		t.Fatalf("scrape took %v", d)
 	}
 	for _, w := range []string{
-		`xdproxy_shard_up{interface="test0",shard="2"} 0`,
-		`xdproxy_shard_up{interface="test0",shard="0"} 1`,
+		`xdproxy_shard_up{shard="2"} 0`,
+		`xdproxy_shard_up{shard="0"} 1`,
 		`xdproxy_connections{leg="client",listener="web",state="ESTABLISHED"} 2`,
 	} {
 		if !strings.Contains(body, w) {
@@ -594,12 +569,12 @@ func TestAdminKernelLegs(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	sh := prx.dps[0].shards[1]
-	sh.Do(func(sh *Shard) { sh.driver = app })
+	sh := prx.dp.Shards()[1]
+	sh.Do(func(sh *dataplane.Shard) { sh.SetDriver(app) })
 
 	a := NewAdmin(prx, "127.0.0.1:0", slog.Default())
 	_, body := get(t, a.Handler(), "/connections?listener=web&state=ESTABLISHED")
-	re := regexp.MustCompile(`(?m)^1 ESTABLISHED 127\.0\.0\.1:\d+ ` + regexp.QuoteMeta(backend.String()) + ` rtt=\S+ cwnd=[1-9]\d* in=3 out=0 listener=web leg=backend kernel if=test0$`)
+	re := regexp.MustCompile(`(?m)^1 ESTABLISHED 127\.0\.0\.1:\d+ ` + regexp.QuoteMeta(backend.String()) + ` rtt=\S+ cwnd=[1-9]\d* in=3 out=0 listener=web leg=backend kernel$`)
 	if !re.MatchString(body) {
 		t.Errorf("no kernel leg line:\n%s", body)
 	}
@@ -619,29 +594,31 @@ func TestAdminKernelLegs(t *testing.T) {
 // fakeSource is an adminSource with canned views: it covers what the lab
 // proxy cannot have without root (the XDP program, AF_XDP sockets).
 type fakeSource struct {
-	ls  []*Listener
-	ifs []ifaceView
+	ls []*Listener
+	pv planeView
 }
 
-func (f *fakeSource) Listeners() []*Listener                      { return f.ls }
-func (f *fakeSource) Draining() bool                              { return false }
-func (f *fakeSource) view(context.Context, connQuery) []ifaceView { return f.ifs }
+func (f *fakeSource) Listeners() []*Listener                    { return f.ls }
+func (f *fakeSource) Draining() bool                            { return false }
+func (f *fakeSource) view(context.Context, connQuery) planeView { return f.pv }
 
 func TestMetricsXDPAndXSK(t *testing.T) {
-	sv := shardView{ID: 0, Queue: 2, Answered: true}
-	sv.XSK = xsk.Stats{RxDropped: 1, RxRingFull: 2, RxFrames: 10, TxFrames: 11, Kicks: 4, BadCommits: 9}
+	sv := shardView{ID: 0, Answered: true}
 	sv.Counters[stack.SYNCookiesSent] = 5
 	sv.Counters[stack.SYNCookiesAccepted] = 4
 	sv.Counters[stack.SYNCookiesRejected] = 1
 	sv.Counters[stack.ParseDropCounter(1)] = 6
-	bad := shardView{ID: 1, Queue: 3, Answered: true, XSKErr: xsk.ErrClosed}
-	src := &fakeSource{ifs: []ifaceView{{
-		Name:   "eth0",
-		XDP:    []bpf.Counter{{Name: "rx_packets", Value: 100}, {Name: "redirect_listener", Value: 60}, {Name: "pass_not_ours", Value: 40}},
-		Shards: []shardView{sv, bad},
+	good := queueView{Shard: 0, Queue: 2, Answered: true,
+		XSK: xsk.Stats{RxDropped: 1, RxRingFull: 2, RxFrames: 10, TxFrames: 11, Kicks: 4, BadCommits: 9}}
+	bad := queueView{Shard: 1, Queue: 3, Answered: true, XSKErr: xsk.ErrClosed}
+	src := &fakeSource{pv: planeView{Ifaces: []ifaceView{{
+		Name:     "eth0",
+		XDP:      []bpf.Counter{{Name: "rx_packets", Value: 100}, {Name: "redirect_listener", Value: 60}, {Name: "pass_not_ours", Value: 40}},
+		RxFrames: 100, ChecksumDrops: 3, PartialChecksums: 7,
+		Queues: []queueView{good, bad},
 	}, {
 		Name: "eth1", XDPErr: errors.New("closed"),
-	}}}
+	}}, Shards: []shardView{sv, {ID: 1, Answered: true}}}}
 	c := &collector{source: func() adminSource { return src }}
 	problems, err := testutil.CollectAndLint(c)
 	if err != nil {
@@ -672,10 +649,23 @@ xdproxy_xsk_rx_ring_full_total{interface="eth0",queue="2"} 2
 # HELP xdproxy_xsk_bad_commits_total Frame commits with a length outside the frame.
 # TYPE xdproxy_xsk_bad_commits_total counter
 xdproxy_xsk_bad_commits_total{interface="eth0",queue="2"} 9
+# HELP xdproxy_interface_partial_checksums_total TCP segments accepted on a virtual interface (veth) with a partial checksum: their sender's kernel left the checksum to an offload that never ran.
+# TYPE xdproxy_interface_partial_checksums_total counter
+xdproxy_interface_partial_checksums_total{interface="eth0"} 7
+xdproxy_interface_partial_checksums_total{interface="eth1"} 0
+# HELP xdproxy_interface_checksum_drops_total TCP segments from the interface dropped for a bad checksum.
+# TYPE xdproxy_interface_checksum_drops_total counter
+xdproxy_interface_checksum_drops_total{interface="eth0"} 3
+xdproxy_interface_checksum_drops_total{interface="eth1"} 0
+# HELP xdproxy_shard_info Maps a shard to the queue of each interface it serves (always 1).
+# TYPE xdproxy_shard_info gauge
+xdproxy_shard_info{interface="eth0",queue="2",shard="0"} 1
+xdproxy_shard_info{interface="eth0",queue="3",shard="1"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"xdproxy_xdp_packets_total", "xdproxy_syn_cookies_total", "xdproxy_xsk_rx_dropped_total",
-		"xdproxy_xsk_rx_ring_full_total", "xdproxy_xsk_bad_commits_total"); err != nil {
+		"xdproxy_xsk_rx_ring_full_total", "xdproxy_xsk_bad_commits_total",
+		"xdproxy_interface_partial_checksums_total", "xdproxy_interface_checksum_drops_total", "xdproxy_shard_info"); err != nil {
 		t.Error(err)
 	}
 	n, err := testutil.GatherAndCount(reg, "xdproxy_xsk_tx_kicks_total")

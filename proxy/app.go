@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xdproxy/xdproxy/proxy/dataplane"
 	"github.com/xdproxy/xdproxy/stack"
 )
 
@@ -166,7 +167,7 @@ type shardListener struct {
 // engine's Handler (client legs, engine backend legs, engine health probes)
 // and the shard's Driver (session timers, the epoll set of kernel legs).
 type shardApp struct {
-	sh        *Shard
+	sh        *dataplane.Shard
 	p         *Proxy
 	listeners map[netip.AddrPort]*shardListener
 	sessions  map[*session]struct{}
@@ -181,7 +182,7 @@ type shardApp struct {
 	buf [64 << 10]byte
 }
 
-func newShardApp(p *Proxy, sh *Shard) *shardApp {
+func newShardApp(p *Proxy, sh *dataplane.Shard) *shardApp {
 	a := &shardApp{sh: sh, p: p, listeners: map[netip.AddrPort]*shardListener{}, sessions: map[*session]struct{}{}, epfd: -1, kernelLegs: map[int]*kernelLeg{}}
 	for _, l := range p.listeners {
 		sl := &shardListener{l: l}
@@ -388,11 +389,9 @@ func (s *session) dialBackend(now stack.Time) error {
 		s.back, s.backK = k, k
 		return nil
 	}
-	src := l.Spec.Source
-	if !src.IsValid() {
-		src = s.app.sourceFor(addr.Addr())
-	}
-	c, err := s.app.sh.Engine().Dial(now, src, addr)
+	// With no source configured the engine picks it: the route's
+	// interface, and that interface's address.
+	c, err := s.app.sh.Engine().Dial(now, l.Spec.Source, addr)
 	if err != nil {
 		return err
 	}

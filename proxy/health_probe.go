@@ -79,11 +79,7 @@ func (p *prober) tick(now stack.Time) {
 
 func (p *prober) start(t *probeTarget, now stack.Time) {
 	a := p.app
-	src := t.l.Spec.Source
-	if !src.IsValid() {
-		src = a.sourceFor(t.b.Spec.Addr.Addr())
-	}
-	c, err := a.sh.Engine().Dial(now, src, t.b.Spec.Addr)
+	c, err := a.sh.Engine().Dial(now, t.l.Spec.Source, t.b.Spec.Addr)
 	if err != nil {
 		t.report(false)
 		return

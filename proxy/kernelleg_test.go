@@ -9,29 +9,6 @@ import (
 	"time"
 )
 
-func TestReservedPorts(t *testing.T) {
-	for _, tc := range []struct {
-		name      string
-		listeners []string
-		want      string
-	}{
-		{"no listeners", nil, "20000-59999"},
-		// Five listeners on one address (the bench's 7000-7004), in any order.
-		{"adjacent", []string{"10.10.1.1:7003", "10.10.1.1:7000", "10.10.1.1:7001", "10.10.1.1:7004", "10.10.1.1:7002"}, "7000-7004,20000-59999"},
-		// One port on several addresses, the unspecified ones included.
-		{"same port", []string{"10.0.0.1:443", "0.0.0.0:443", "[::]:443", "[2001:db8::1]:80"}, "80,443,20000-59999"},
-		{"inside and next to the source ports", []string{"10.0.0.1:30000", "10.0.0.1:60000", "10.0.0.1:65535"}, "20000-60000,65535"},
-	} {
-		cfg := DataplaneConfig{SourcePorts: [2]uint16{20000, 59999}}
-		for _, l := range tc.listeners {
-			cfg.Listeners = append(cfg.Listeners, netip.MustParseAddrPort(l))
-		}
-		if got := portList(reservedPorts(cfg)); got != tc.want {
-			t.Errorf("%s: reserved %q, want %q", tc.name, got, tc.want)
-		}
-	}
-}
-
 // TestLabKernelLegAvoidsListenerPorts: the XDP program steers segments for
 // a listener's address:port to the engine, so a dial: kernel backend leg
 // that autobinds the listener's port never sees the backend's SYN-ACK; its
@@ -50,7 +27,7 @@ func TestLabKernelLegAvoidsListenerPorts(t *testing.T) {
 	}
 	for i := range sessions {
 		be := netip.AddrPortFrom(clientPrefix.Addr(), uint16(9000+i))
-		kernelEcho(t, el.client, be.String())
+		el.client.EchoTCP(t, be.String())
 		spec.Backends = append(spec.Backends, BackendSpec{Addr: be, Weight: 1})
 	}
 	var p *Proxy

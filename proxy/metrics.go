@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdproxy/xdproxy/bpf"
+	"github.com/xdproxy/xdproxy/proxy/dataplane"
 	"github.com/xdproxy/xdproxy/stack"
 	"github.com/xdproxy/xdproxy/xsk"
 )
@@ -28,10 +29,10 @@ import (
 type adminSource interface {
 	Listeners() []*Listener
 	Draining() bool
-	// view gathers the state of every shard of every interface. It returns
-	// what it has when ctx ends: a shard that did not answer in time has
-	// Answered false.
-	view(ctx context.Context, q connQuery) []ifaceView
+	// view gathers the state of every interface and every shard. It
+	// returns what it has when ctx ends: a shard that did not answer in
+	// time has Answered false.
+	view(ctx context.Context, q connQuery) planeView
 }
 
 // connQuery says what a view walks on each shard.
@@ -44,17 +45,33 @@ type connQuery struct {
 	limit     int                  // with list: at most this many entries per shard (0: no limit)
 }
 
-// ifaceView is one interface's data plane at one moment.
+// planeView is the data plane at one moment: every interface, every shard.
+type planeView struct {
+	Ifaces []ifaceView
+	Shards []shardView
+}
+
+// ifaceView is one interface at one moment.
 type ifaceView struct {
 	Name   string
 	XDP    []bpf.Counter // the XDP program's counters (nil when XDPErr)
 	XDPErr error
-	Shards []shardView
+	// Summed over the shards' engines (atomics).
+	RxFrames, ChecksumDrops, PartialChecksums uint64
+	Queues                                    []queueView // one per shard with a socket on it
+}
+
+// queueView is one AF_XDP socket: a shard's queue of an interface.
+type queueView struct {
+	Shard, Queue int
+	Answered     bool // read on the shard in time: XSK and XSKErr are current
+	XSK          xsk.Stats
+	XSKErr       error
 }
 
 // shardView is one shard at one moment.
 type shardView struct {
-	ID, Queue int
+	ID int
 
 	// Read from atomics: always valid.
 	Counters [stack.NumCounters]uint64
@@ -63,23 +80,24 @@ type shardView struct {
 
 	// Read on the shard: valid when Answered.
 	Answered bool
-	XSK      xsk.Stats
-	XSKErr   error
+	XSK      []queueView // per interface (Queue -1: no socket there)
 	Conns    engineView
 }
 
-// loopStats is a copy of ShardStats.
+// loopStats is a copy of dataplane.ShardStats.
 type loopStats struct {
 	RxFrames, HandoffsOut, HandoffsIn, HandoffDrops uint64
 	Sleeps, Wakeups, FlushErrors, CtlDrops          uint64
+	TxHandoffs, TxHandoffDrops                      uint64
 }
 
-func (s *ShardStats) load() loopStats {
+func loadLoop(s *dataplane.ShardStats) loopStats {
 	return loopStats{
 		RxFrames: s.RxFrames.Load(), HandoffsOut: s.HandoffsOut.Load(),
 		HandoffsIn: s.HandoffsIn.Load(), HandoffDrops: s.HandoffDrops.Load(),
 		Sleeps: s.Sleeps.Load(), Wakeups: s.Wakeups.Load(),
 		FlushErrors: s.FlushErrors.Load(), CtlDrops: s.CtlDrops.Load(),
+		TxHandoffs: s.TxHandoffs.Load(), TxHandoffDrops: s.TxHandoffDrops.Load(),
 	}
 }
 
@@ -191,7 +209,7 @@ func (q *connQuery) wants(st stack.State, listener string) bool {
 
 // walkEngine reads e's connection table (and TIME_WAIT table) as q asks.
 // It must run on the engine's goroutine.
-func walkEngine(e *stack.Engine, q connQuery, tw *twOwners) engineView {
+func walkEngine(e *stack.Engine, q connQuery, tw *twOwners, ifName func(int) (string, int)) engineView {
 	var v engineView
 	if q.counts {
 		v.counts = map[connGroup]int{}
@@ -210,7 +228,9 @@ func walkEngine(e *stack.Engine, q connQuery, tw *twOwners) engineView {
 				return q.counts // keep counting; stop listing
 			}
 			in := c.Info()
+			ifn, queue := ifName(c.Interface())
 			ce := connEntry{
+				Interface: ifn, Queue: queue,
 				State: st, Local: in.Key.Local(), Remote: in.Key.Remote(),
 				Listener: listener, Leg: leg,
 				SRTT: in.SRTT, Cwnd: in.Cwnd, BytesIn: in.BytesIn, BytesOut: in.BytesOut,
@@ -223,7 +243,7 @@ func walkEngine(e *stack.Engine, q connQuery, tw *twOwners) engineView {
 		})
 	}
 	if q.timeWaits && q.wants(stack.TimeWait, q.listener) && !v.full(q) {
-		e.TimeWaits(func(k stack.FlowKey) bool {
+		e.TimeWaits(func(k stack.FlowKey, ifx int) bool {
 			listener, leg := tw.owner(k)
 			if q.listener != "" && q.listener != listener {
 				return true
@@ -231,7 +251,8 @@ func walkEngine(e *stack.Engine, q connQuery, tw *twOwners) engineView {
 			if v.full(q) {
 				return false
 			}
-			v.list = append(v.list, connEntry{State: stack.TimeWait, Local: k.Local(), Remote: k.Remote(), Listener: listener, Leg: leg})
+			ifn, queue := ifName(ifx)
+			v.list = append(v.list, connEntry{Interface: ifn, Queue: queue, State: stack.TimeWait, Local: k.Local(), Remote: k.Remote(), Listener: listener, Leg: leg})
 			return true
 		})
 	}
@@ -327,40 +348,50 @@ func sockAddrPort(sa unix.Sockaddr, err error) netip.AddrPort {
 }
 
 // view implements adminSource.
-func (p *Proxy) view(ctx context.Context, q connQuery) []ifaceView {
+func (p *Proxy) view(ctx context.Context, q connQuery) planeView {
+	var out planeView
+	dp := p.dp
+	if dp == nil {
+		return out
+	}
 	var tw *twOwners
 	if q.list && q.timeWaits {
 		tw = newTWOwners(p.listeners)
 	}
-	out := make([]ifaceView, len(p.dps))
+	shards := dp.Shards()
+	out.Shards = make([]shardView, len(shards))
 	var wg sync.WaitGroup
-	for i, dp := range p.dps {
-		iv := &out[i]
-		iv.Name = dp.cfg.Interface
-		if prog := dp.Program(); prog != nil {
-			c, err := prog.Counters()
-			if err != nil {
+	for i, sh := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out.Shards[i] = viewShard(ctx, sh, q, tw)
+		}()
+	}
+	for _, f := range dp.Interfaces() {
+		iv := ifaceView{Name: f.Name()}
+		if prog := f.Program(); prog != nil {
+			if c, err := prog.Counters(); err != nil {
 				iv.XDPErr = err
 			} else {
 				iv.XDP = c.List()
 			}
 		}
-		iv.Shards = make([]shardView, len(dp.Shards()))
-		for j, sh := range dp.Shards() {
-			sv := &iv.Shards[j]
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				*sv = viewShard(ctx, sh, q, tw)
-			}()
+		for _, sh := range shards {
+			if e := sh.Engine(); e != nil {
+				st := e.IfaceStats(f.Index())
+				iv.RxFrames += st.RxFrames.Load()
+				iv.ChecksumDrops += st.ChecksumDrops.Load()
+				iv.PartialChecksums += st.PartialChecksums.Load()
+			}
 		}
+		out.Ifaces = append(out.Ifaces, iv)
 	}
 	wg.Wait()
-	for i := range out {
-		for j := range out[i].Shards {
-			for k := range out[i].Shards[j].Conns.list {
-				e := &out[i].Shards[j].Conns.list[k]
-				e.Interface, e.Shard, e.Queue = out[i].Name, out[i].Shards[j].ID, out[i].Shards[j].Queue
+	for j := range out.Ifaces {
+		for _, sv := range out.Shards {
+			if j < len(sv.XSK) && sv.XSK[j].Queue >= 0 {
+				out.Ifaces[j].Queues = append(out.Ifaces[j].Queues, sv.XSK[j])
 			}
 		}
 	}
@@ -368,8 +399,8 @@ func (p *Proxy) view(ctx context.Context, q connQuery) []ifaceView {
 }
 
 // viewShard reads one shard: its atomics here, the rest on the shard.
-func viewShard(ctx context.Context, sh *Shard, q connQuery, tw *twOwners) shardView {
-	v := shardView{ID: sh.ID(), Queue: sh.Queue(), Loop: sh.Stats().load()}
+func viewShard(ctx context.Context, sh *dataplane.Shard, q connQuery, tw *twOwners) shardView {
+	v := shardView{ID: sh.ID(), Loop: loadLoop(sh.Stats())}
 	if e := sh.Engine(); e != nil {
 		e.Counters().Snapshot(v.Counters[:])
 		for st := range stack.NumStates {
@@ -377,8 +408,7 @@ func viewShard(ctx context.Context, sh *Shard, q connQuery, tw *twOwners) shardV
 		}
 	}
 	type onShard struct {
-		xsk   xsk.Stats
-		err   error
+		xsk   []queueView
 		conns engineView
 	}
 	// The function writes only its own result, handed over on a buffered
@@ -386,15 +416,26 @@ func viewShard(ctx context.Context, sh *Shard, q connQuery, tw *twOwners) shardV
 	res := make(chan onShard, 1)
 	stopped := make(chan struct{})
 	go func() {
-		ok := sh.Do(func(sh *Shard) {
+		ok := sh.Do(func(sh *dataplane.Shard) {
 			var r onShard
-			if s := sh.Socket(); s != nil {
-				r.xsk, r.err = s.Stats()
+			ifs := sh.Dataplane().Interfaces()
+			for j := range ifs {
+				qv := queueView{Shard: sh.ID(), Queue: sh.Queue(j), Answered: true}
+				if s := sh.Socket(j); s != nil {
+					qv.XSK, qv.XSKErr = s.Stats()
+				}
+				r.xsk = append(r.xsk, qv)
+			}
+			ifName := func(ifx int) (string, int) {
+				if ifx < 0 || ifx >= len(ifs) {
+					return "", -1
+				}
+				return ifs[ifx].Name(), sh.Queue(ifx)
 			}
 			if e := sh.Engine(); e != nil {
-				r.conns = walkEngine(e, q, tw)
+				r.conns = walkEngine(e, q, tw, ifName)
 			}
-			if a, ok := sh.driver.(*shardApp); ok {
+			if a, ok := sh.Driver().(*shardApp); ok {
 				walkKernelLegs(a, q, &r.conns)
 			}
 			res <- r
@@ -405,9 +446,12 @@ func viewShard(ctx context.Context, sh *Shard, q connQuery, tw *twOwners) shardV
 	}()
 	select {
 	case r := <-res:
-		v.Answered, v.XSK, v.XSKErr, v.Conns = true, r.xsk, r.err, r.conns
+		v.Answered, v.XSK, v.Conns = true, r.xsk, r.conns
 	case <-stopped:
 	case <-ctx.Done():
+	}
+	for k := range v.Conns.list {
+		v.Conns.list[k].Shard = v.ID
 	}
 	return v
 }
@@ -459,15 +503,22 @@ var (
 	mXDPPackets = desc("xdp_packets_total", "Packets the XDP program saw (rx_packets) and what it did with them (reason).", "interface", "reason")
 
 	// Shards.
-	mShardInfo         = desc("shard_info", "Maps a shard to the NIC queue it serves (always 1).", "interface", "shard", "queue")
-	mShardUp           = desc("shard_up", "1 when the shard answered the scrape in time (its connection and AF_XDP metrics are then current), else 0.", "interface", "shard")
-	mShardRxFrames     = desc("shard_rx_frames_total", "Frames the shard received on its queue.", "interface", "shard")
-	mShardHandoffs     = desc("shard_handoffs_total", "Frames handed between shards (out: to the shard owning the flow; in: from another shard).", "interface", "shard", "direction")
-	mShardHandoffDrops = desc("shard_handoff_drops_total", "Frames dropped because the hand-off ring to the owning shard was full.", "interface", "shard")
-	mShardSleeps       = desc("shard_sleeps_total", "Times the shard loop went to sleep in poll.", "interface", "shard")
-	mShardWakeups      = desc("shard_wakeups_total", "Eventfd wake-ups sent to the shard.", "interface", "shard")
-	mShardFlushErrors  = desc("shard_flush_errors_total", "TX kicks the kernel refused (retried on the next loop).", "interface", "shard")
-	mShardControlDrops = desc("shard_control_drops_total", "Control messages dropped because the shard's queue was full.", "interface", "shard")
+	mShardInfo           = desc("shard_info", "Maps a shard to the queue of each interface it serves (always 1).", "interface", "shard", "queue")
+	mShardUp             = desc("shard_up", "1 when the shard answered the scrape in time (its connection and AF_XDP metrics are then current), else 0.", "shard")
+	mShardRxFrames       = desc("shard_rx_frames_total", "Frames the shard received on its queues (every interface).", "shard")
+	mShardHandoffs       = desc("shard_handoffs_total", "Frames handed between shards (out: to the shard owning the flow; in: from another shard).", "shard", "direction")
+	mShardHandoffDrops   = desc("shard_handoff_drops_total", "Frames dropped because the hand-off ring to the owning shard was full.", "shard")
+	mShardTxHandoffs     = desc("shard_tx_handoffs_total", "Frames the shard sent through another shard's socket: it has no queue on the interface they leave by (interfaces with fewer queues than there are shards).", "shard")
+	mShardTxHandoffDrops = desc("shard_tx_handoff_drops_total", "Such frames lost because the ring to that shard, or its TX ring, was full.", "shard")
+	mShardSleeps         = desc("shard_sleeps_total", "Times the shard loop went to sleep in poll.", "shard")
+	mShardWakeups        = desc("shard_wakeups_total", "Eventfd wake-ups sent to the shard.", "shard")
+	mShardFlushErrors    = desc("shard_flush_errors_total", "TX kicks the kernel refused (retried on the next loop).", "shard")
+	mShardControlDrops   = desc("shard_control_drops_total", "Control messages dropped because the shard's queue was full.", "shard")
+
+	// Interfaces, as the engines see them.
+	mIfaceRxFrames      = desc("interface_rx_frames_total", "Frames the engines handled from the interface.", "interface")
+	mIfaceChecksumDrops = desc("interface_checksum_drops_total", "TCP segments from the interface dropped for a bad checksum.", "interface")
+	mIfacePartialSums   = desc("interface_partial_checksums_total", "TCP segments accepted on a virtual interface (veth) with a partial checksum: their sender's kernel left the checksum to an offload that never ran.", "interface")
 )
 
 // xskStats are the AF_XDP socket's statistics, one counter family each.
@@ -508,7 +559,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		mBackendUp, mBackendActive, mBackendSessions, mBackendFailures,
 		mConnections, mTCPConnections, mTCPEvents, mSYNCookies,
 		mXDPPackets,
-		mShardInfo, mShardUp, mShardRxFrames, mShardHandoffs, mShardHandoffDrops, mShardSleeps, mShardWakeups, mShardFlushErrors, mShardControlDrops,
+		mShardInfo, mShardUp, mShardRxFrames, mShardHandoffs, mShardHandoffDrops, mShardTxHandoffs, mShardTxHandoffDrops,
+		mShardSleeps, mShardWakeups, mShardFlushErrors, mShardControlDrops,
+		mIfaceRxFrames, mIfaceChecksumDrops, mIfacePartialSums,
 	} {
 		ch <- d
 	}
@@ -580,7 +633,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	ifs := src.view(ctx, connQuery{counts: true})
+	pv := src.view(ctx, connQuery{counts: true})
 
 	var events [stack.NumCounters]uint64
 	var states [stack.NumStates]int64
@@ -592,39 +645,47 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-	for _, iv := range ifs {
+	for _, iv := range pv.Ifaces {
 		for _, x := range iv.XDP {
 			ch <- counter(mXDPPackets, x.Value, iv.Name, x.Name)
 		}
-		for _, sv := range iv.Shards {
-			shard, queue := strconv.Itoa(sv.ID), strconv.Itoa(sv.Queue)
-			for i, v := range sv.Counters {
-				events[i] += v
-			}
-			for i, v := range sv.States {
-				states[i] += v
-			}
-			ch <- gauge(mShardInfo, 1, iv.Name, shard, queue)
-			ch <- gauge(mShardUp, b2f(sv.Answered), iv.Name, shard)
-			ch <- counter(mShardRxFrames, sv.Loop.RxFrames, iv.Name, shard)
-			ch <- counter(mShardHandoffs, sv.Loop.HandoffsIn, iv.Name, shard, "in")
-			ch <- counter(mShardHandoffs, sv.Loop.HandoffsOut, iv.Name, shard, "out")
-			ch <- counter(mShardHandoffDrops, sv.Loop.HandoffDrops, iv.Name, shard)
-			ch <- counter(mShardSleeps, sv.Loop.Sleeps, iv.Name, shard)
-			ch <- counter(mShardWakeups, sv.Loop.Wakeups, iv.Name, shard)
-			ch <- counter(mShardFlushErrors, sv.Loop.FlushErrors, iv.Name, shard)
-			ch <- counter(mShardControlDrops, sv.Loop.CtlDrops, iv.Name, shard)
-			if !sv.Answered {
-				continue
-			}
-			if sv.XSKErr == nil {
+		ch <- counter(mIfaceRxFrames, iv.RxFrames, iv.Name)
+		ch <- counter(mIfaceChecksumDrops, iv.ChecksumDrops, iv.Name)
+		ch <- counter(mIfacePartialSums, iv.PartialChecksums, iv.Name)
+		for _, qv := range iv.Queues {
+			queue := strconv.Itoa(qv.Queue)
+			ch <- gauge(mShardInfo, 1, iv.Name, strconv.Itoa(qv.Shard), queue)
+			if qv.Answered && qv.XSKErr == nil {
 				for _, x := range xskStats {
-					ch <- counter(x.d, x.get(&sv.XSK), iv.Name, queue)
+					ch <- counter(x.d, x.get(&qv.XSK), iv.Name, queue)
 				}
 			}
-			for g, n := range sv.Conns.counts {
-				conns[g] += n
-			}
+		}
+	}
+	for _, sv := range pv.Shards {
+		shard := strconv.Itoa(sv.ID)
+		for i, v := range sv.Counters {
+			events[i] += v
+		}
+		for i, v := range sv.States {
+			states[i] += v
+		}
+		ch <- gauge(mShardUp, b2f(sv.Answered), shard)
+		ch <- counter(mShardRxFrames, sv.Loop.RxFrames, shard)
+		ch <- counter(mShardHandoffs, sv.Loop.HandoffsIn, shard, "in")
+		ch <- counter(mShardHandoffs, sv.Loop.HandoffsOut, shard, "out")
+		ch <- counter(mShardHandoffDrops, sv.Loop.HandoffDrops, shard)
+		ch <- counter(mShardTxHandoffs, sv.Loop.TxHandoffs, shard)
+		ch <- counter(mShardTxHandoffDrops, sv.Loop.TxHandoffDrops, shard)
+		ch <- counter(mShardSleeps, sv.Loop.Sleeps, shard)
+		ch <- counter(mShardWakeups, sv.Loop.Wakeups, shard)
+		ch <- counter(mShardFlushErrors, sv.Loop.FlushErrors, shard)
+		ch <- counter(mShardControlDrops, sv.Loop.CtlDrops, shard)
+		if !sv.Answered {
+			continue
+		}
+		for g, n := range sv.Conns.counts {
+			conns[g] += n
 		}
 	}
 	for g, n := range conns {

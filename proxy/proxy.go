@@ -2,21 +2,19 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/xdproxy/xdproxy/bpf"
+	"github.com/xdproxy/xdproxy/proxy/dataplane"
 	"github.com/xdproxy/xdproxy/stack"
 	"github.com/xdproxy/xdproxy/xsk"
 )
@@ -45,7 +43,7 @@ type Config struct {
 type Proxy struct {
 	cfg       Config
 	listeners []*Listener
-	dps       []*Dataplane
+	dp        *dataplane.Dataplane
 	apps      []*shardApp
 	draining  atomic.Bool
 	log       *slog.Logger
@@ -69,53 +67,41 @@ func Start(cfg Config) (_ *Proxy, err error) {
 			p.Stop()
 		}
 	}()
-	var addrs []netip.AddrPort
-	for _, l := range p.listeners {
-		addrs = append(addrs, l.Spec.Addr)
+	dcfg := dataplane.Config{
+		SourcePorts:  cfg.SourcePorts,
+		Engine:       cfg.Engine,
+		ReservePorts: true,
+		Logger:       p.log,
+		NewHandler: func(sh *dataplane.Shard) stack.Handler {
+			a := newShardApp(p, sh)
+			if sh.ID() == 0 {
+				a.probes = newProber(a, p.listeners, sh.Now())
+			}
+			p.apps = append(p.apps, a)
+			return a
+		},
 	}
-	first := true
-	for _, ifc := range cfg.Interfaces {
-		srcs, err := sourceAddrs(ifc.Name, p.listeners)
-		if err != nil {
-			return nil, err
+	for _, l := range p.listeners {
+		dcfg.Listeners = append(dcfg.Listeners, l.Spec.Addr)
+		if !l.Spec.DialKernel && l.Spec.Source.IsValid() && !slices.Contains(dcfg.SourceAddrs, l.Spec.Source) {
+			dcfg.SourceAddrs = append(dcfg.SourceAddrs, l.Spec.Source)
 		}
-		withProbes := first
-		first = false
-		dp, err := StartDataplane(DataplaneConfig{
-			Interface: ifc.Name,
-			Queues:    ifc.Queues,
-			XDPMode:   ifc.XDPMode,
+	}
+	for _, ifc := range cfg.Interfaces {
+		dcfg.Interfaces = append(dcfg.Interfaces, dataplane.InterfaceConfig{
+			Name: ifc.Name, Queues: ifc.Queues, XDPMode: ifc.XDPMode, BusyPoll: ifc.BusyPoll,
 			// A proxy bursts: an initial window to hundreds of new
 			// connections at once. 16384 frames (32 MiB of UMEM per
 			// queue) and 4096-entry rings keep the TX allocator and the
 			// fill ring from running dry (xsk's defaults are 4096/2048).
 			XSK: xsk.Config{ZeroCopy: ifc.ZeroCopy, NumFrames: 16384,
 				FillSize: 4096, CompletionSize: 4096, RxSize: 4096, TxSize: 4096},
-			SpinLimit:    ifc.BusyPoll,
-			Listeners:    addrs,
-			SourceAddrs:  srcs,
-			SourcePorts:  cfg.SourcePorts,
-			Engine:       cfg.Engine,
-			ReservePorts: true,
-			Logger:       p.log,
-			NewHandler: func(sh *Shard) stack.Handler {
-				a := newShardApp(p, sh)
-				if withProbes && sh.ID() == 0 {
-					a.probes = newProber(a, p.listeners, sh.Now())
-				}
-				p.apps = append(p.apps, a)
-				return a
-			},
 		})
-		if err != nil {
-			return nil, err
-		}
-		p.dps = append(p.dps, dp)
 	}
-	shards := 0
-	for _, dp := range p.dps {
-		shards += len(dp.shards)
+	if p.dp, err = dataplane.Start(dcfg); err != nil {
+		return nil, err
 	}
+	shards := len(p.dp.Shards())
 	for _, l := range p.listeners {
 		if l.Spec.DialKernel {
 			warnKernelPorts(p.log)
@@ -222,8 +208,8 @@ func spareProcs(shards int) (int, bool) {
 // Listeners returns the listeners' shared state (for metrics).
 func (p *Proxy) Listeners() []*Listener { return p.listeners }
 
-// Dataplanes returns the data planes, one per interface.
-func (p *Proxy) Dataplanes() []*Dataplane { return p.dps }
+// Dataplane returns the data plane (nil before Start finished).
+func (p *Proxy) Dataplane() *dataplane.Dataplane { return p.dp }
 
 // Draining reports whether Drain has begun.
 func (p *Proxy) Draining() bool { return p.draining.Load() }
@@ -262,7 +248,7 @@ func (p *Proxy) activeSessions() int64 {
 // eachShard runs fn on every shard, on the shard's goroutine.
 func (p *Proxy) eachShard(fn func(a *shardApp)) {
 	for _, a := range p.apps {
-		a.sh.Do(func(*Shard) { fn(a) })
+		a.sh.Do(func(*dataplane.Shard) { fn(a) })
 	}
 }
 
@@ -274,71 +260,14 @@ func (p *Proxy) Stop() error {
 			p.cancel()
 		}
 		p.wg.Wait()
-		var errs []error
-		for _, dp := range p.dps {
-			errs = append(errs, dp.Stop())
+		if p.dp != nil {
+			err = p.dp.Stop()
 		}
-		err = errors.Join(errs...)
 	})
 	return err
 }
 
 // engineListeners lists the engine listeners of the shard.
 func (a *shardApp) engineListeners() []*stack.Listener {
-	return a.sh.listeners
-}
-
-// sourceFor is the address backend legs to dst leave from when the
-// listener sets none: the interface's own address of dst's family.
-func (a *shardApp) sourceFor(dst netip.Addr) netip.Addr {
-	for _, s := range a.sh.dp.cfg.SourceAddrs {
-		if s.Is4() == dst.Is4() {
-			return s
-		}
-	}
-	return netip.Addr{}
-}
-
-// sourceAddrs are the addresses the engine dials from on interface ifname:
-// every listener's explicit source, and the interface's first IPv4 and IPv6
-// (global) address.
-func sourceAddrs(ifname string, ls []*Listener) ([]netip.Addr, error) {
-	link, err := netlink.LinkByName(ifname)
-	if err != nil {
-		return nil, fmt.Errorf("interface %q: %w", ifname, err)
-	}
-	list, err := netlink.AddrList(link, netlink.FAMILY_ALL)
-	if err != nil {
-		return nil, fmt.Errorf("addresses of %q: %w", ifname, err)
-	}
-	var out []netip.Addr
-	seen := map[netip.Addr]bool{}
-	add := func(a netip.Addr) {
-		if a.IsValid() && !seen[a] {
-			seen[a] = true
-			out = append(out, a)
-		}
-	}
-	var v4, v6 netip.Addr
-	for _, a := range list {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok {
-			continue
-		}
-		ip = ip.Unmap()
-		if ip.Is4() && !v4.IsValid() {
-			v4 = ip
-		}
-		if ip.Is6() && ip.IsGlobalUnicast() && !v6.IsValid() {
-			v6 = ip
-		}
-	}
-	add(v4)
-	add(v6)
-	for _, l := range ls {
-		if !l.Spec.DialKernel {
-			add(l.Spec.Source)
-		}
-	}
-	return out, nil
+	return a.sh.Listeners()
 }

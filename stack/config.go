@@ -67,12 +67,43 @@ type Keepalive struct {
 	Probes   int           // unanswered probes before the connection is reset (default 9)
 }
 
+// Interface is one link the engine sends and receives on. A shard's engine
+// knows every interface of the daemon (one AF_XDP socket each): a connection
+// leg leaves by the interface its route names, whichever interface the
+// session's other leg uses.
+type Interface struct {
+	Name string   // for messages and metrics
+	MAC  wire.MAC // source of every frame sent on it
+	MTU  int      // link MTU (default 1500); our MSS on connections that use it
+	Sink Sink     // where its outgoing frames go
+	// Sources are the addresses an active open leaving by this interface is
+	// dialed from when neither the caller nor the route names one (the
+	// first of the destination's family). The engine owns them.
+	Sources []netip.Addr
+	// Virtual marks a link whose frames never crossed a wire (veth): a TCP
+	// checksum left partial by the sender's own kernel (CHECKSUM_PARTIAL:
+	// the field holds only the pseudo-header sum) is accepted and counted
+	// (rx_partial_checksum), as the kernel's own receiver trusts it there.
+	// Physical NICs stay strict.
+	Virtual bool
+	// Resolve, when set, is asked first to find the MAC of a next hop on
+	// this interface for an active open from src; it returns false to let
+	// the engine send its own ARP request or neighbour solicitation. The
+	// answer arrives later through SetNeighborOn (the shard asks the kernel,
+	// whose neighbour table it follows). It must not block.
+	Resolve func(src, nextHop netip.Addr) bool
+}
+
 // Config is one engine's configuration. Zero fields take the defaults that
 // CONFIG.md documents; Validate says which field is wrong.
 type Config struct {
-	MAC       wire.MAC     // the interface's MAC address (source of every frame)
+	// Interfaces are the engine's links, indexed as HandleFrameOn and
+	// Route.Iface count them. Empty: one interface made of MAC, MTU and Sink.
+	Interfaces []Interface
+
+	MAC       wire.MAC     // with no Interfaces: the one interface's MAC address
 	Addresses []netip.Addr // addresses the engine answers ARP/NDP/ICMP echo for and terminates TCP on
-	MTU       int          // link MTU (default 1500)
+	MTU       int          // with no Interfaces: the one interface's MTU (default 1500)
 
 	SYNCookies    SYNCookieMode
 	SYNBacklog    int           // SYN_RCVD entries per listener (default 4096)
@@ -117,10 +148,14 @@ type Config struct {
 	// TrustL4Checksum skips verifying TCP/ICMP checksums (the device did).
 	TrustL4Checksum bool
 
-	Sink    Sink
+	Sink    Sink // with no Interfaces: the one interface's sink
 	Handler Handler
 	Rand    Rand
 }
+
+// maxInterfaces bounds Interfaces: an interface index is a byte on every
+// connection and TIME_WAIT entry.
+const maxInterfaces = 255
 
 // Defaults documented in CONFIG.md.
 const (
@@ -155,6 +190,13 @@ func (c *Config) setDefaults() {
 		}
 	}
 	def(&c.MTU, DefaultMTU)
+	if len(c.Interfaces) == 0 {
+		c.Interfaces = []Interface{{MAC: c.MAC, MTU: c.MTU, Sink: c.Sink}}
+	}
+	c.Interfaces = append([]Interface(nil), c.Interfaces...)
+	for i := range c.Interfaces {
+		def(&c.Interfaces[i].MTU, DefaultMTU)
+	}
 	def(&c.SYNBacklog, DefaultSYNBacklog)
 	def(&c.AcceptBacklog, DefaultAcceptBacklog)
 	defDur(&c.TimeWait, DefaultTimeWait)
@@ -197,6 +239,22 @@ func (c *Config) Validate() error {
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 9000) {
 		errs = append(errs, fmt.Errorf("MTU: must be within 576..9000, got %d", c.MTU))
 	}
+	if len(c.Interfaces) > maxInterfaces {
+		errs = append(errs, fmt.Errorf("Interfaces: at most %d, got %d", maxInterfaces, len(c.Interfaces)))
+	}
+	for i, ifc := range c.Interfaces {
+		if ifc.MTU != 0 && (ifc.MTU < 576 || ifc.MTU > 9000) {
+			errs = append(errs, fmt.Errorf("Interfaces[%d].MTU: must be within 576..9000, got %d", i, ifc.MTU))
+		}
+		if ifc.Sink == nil {
+			errs = append(errs, fmt.Errorf("Interfaces[%d].Sink: required", i))
+		}
+		for j, a := range ifc.Sources {
+			if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() {
+				errs = append(errs, fmt.Errorf("Interfaces[%d].Sources[%d]: %v is not a unicast address", i, j, a))
+			}
+		}
+	}
 	neg("SYNBacklog", c.SYNBacklog)
 	neg("AcceptBacklog", c.AcceptBacklog)
 	neg("TimeWaitMax", c.TimeWaitMax)
@@ -234,7 +292,7 @@ func (c *Config) Validate() error {
 	if p := c.EphemeralPorts; p != [2]uint16{} && (p[0] == 0 || p[0] > p[1]) {
 		errs = append(errs, fmt.Errorf("EphemeralPorts: %d-%d is not a valid range", p[0], p[1]))
 	}
-	if c.Sink == nil {
+	if c.Sink == nil && len(c.Interfaces) == 0 {
 		errs = append(errs, errors.New("Sink: required"))
 	}
 	if c.Rand == nil {

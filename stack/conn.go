@@ -2,10 +2,10 @@ package stack
 
 import (
 	"io"
+	"net/netip"
 	"time"
 
 	"github.com/xdproxy/xdproxy/stack/seqnum"
-	"github.com/xdproxy/xdproxy/stack/wire"
 )
 
 // Conn is one TCP connection (a TCB, RFC 9293 section 3.3.1). Its fields
@@ -57,9 +57,10 @@ type Conn struct {
 	kaProbes   int
 	lastRcvAt  Time
 	keepalive  bool
-	peerMAC    wire.MAC
+	peer       hop // the interface and next-hop MAC segments leave by
 	macKnown   bool
-	listener   *Listener // a passive open until accepted
+	via        netip.Addr // an active open's next hop (its gateway, or the peer when on-link)
+	listener   *Listener  // a passive open until accepted
 	inAcceptQ  bool
 	cookieOpen bool // created from a SYN cookie (no SYN_RCVD record existed)
 
@@ -133,6 +134,9 @@ func (c *Conn) State() State {
 
 // Key returns the connection's 4-tuple.
 func (c *Conn) Key() FlowKey { return c.key }
+
+// Interface is the index of the interface c's segments leave by.
+func (c *Conn) Interface() int { return int(c.peer.ifx) }
 
 // Err returns why the connection ended abnormally (ErrReset, ErrRefused,
 // ErrTimeout, ErrNoRoute), or nil.
@@ -311,7 +315,7 @@ func (c *Conn) abort() {
 	switch c.state {
 	case SynReceived, Established, FinWait1, FinWait2, CloseWait, Closing, LastAck:
 		// RFC 9293 section 3.10.5 (ABORT): <SEQ=SND.NXT><CTL=RST>.
-		c.e.sendRST(c.key, c.peerMAC, c.sndNxt, 0, false)
+		c.e.sendRST(c.key, c.peer, c.sndNxt, 0, false)
 	}
 	if c.err == nil {
 		c.err = ErrAborted

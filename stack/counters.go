@@ -16,6 +16,11 @@ const (
 	TxFrames
 	TxNoBuffer // the sink had no free frame: the outgoing frame was lost
 	RxNotOurs  // valid frame for an address, protocol or port the engine does not own
+	// RxPartialChecksum: TCP segments accepted on a Virtual interface whose
+	// checksum field held only the pseudo-header sum (the sender's kernel
+	// left it to an offload that never ran: CHECKSUM_PARTIAL over veth).
+	RxPartialChecksum
+	RxBadInterface // a frame handed in with an interface index the engine does not have
 
 	// TCP segments in and out.
 	RxSegments
@@ -61,7 +66,7 @@ const (
 	HalfOpenTimeouts // SYN_RCVD entries given up after SYN-ACK retries
 	FinWait2Timeouts // closed connections whose peer never sent its FIN
 	EphemeralPortsExhausted
-	ConnectNoRoute // no next-hop MAC known and ARP unanswered
+	ConnectNoRoute // no next-hop MAC known and ARP unanswered, or no route to the destination
 
 	// Listeners.
 	SYNQueueOverflow
@@ -89,6 +94,7 @@ const (
 	ARPRequestsIn
 	ARPRepliesOut
 	ARPRequestsOut
+	NeighborResolves // next hops handed to the interface's resolver (the kernel) instead of our own request
 	ARPRepliesIn
 	NDPSolicitsIn
 	NDPAdvertsOut
@@ -103,7 +109,7 @@ const (
 
 var counterNames = [numCounters]string{
 	RxFrames: "rx_frames", TxFrames: "tx_frames", TxNoBuffer: "tx_no_buffer",
-	RxNotOurs:  "rx_not_ours",
+	RxNotOurs: "rx_not_ours", RxPartialChecksum: "rx_partial_checksum", RxBadInterface: "rx_bad_interface",
 	RxSegments: "rx_segments", TxSegments: "tx_segments", RxNoSocket: "rx_no_socket",
 	TxResets: "tx_resets", RxResets: "rx_resets", RxRSTIgnored: "rx_rst_ignored",
 	RxOutOfWindow: "rx_out_of_window", RxACKUnsent: "rx_ack_unsent", RxACKTooOld: "rx_ack_too_old",
@@ -122,7 +128,7 @@ var counterNames = [numCounters]string{
 	TimeWaitReopened: "time_wait_reopened", TimeWaitReused: "time_wait_reused", TimeWaitRSTIgnored: "time_wait_rst_ignored", TimeWaitFINReACKed: "time_wait_fin_reacked",
 	TimeWaitACKs: "time_wait_acks", TimeWaitDupACKs: "time_wait_dup_acks",
 	KeepaliveProbes: "keepalive_probes", KeepaliveTimeouts: "keepalive_timeouts",
-	ARPRequestsIn: "arp_requests_in", ARPRepliesOut: "arp_replies_out", ARPRequestsOut: "arp_requests_out", ARPRepliesIn: "arp_replies_in",
+	ARPRequestsIn: "arp_requests_in", ARPRepliesOut: "arp_replies_out", ARPRequestsOut: "arp_requests_out", NeighborResolves: "neighbor_resolves", ARPRepliesIn: "arp_replies_in",
 	NDPSolicitsIn: "ndp_solicits_in", NDPAdvertsOut: "ndp_adverts_out",
 	ICMPEchoReplies: "icmp_echo_replies", ICMPPathMTU: "icmp_path_mtu", ICMPIgnored: "icmp_ignored",
 }

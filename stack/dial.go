@@ -17,21 +17,37 @@ func (e *Engine) Dial(now Time, local netip.Addr, remote netip.AddrPort) (*Conn,
 	e.now = now
 	local = local.Unmap()
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	if remote.Port() == 0 || !remote.Addr().IsValid() {
+		return nil, fmt.Errorf("stack: dial %v: no address or port 0", remote)
+	}
+	r, ok := e.neigh.lookup(remote.Addr())
+	if !ok {
+		e.counters.inc(ConnectNoRoute)
+		return nil, fmt.Errorf("stack: dial %v: %w", remote, ErrNoRoute)
+	}
+	if !local.IsValid() {
+		local = e.sourceFor(r, remote.Addr())
+		if !local.IsValid() {
+			return nil, fmt.Errorf("stack: dial %v: no source address of its family on interface %d (%s): %w", remote, r.Iface, e.ifs[r.Iface].Name, ErrNotOwned)
+		}
+	}
 	if !e.owns(local) {
 		return nil, fmt.Errorf("stack: dial %v from %v: %w", remote, local, ErrNotOwned)
 	}
-	if local.Is4() != remote.Addr().Is4() || remote.Port() == 0 {
-		return nil, fmt.Errorf("stack: dial %v from %v: address families differ or port is 0", remote, local)
+	if local.Is4() != remote.Addr().Is4() {
+		return nil, fmt.Errorf("stack: dial %v from %v: address families differ", remote, local)
 	}
 	k, twSlot, ok := e.pickPort(local, remote)
 	if !ok {
 		e.counters.inc(EphemeralPortsExhausted)
 		return nil, fmt.Errorf("stack: dial %v from %v: %w", remote, local, ErrNoPorts)
 	}
-	nh := e.neigh.nextHop(remote.Addr())
-	mac, known := e.neigh.macs[nh]
-	c := e.newConn(k, mac)
+	nh := r.nextHop(remote.Addr())
+	ifx := uint8(r.Iface)
+	mac, known := e.neigh.macs[neighKey{nh, ifx}]
+	c := e.newConn(k, hop{mac: mac, ifx: ifx})
 	c.macKnown = known
+	c.via = nh
 	c.iss = seqnum.Value(e.isn(k, now))
 	if twSlot >= 0 {
 		// Taking over a TIME_WAIT 4-tuple: start past the old sequence
@@ -49,14 +65,40 @@ func (e *Engine) Dial(now Time, local netip.Addr, remote netip.AddrPort) (*Conn,
 	if known {
 		c.sendSYN()
 	} else {
-		// The SYN goes out when the reply arrives (resolved); the RTO retries the request.
+		// The SYN goes out when the answer arrives (resolved); the RTO asks again.
 		e.neigh.waiting = append(e.neigh.waiting, c)
-		e.neigh.request(e, local, nh)
+		c.requestNeighbor()
 		c.sndNxt = c.iss.Add(1)
 		c.armRTO()
 	}
 	e.flush()
 	return c, nil
+}
+
+// sourceFor is the address an active open to dst by route r leaves from:
+// the route's preferred source when the engine owns it, else the first
+// source address of dst's family of the route's interface.
+func (e *Engine) sourceFor(r Route, dst netip.Addr) netip.Addr {
+	if r.Src.IsValid() && r.Src.Is4() == dst.Is4() && e.owns(r.Src) {
+		return r.Src
+	}
+	for _, a := range e.ifs[r.Iface].Sources {
+		if a = a.Unmap(); a.Is4() == dst.Is4() {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
+// RouteTo reports the interface, next hop and source address an active
+// open to dst would use now (for the daemon's checks and listings).
+func (e *Engine) RouteTo(dst netip.Addr) (iface int, nextHop, src netip.Addr, ok bool) {
+	dst = dst.Unmap()
+	r, ok := e.neigh.lookup(dst)
+	if !ok {
+		return 0, netip.Addr{}, netip.Addr{}, false
+	}
+	return r.Iface, r.nextHop(dst), e.sourceFor(r, dst), true
 }
 
 // pickPort chooses a source port as RFC 6056 section 3.3.3 ("Simple
@@ -120,7 +162,7 @@ func (c *Conn) windowUpdateAfterRead() {
 		open = int(c.rcvNxt.Size(c.rcvAdvEdge))
 	}
 	free := c.rcvBuf.Free()
-	if 2*open <= c.rcvBuf.max && free >= 2*open && free-open >= min(c.rcvBuf.max/2, int(c.e.ourMSS(c.key))) {
+	if 2*open <= c.rcvBuf.max && free >= 2*open && free-open >= min(c.rcvBuf.max/2, int(c.ourMSS())) {
 		c.sendACK()
 	}
 }

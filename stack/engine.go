@@ -13,7 +13,7 @@ import (
 // goroutine; Counters and Stats may be read from any.
 type Engine struct {
 	cfg     Config
-	sink    Sink
+	ifs     []netIf
 	handler Handler
 	rand    Rand
 	now     Time
@@ -32,14 +32,15 @@ type Engine struct {
 	tsHash  flowHasher
 	cookies cookieJar
 
-	ourMSS4, ourMSS6 uint16
-	rcvWScale        uint8
-	portCounter      uint32
+	rcvWScale   uint8
+	portCounter uint32
 
 	// A burst of frames read together (BeginBatch..EndBatch): connections
 	// owing the ACK of in-order data, sent once for the burst at its end.
 	batching  bool
 	batchACKs []*Conn
+
+	inIf uint8 // the interface of the frame being handled
 
 	// Scratch space, reused for every frame so that input and output never allocate.
 	pkt wire.Packet
@@ -71,7 +72,6 @@ func New(cfg Config) (*Engine, error) {
 	cfg.setDefaults()
 	e := &Engine{
 		cfg:       cfg,
-		sink:      cfg.Sink,
 		handler:   cfg.Handler,
 		rand:      cfg.Rand,
 		owned:     append([]netip.Addr(nil), cfg.Addresses...),
@@ -83,8 +83,17 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.tw.init(cfg.TimeWaitMax)
 	e.neigh.init()
-	e.ourMSS4 = uint16(cfg.MTU - wire.IPv4HeaderLen - wire.TCPHeaderLen)
-	e.ourMSS6 = uint16(cfg.MTU - wire.IPv6HeaderLen - wire.TCPHeaderLen)
+	for _, ifc := range cfg.Interfaces {
+		e.ifs = append(e.ifs, netIf{
+			Interface: ifc,
+			mss4:      uint16(ifc.MTU - wire.IPv4HeaderLen - wire.TCPHeaderLen),
+			mss6:      uint16(ifc.MTU - wire.IPv6HeaderLen - wire.TCPHeaderLen),
+			stats:     new(IfaceStats),
+		})
+		for _, a := range ifc.Sources {
+			e.AddAddress(a.Unmap())
+		}
+	}
 	// The smallest shift that lets the 16-bit window field cover the whole
 	// receive buffer (RFC 7323 section 2.3).
 	for cfg.RcvBuffer>>e.rcvWScale > 0xffff {
@@ -120,19 +129,42 @@ func (e *Engine) owns(a netip.Addr) bool {
 	return false
 }
 
-// HandleFrame processes one received Ethernet frame at time now. The frame is
-// not retained: payload bytes are copied into the connection's buffer.
-func (e *Engine) HandleFrame(now Time, frame []byte) {
+// HandleFrame processes one Ethernet frame received on the first interface
+// (HandleFrameOn for the others) at time now.
+func (e *Engine) HandleFrame(now Time, frame []byte) { e.HandleFrameOn(now, 0, frame) }
+
+// HandleFrameOn processes one Ethernet frame received on interface ifx at
+// time now. The frame is not retained: payload bytes are copied into the
+// connection's buffer. Replies and every later segment of a connection the
+// frame opens passively leave by the same interface.
+func (e *Engine) HandleFrameOn(now Time, ifx int, frame []byte) {
 	e.now = now
 	e.counters.inc(RxFrames)
+	if ifx < 0 || ifx >= len(e.ifs) {
+		e.counters.inc(RxBadInterface)
+		return
+	}
+	e.inIf = uint8(ifx)
+	ifc := &e.ifs[ifx]
+	ifc.stats.RxFrames.Store(ifc.stats.RxFrames.Load() + 1)
 	p := &e.pkt
 	var flags wire.ParseFlags
 	if e.cfg.TrustL4Checksum {
 		flags |= wire.ParseSkipL4Checksum
 	}
+	if ifc.Virtual {
+		flags |= wire.ParseAllowPartialL4Checksum
+	}
 	if d := wire.Parse(frame, p, flags); d != wire.DropNone {
 		e.counters.inc(ParseDropCounter(d))
+		if d == wire.DropTCPChecksum {
+			ifc.stats.ChecksumDrops.Store(ifc.stats.ChecksumDrops.Load() + 1)
+		}
 		return
+	}
+	if p.PartialChecksum {
+		e.counters.inc(RxPartialChecksum)
+		ifc.stats.PartialChecksums.Store(ifc.stats.PartialChecksums.Load() + 1)
 	}
 	switch {
 	case p.EtherType == wire.EtherTypeARP:
@@ -266,7 +298,7 @@ func (e *Engine) handleTCP(p *wire.Packet) {
 	}
 	e.counters.inc(RxSegments)
 	s := &e.seg
-	s.load(p)
+	s.load(p, e.inIf)
 	if c := e.flows[s.key]; c != nil {
 		c.input(s)
 		return
@@ -291,34 +323,36 @@ func (e *Engine) noSocket(s *segment) {
 		return
 	}
 	if s.flags&wire.FlagACK != 0 {
-		e.sendRST(s.key, s.srcMAC, s.ack, 0, false)
+		e.sendRST(s.key, s.from, s.ack, 0, false)
 		return
 	}
-	e.sendRST(s.key, s.srcMAC, 0, s.seq.Add(s.seqLen()), true)
+	e.sendRST(s.key, s.from, 0, s.seq.Add(s.seqLen()), true)
 }
 
 // sendRST sends <SEQ=seq><CTL=RST>, or <SEQ=seq><ACK=ack><CTL=RST,ACK> when withACK.
-func (e *Engine) sendRST(k FlowKey, mac wire.MAC, seq, ack seqnum.Value, withACK bool) {
+func (e *Engine) sendRST(k FlowKey, to hop, seq, ack seqnum.Value, withACK bool) {
 	flags := uint8(wire.FlagRST)
 	if withACK {
 		flags |= wire.FlagACK
 	} else {
 		ack = 0
 	}
-	if e.sendSegment(k, mac, seq, ack, flags, 0, nil, nil, nil) {
+	if e.sendSegment(k, to, seq, ack, flags, 0, nil, nil, nil) {
 		e.counters.inc(TxResets)
 	}
 }
 
-// sendSegment encodes one segment into a frame from the sink.
-func (e *Engine) sendSegment(k FlowKey, mac wire.MAC, seq, ack seqnum.Value, flags uint8, wnd uint16, opts *wire.TCPOptions, p1, p2 []byte) bool {
-	buf := e.sink.NextFrame()
+// sendSegment encodes one segment into a frame from the sink of the
+// interface it leaves by.
+func (e *Engine) sendSegment(k FlowKey, to hop, seq, ack seqnum.Value, flags uint8, wnd uint16, opts *wire.TCPOptions, p1, p2 []byte) bool {
+	ifc := &e.ifs[to.ifx]
+	buf := ifc.Sink.NextFrame()
 	if buf == nil {
 		e.counters.inc(TxNoBuffer)
 		return false
 	}
 	f := &e.txf
-	f.EthSrc, f.EthDst = e.cfg.MAC, mac
+	f.EthSrc, f.EthDst = ifc.MAC, to.mac
 	f.Src, f.Dst = k.LocalAddr, k.RemoteAddr
 	f.TTL = 64
 	f.TCP = wire.TCPHeader{
@@ -334,7 +368,7 @@ func (e *Engine) sendSegment(k FlowKey, mac wire.MAC, seq, ack seqnum.Value, fla
 		e.counters.inc(TxNoBuffer)
 		return false
 	}
-	e.sink.Commit(n)
+	ifc.Sink.Commit(n)
 	e.counters.inc(TxFrames)
 	e.counters.inc(TxSegments)
 	return true
@@ -370,12 +404,13 @@ func (e *Engine) releaseConn(c *Conn, final State) {
 // held back by our delayed ACKs while its window is small.
 const maxQuickAcks = 16
 
-// newConn makes a connection record for k with the engine's defaults.
-func (e *Engine) newConn(k FlowKey, mac wire.MAC) *Conn {
+// newConn makes a connection record for k with the engine's defaults; its
+// segments leave by to.
+func (e *Engine) newConn(k FlowKey, to hop) *Conn {
 	c := &Conn{
 		e: e, key: k, state: Closed,
 		heapIdx: -1, deadline: Never, rtoAt: Never, kaAt: Never,
-		peerMAC: mac, macKnown: true,
+		peer: to, macKnown: true,
 		persistAt: Never, delackAt: Never, tlpAt: Never, reoAt: Never,
 		quickAcks:  maxQuickAcks,
 		reordering: dupThresh,
@@ -401,13 +436,46 @@ func (e *Engine) Conns(fn func(c *Conn) bool) {
 	}
 }
 
-// TimeWaits calls fn with the 4-tuple of every TIME_WAIT entry until fn returns false.
-func (e *Engine) TimeWaits(fn func(k FlowKey) bool) { e.tw.each(fn) }
+// TimeWaits calls fn with the 4-tuple and the interface of every TIME_WAIT
+// entry until fn returns false.
+func (e *Engine) TimeWaits(fn func(k FlowKey, iface int) bool) { e.tw.each(fn) }
 
-// ourMSS is the MSS we advertise for k's address family.
-func (e *Engine) ourMSS(k FlowKey) uint16 {
+// ourMSS is the MSS we advertise for k's address family on interface ifx.
+func (e *Engine) ourMSS(ifx uint8, k FlowKey) uint16 {
 	if k.LocalAddr.Is4() {
-		return e.ourMSS4
+		return e.ifs[ifx].mss4
 	}
-	return e.ourMSS6
+	return e.ifs[ifx].mss6
 }
+
+// ourMSS is the MSS we advertise on c.
+func (c *Conn) ourMSS() uint16 { return c.e.ourMSS(c.peer.ifx, c.key) }
+
+// hop is where a frame goes: the interface it leaves by and the MAC of the
+// next hop on that link.
+type hop struct {
+	mac wire.MAC
+	ifx uint8
+}
+
+// netIf is an interface as the engine keeps it.
+type netIf struct {
+	Interface
+	mss4, mss6 uint16
+	stats      *IfaceStats
+}
+
+// IfaceStats are one interface's receive counters, readable from any
+// goroutine: what the daemon needs to tell an operator which link is
+// misconfigured (checksum drops dominating on one of them).
+type IfaceStats struct {
+	RxFrames         atomic.Uint64 // frames handled from this interface
+	ChecksumDrops    atomic.Uint64 // TCP segments dropped for their checksum
+	PartialChecksums atomic.Uint64 // segments accepted with a partial checksum (Virtual)
+}
+
+// Interfaces is the number of interfaces.
+func (e *Engine) Interfaces() int { return len(e.ifs) }
+
+// IfaceStats returns interface ifx's counters.
+func (e *Engine) IfaceStats(ifx int) *IfaceStats { return e.ifs[ifx].stats }

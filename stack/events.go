@@ -40,7 +40,7 @@ var (
 	ErrReset          = errors.New("connection reset by peer")
 	ErrRefused        = errors.New("connection refused")
 	ErrTimeout        = errors.New("connection timed out")
-	ErrNoRoute        = errors.New("no route to host: next-hop address unresolved")
+	ErrNoRoute        = errors.New("no route to host: no route, or the next hop never answered")
 	ErrAborted        = errors.New("connection aborted")
 	ErrClosed         = errors.New("use of closed connection")
 	ErrWriteClosed    = errors.New("write after close-write")

@@ -1443,7 +1443,7 @@ func FuzzTimeWaitTable(f *testing.F) {
 				t.Fatalf("op %d: live %d (index %d, ring %d), model %d, max %d", i, e.tw.live, len(e.tw.index), len(e.tw.ring), m.live(), max)
 			}
 			var got, want []uint16
-			e.tw.each(func(k FlowKey) bool { got = append(got, k.RemotePort-1000); return true })
+			e.tw.each(func(k FlowKey, _ int) bool { got = append(got, k.RemotePort-1000); return true })
 			for _, s := range m.slots {
 				if s.live {
 					want = append(want, s.port)

@@ -57,7 +57,7 @@ func (c *Conn) onKeepalive() {
 	}
 	if c.kaProbes >= cfg.Probes {
 		e.counters.inc(KeepaliveTimeouts)
-		e.sendRST(c.key, c.peerMAC, c.sndNxt, 0, false)
+		e.sendRST(c.key, c.peer, c.sndNxt, 0, false)
 		c.fail(ErrTimeout, EventTimedOut)
 		return
 	}

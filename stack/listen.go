@@ -147,7 +147,7 @@ func (l *Listener) input(s *segment) {
 	case s.has(wire.FlagACK):
 		// SYN|ACK to a listener: <SEQ=SEG.ACK><CTL=RST>.
 		e.counters.inc(RxBadSYN)
-		e.sendRST(s.key, s.srcMAC, s.ack, 0, false)
+		e.sendRST(s.key, s.from, s.ack, 0, false)
 	case !s.has(wire.FlagSYN):
 		e.counters.inc(RxNoFlags)
 	case s.has(wire.FlagFIN):
@@ -178,7 +178,7 @@ func (l *Listener) handleSYN(s *segment, iss seqnum.Value, haveISS bool) {
 		l.sendCookie(s)
 		return
 	}
-	c := e.newConn(s.key, s.srcMAC)
+	c := e.newConn(s.key, s.from)
 	c.listener = l
 	l.synQLen++
 	if !haveISS {
@@ -202,7 +202,7 @@ func (l *Listener) sendCookie(s *segment) {
 	}
 	cookie := e.cookies.make(s.key, uint32(s.seq), peerMSS)
 	var o wire.TCPOptions
-	o.MSS = e.ourMSS(s.key)
+	o.MSS = e.ourMSS(s.from.ifx, s.key)
 	if s.opts.HasTimestamps {
 		// Window scale and SACK can only be recovered through the timestamp
 		// echo; without timestamps the connection goes without them (Linux too).
@@ -216,7 +216,7 @@ func (l *Listener) sendCookie(s *segment) {
 		o.TSEcr = s.opts.TSVal
 	}
 	wnd := uint16(min(e.cfg.RcvBuffer, 0xffff))
-	if e.sendSegment(s.key, s.srcMAC, seqnum.Value(cookie), s.seq.Add(1), wire.FlagSYN|wire.FlagACK, wnd, &o, nil, nil) {
+	if e.sendSegment(s.key, s.from, seqnum.Value(cookie), s.seq.Add(1), wire.FlagSYN|wire.FlagACK, wnd, &o, nil, nil) {
 		e.counters.inc(SYNCookiesSent)
 		l.cookieSentAt, l.cookieSent = e.now, true
 	}
@@ -251,12 +251,12 @@ func (l *Listener) cookieACK(s *segment) {
 		e.counters.inc(AcceptQueueOverflow)
 		return
 	}
-	c := e.newConn(s.key, s.srcMAC)
+	c := e.newConn(s.key, s.from)
 	c.cookieOpen = true
 	c.irs, c.rcvNxt = s.seq-1, s.seq
 	c.iss, c.sndUna, c.sndNxt = s.ack-1, s.ack, s.ack
 	c.sndBufSeq = s.ack
-	c.sndMSS = int(min(mss, e.ourMSS(s.key)))
+	c.sndMSS = int(min(mss, e.ourMSS(s.from.ifx, s.key)))
 	if s.opts.HasTimestamps {
 		c.tsOK = true
 		c.tsRecent = s.opts.TSVal

@@ -7,85 +7,167 @@ import (
 	"github.com/xdproxy/xdproxy/stack/wire"
 )
 
-// neighborTable maps next-hop IPs to MACs. The shard loop fills it from the
-// kernel's neighbour table (netlink); the engine adds what ARP replies and
-// neighbour advertisements tell it, and asks with its own ARP/NDP when an
-// active open needs a next hop it does not know.
+// neighborTable maps next hops (an interface and an IP) to MACs, and
+// destinations to routes. The shard loop fills both from the kernel
+// (netlink, followed live); the engine adds what ARP replies and neighbour
+// advertisements tell it, and asks for a next hop it does not know when an
+// active open needs it.
 type neighborTable struct {
-	macs    map[netip.Addr]wire.MAC
-	routes  []route
+	macs    map[neighKey]wire.MAC
+	routes  []Route
 	waiting []*Conn // active opens whose next hop is not resolved yet
+}
+
+type neighKey struct {
+	addr netip.Addr
+	ifx  uint8
 }
 
 var allNodes = netip.AddrFrom16([16]byte{0: 0xff, 1: 0x02, 15: 1})
 
-type route struct {
-	prefix  netip.Prefix
-	gateway netip.Addr
+// Route sends traffic for Prefix out of interface Iface, to Gateway (on-link
+// when Gateway is the zero Addr), from Src when the caller names no source.
+// The longest matching prefix wins, then the lowest Metric: the kernel's
+// choice for the main table.
+type Route struct {
+	Prefix  netip.Prefix
+	Gateway netip.Addr
+	Iface   int
+	Src     netip.Addr
+	Metric  int
 }
 
-func (t *neighborTable) init() { t.macs = make(map[netip.Addr]wire.MAC) }
+func (t *neighborTable) init() { t.macs = make(map[neighKey]wire.MAC) }
 
-// SetNeighbor records ip's MAC address.
-func (e *Engine) SetNeighbor(ip netip.Addr, mac wire.MAC) {
-	e.neigh.macs[ip] = mac
-	e.resolved(ip)
+// SetNeighbor records ip's MAC address on the first interface.
+func (e *Engine) SetNeighbor(ip netip.Addr, mac wire.MAC) { e.SetNeighborOn(0, ip, mac) }
+
+// SetNeighborOn records ip's MAC address on interface ifx; active opens
+// waiting for it send their SYNs.
+func (e *Engine) SetNeighborOn(ifx int, ip netip.Addr, mac wire.MAC) {
+	if ifx < 0 || ifx >= len(e.ifs) {
+		return
+	}
+	e.neigh.macs[neighKey{ip.Unmap(), uint8(ifx)}] = mac
+	e.resolved(uint8(ifx), ip.Unmap())
+	e.flush()
 }
 
-// AddRoute sends traffic for prefix through gateway; destinations that match
-// no route are on-link. The longest matching prefix wins.
+// AddRoute sends traffic for prefix through gateway on the first interface
+// (see SetRoutes). With no route at all, every destination is on-link on the
+// first interface.
 func (e *Engine) AddRoute(prefix netip.Prefix, gateway netip.Addr) {
-	e.neigh.routes = append(e.neigh.routes, route{prefix.Masked(), gateway})
+	e.neigh.routes = append(e.neigh.routes, Route{Prefix: prefix.Masked(), Gateway: gateway.Unmap()})
 }
 
-// nextHop is the address whose MAC frames to dst go to.
-func (t *neighborTable) nextHop(dst netip.Addr) netip.Addr {
-	best, bits := dst, -1
+// SetRoutes replaces the routing table. Connections keep the interface and
+// next hop they started with; new active opens use the new table.
+func (e *Engine) SetRoutes(rs []Route) {
+	e.neigh.routes = e.neigh.routes[:0]
+	for _, r := range rs {
+		if r.Iface < 0 || r.Iface >= len(e.ifs) || !r.Prefix.IsValid() {
+			continue
+		}
+		r.Prefix = r.Prefix.Masked()
+		r.Gateway = r.Gateway.Unmap()
+		r.Src = r.Src.Unmap()
+		e.neigh.routes = append(e.neigh.routes, r)
+	}
+}
+
+// Routes returns a copy of the routing table.
+func (e *Engine) Routes() []Route { return append([]Route(nil), e.neigh.routes...) }
+
+// lookup is the route to dst. With an empty table a destination is on-link
+// on the first interface (an engine with one link and no routes, as tests
+// build it); otherwise a destination no route covers is unreachable.
+func (t *neighborTable) lookup(dst netip.Addr) (Route, bool) {
+	best, found := Route{}, false
 	for _, r := range t.routes {
-		if r.prefix.Contains(dst) && r.prefix.Bits() > bits {
-			best, bits = r.gateway, r.prefix.Bits()
+		if r.Prefix.Addr().Is4() != dst.Is4() || !r.Prefix.Contains(dst) {
+			continue
+		}
+		if !found || r.Prefix.Bits() > best.Prefix.Bits() ||
+			(r.Prefix.Bits() == best.Prefix.Bits() && r.Metric < best.Metric) {
+			best, found = r, true
 		}
 	}
-	return best
+	if !found && len(t.routes) == 0 {
+		return Route{Prefix: netip.PrefixFrom(dst, dst.BitLen())}, true
+	}
+	return best, found
 }
 
-func (c *Conn) nextHop() netip.Addr { return c.e.neigh.nextHop(c.key.RemoteAddr) }
+// nextHop is the address whose MAC frames to dst go to by route r.
+func (r Route) nextHop(dst netip.Addr) netip.Addr {
+	if r.Gateway.IsValid() && !r.Gateway.IsUnspecified() {
+		return r.Gateway
+	}
+	return dst
+}
 
-// request asks for target's MAC from src: ARP for IPv4, a neighbour solicitation for IPv6.
-func (t *neighborTable) request(e *Engine, src, target netip.Addr) {
-	buf := e.sink.NextFrame()
+// nextHop is where c's frames go, by its route at the time it was dialed.
+func (c *Conn) nextHop() netip.Addr { return c.via }
+
+// requestNeighbor finds the MAC of c's next hop: the interface's resolver
+// (the kernel) first, else our own ARP request / neighbour solicitation.
+func (c *Conn) requestNeighbor() {
+	e := c.e
+	if r := e.ifs[c.peer.ifx].Resolve; r != nil && r(c.key.LocalAddr, c.via) {
+		e.counters.inc(NeighborResolves)
+		return
+	}
+	e.neigh.request(e, c.peer.ifx, c.key.LocalAddr, c.via)
+}
+
+// request asks for target's MAC from src on interface ifx: ARP for IPv4, a
+// neighbour solicitation for IPv6.
+func (t *neighborTable) request(e *Engine, ifx uint8, src, target netip.Addr) {
+	ifc := &e.ifs[ifx]
+	buf := ifc.Sink.NextFrame()
 	if buf == nil {
 		e.counters.inc(TxNoBuffer)
 		return
 	}
 	var n int
 	if target.Is4() {
-		n = wire.EncodeARP(buf, wire.ARPRequest, e.cfg.MAC, src, wire.MAC{}, target)
+		n = wire.EncodeARP(buf, wire.ARPRequest, ifc.MAC, src, wire.MAC{}, target)
 	} else {
-		n = wire.EncodeNeighborSolicit(buf, e.cfg.MAC, src, target)
+		n = wire.EncodeNeighborSolicit(buf, ifc.MAC, src, target)
 	}
 	if n == 0 {
 		e.counters.inc(TxNoBuffer)
 		return
 	}
-	e.sink.Commit(n)
+	ifc.Sink.Commit(n)
 	e.counters.inc(TxFrames)
 	e.counters.inc(ARPRequestsOut)
 }
 
-// resolved sends the SYNs of active opens that were waiting for ip's MAC.
-func (e *Engine) resolved(ip netip.Addr) {
+// learn records what a frame on interface ifx told us of ip's MAC, and
+// sends the SYNs that waited for it.
+func (e *Engine) learn(ifx uint8, ip netip.Addr, mac wire.MAC) {
+	k := neighKey{ip, ifx}
+	old, known := e.neigh.macs[k]
+	e.neigh.macs[k] = mac
+	if !known || old != mac {
+		e.resolved(ifx, ip)
+	}
+}
+
+// resolved sends the SYNs of active opens that were waiting for ip's MAC on ifx.
+func (e *Engine) resolved(ifx uint8, ip netip.Addr) {
 	if len(e.neigh.waiting) == 0 {
 		return
 	}
-	mac := e.neigh.macs[ip]
+	mac := e.neigh.macs[neighKey{ip, ifx}]
 	kept := e.neigh.waiting[:0]
 	for _, c := range e.neigh.waiting {
 		switch {
 		case c.state != SynSent || c.macKnown:
 			// gone, or resolved by another path: drop from the list
-		case c.nextHop() == ip:
-			c.peerMAC, c.macKnown = mac, true
+		case c.via == ip && c.peer.ifx == ifx:
+			c.peer.mac, c.macKnown = mac, true
 			c.sendSYN()
 		default:
 			kept = append(kept, c)
@@ -104,22 +186,19 @@ func (e *Engine) handleARP(p *wire.Packet) {
 		return
 	}
 	if a.SenderIP.IsValid() && !a.SenderIP.IsUnspecified() {
-		_, known := e.neigh.macs[a.SenderIP]
-		e.neigh.macs[a.SenderIP] = a.SenderMAC
-		if !known {
-			e.resolved(a.SenderIP)
-		}
+		e.learn(e.inIf, a.SenderIP, a.SenderMAC)
 	}
 	switch a.Op {
 	case wire.ARPRequest:
 		e.counters.inc(ARPRequestsIn)
-		buf := e.sink.NextFrame()
+		ifc := &e.ifs[e.inIf]
+		buf := ifc.Sink.NextFrame()
 		if buf == nil {
 			e.counters.inc(TxNoBuffer)
 			return
 		}
-		if n := wire.EncodeARP(buf, wire.ARPReply, e.cfg.MAC, a.TargetIP, a.SenderMAC, a.SenderIP); n > 0 {
-			e.sink.Commit(n)
+		if n := wire.EncodeARP(buf, wire.ARPReply, ifc.MAC, a.TargetIP, a.SenderMAC, a.SenderIP); n > 0 {
+			ifc.Sink.Commit(n)
 			e.counters.inc(TxFrames)
 			e.counters.inc(ARPRepliesOut)
 		}
@@ -133,6 +212,7 @@ func (e *Engine) handleARP(p *wire.Packet) {
 // messages to the connection they quote.
 func (e *Engine) handleICMP(p *wire.Packet) {
 	ic := &p.ICMP
+	ifc := &e.ifs[e.inIf]
 	owned := e.owns(p.Dst)
 	switch {
 	case (ic.Type == wire.ICMPv4EchoRequest && p.Proto == wire.ProtoICMP) ||
@@ -141,13 +221,13 @@ func (e *Engine) handleICMP(p *wire.Packet) {
 			e.counters.inc(RxNotOurs)
 			return
 		}
-		buf := e.sink.NextFrame()
+		buf := ifc.Sink.NextFrame()
 		if buf == nil {
 			e.counters.inc(TxNoBuffer)
 			return
 		}
 		if n := wire.EncodeEchoReply(buf, p); n > 0 {
-			e.sink.Commit(n)
+			ifc.Sink.Commit(n)
 			e.counters.inc(TxFrames)
 			e.counters.inc(ICMPEchoReplies)
 		}
@@ -158,29 +238,25 @@ func (e *Engine) handleICMP(p *wire.Packet) {
 		}
 		e.counters.inc(NDPSolicitsIn)
 		if ic.HasLinkAddr && !p.Src.IsUnspecified() {
-			e.neigh.macs[p.Src] = ic.LinkAddr
+			e.learn(e.inIf, p.Src, ic.LinkAddr)
 		}
 		dst, dstMAC := p.Src, p.EthSrc
 		if p.Src.IsUnspecified() { // duplicate address detection: answer to all-nodes
 			dst, dstMAC = allNodes, wire.MAC{0x33, 0x33, 0, 0, 0, 1}
 		}
-		buf := e.sink.NextFrame()
+		buf := ifc.Sink.NextFrame()
 		if buf == nil {
 			e.counters.inc(TxNoBuffer)
 			return
 		}
-		if n := wire.EncodeNeighborAdvert(buf, e.cfg.MAC, ic.Target, dstMAC, dst, ic.Target); n > 0 {
-			e.sink.Commit(n)
+		if n := wire.EncodeNeighborAdvert(buf, ifc.MAC, ic.Target, dstMAC, dst, ic.Target); n > 0 {
+			ifc.Sink.Commit(n)
 			e.counters.inc(TxFrames)
 			e.counters.inc(NDPAdvertsOut)
 		}
 	case p.Proto == wire.ProtoICMPv6 && ic.Type == wire.ICMPv6NeighborAdvert:
 		if ic.HasLinkAddr && p.TTL == 255 {
-			_, known := e.neigh.macs[ic.Target]
-			e.neigh.macs[ic.Target] = ic.LinkAddr
-			if !known {
-				e.resolved(ic.Target)
-			}
+			e.learn(e.inIf, ic.Target, ic.LinkAddr)
 			e.counters.inc(ARPRepliesIn)
 			return
 		}

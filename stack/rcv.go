@@ -108,9 +108,9 @@ func (c *Conn) input(s *segment) {
 		if !s.has(wire.FlagRST) {
 			e.counters.inc(RxSYNInWindow)
 			if s.has(wire.FlagACK) {
-				e.sendRST(c.key, s.srcMAC, s.ack, 0, false)
+				e.sendRST(c.key, s.from, s.ack, 0, false)
 			} else {
-				e.sendRST(c.key, s.srcMAC, 0, s.seq.Add(segLen), true)
+				e.sendRST(c.key, s.from, 0, s.seq.Add(segLen), true)
 			}
 			e.releaseConn(c, Closed)
 			return
@@ -155,7 +155,7 @@ func (c *Conn) input(s *segment) {
 		if !(c.sndUna.LessThan(s.ack) && s.ack.LessThanEq(c.sndNxt)) {
 			// <SEQ=SEG.ACK><CTL=RST>
 			e.counters.inc(RxACKUnsent)
-			e.sendRST(c.key, s.srcMAC, s.ack, 0, false)
+			e.sendRST(c.key, s.from, s.ack, 0, false)
 			return
 		}
 		if !c.synReceivedToEstablished(s) {
@@ -424,7 +424,7 @@ func (c *Conn) receiveText(s *segment) {
 		// Linux resets an orphaned connection that still receives data
 		// (tcp_rcv_state_process: "data after close").
 		e.counters.inc(RxDataAfterClose)
-		c.e.sendRST(c.key, c.peerMAC, c.sndNxt, 0, false)
+		c.e.sendRST(c.key, c.peer, c.sndNxt, 0, false)
 		c.err = ErrAborted
 		c.e.releaseConn(c, Closed)
 		return
@@ -586,7 +586,7 @@ func (c *Conn) synSentInput(s *segment) {
 		if s.ack.LessThanEq(c.iss) || s.ack.GreaterThan(c.sndNxt) {
 			if !s.has(wire.FlagRST) {
 				e.counters.inc(RxACKUnsent)
-				e.sendRST(c.key, s.srcMAC, s.ack, 0, false)
+				e.sendRST(c.key, s.from, s.ack, 0, false)
 			} else {
 				e.counters.inc(RxRSTIgnored)
 			}
@@ -609,7 +609,7 @@ func (c *Conn) synSentInput(s *segment) {
 		return
 	}
 	c.negotiate(s)
-	c.peerMAC, c.macKnown = s.srcMAC, true
+	c.peer, c.macKnown = s.from, true
 	if ackOK {
 		c.sndUna = s.ack
 		c.sndBufSeq = c.iss.Add(1)

@@ -965,7 +965,7 @@ func TestScenario16TimeWaitBoundedAndPorts(t *testing.T) {
 			t.Fatalf("TIME_WAIT gauge %d, want 2", n)
 		}
 		var ports []uint16
-		h.e.TimeWaits(func(k FlowKey) bool { ports = append(ports, k.RemotePort); return true })
+		h.e.TimeWaits(func(k FlowKey, _ int) bool { ports = append(ports, k.RemotePort); return true })
 		if len(ports) != 2 || ports[0] != 40001 || ports[1] != 40002 {
 			t.Fatalf("TIME_WAIT entries for ports %v, want [40001 40002]", ports)
 		}

@@ -8,7 +8,7 @@ import (
 // segment is an arriving TCP segment, in the engine's terms.
 type segment struct {
 	key     FlowKey
-	srcMAC  wire.MAC
+	from    hop // the interface it arrived on and its sender's MAC: where replies go
 	seq     seqnum.Value
 	ack     seqnum.Value
 	flags   uint8
@@ -17,9 +17,9 @@ type segment struct {
 	payload []byte
 }
 
-func (s *segment) load(p *wire.Packet) {
+func (s *segment) load(p *wire.Packet, ifx uint8) {
 	s.key = FlowKey{LocalAddr: p.Dst, RemoteAddr: p.Src, LocalPort: p.TCP.DstPort, RemotePort: p.TCP.SrcPort}
-	s.srcMAC = p.EthSrc
+	s.from = hop{mac: p.EthSrc, ifx: ifx}
 	s.seq = seqnum.Value(p.TCP.Seq)
 	s.ack = seqnum.Value(p.TCP.Ack)
 	s.flags = p.TCP.Flags

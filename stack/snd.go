@@ -24,7 +24,7 @@ func (c *Conn) negotiate(s *segment) {
 	}
 	// Linux's tcp_min_snd_mss: a floor under the peer's MSS, without which
 	// an MSS below the 12 bytes of timestamps leaves no room for data.
-	c.sndMSS = max(int(min(peerMSS, e.ourMSS(c.key))), minSndMSS)
+	c.sndMSS = max(int(min(peerMSS, c.ourMSS())), minSndMSS)
 	if s.opts.HasWScale {
 		c.wsOK = true
 		c.sndWScale = min(s.opts.WScale, 14) // RFC 7323 section 2.3: treat larger as 14
@@ -47,7 +47,7 @@ func (c *Conn) negotiate(s *segment) {
 // synOptions are the options of our SYN or SYN-ACK.
 func (c *Conn) synOptions(o *wire.TCPOptions) {
 	e := c.e
-	*o = wire.TCPOptions{MSS: e.ourMSS(c.key)}
+	*o = wire.TCPOptions{MSS: c.ourMSS()}
 	active := c.state == SynSent
 	if active || c.wsOK {
 		o.HasWScale, o.WScale = true, e.rcvWScale
@@ -76,7 +76,7 @@ func (c *Conn) sendSYN() {
 	// The window in a SYN is never scaled.
 	wnd := uint16(min(c.rcvBuf.Free(), 0xffff))
 	c.rcvAdvEdge = c.rcvNxt.Add(seqnum.Size(wnd))
-	c.e.sendSegment(c.key, c.peerMAC, c.iss, ack, flags, wnd, &o, nil, nil)
+	c.e.sendSegment(c.key, c.peer, c.iss, ack, flags, wnd, &o, nil, nil)
 	c.lastAckSent = c.rcvNxt
 	c.sndNxt = c.iss.Add(1)
 	c.armRTO()
@@ -93,7 +93,7 @@ func (c *Conn) rcvWindow() uint16 {
 	if c.rcvAdvEdge.GreaterThan(c.rcvNxt) {
 		adv = uint32(c.rcvNxt.Size(c.rcvAdvEdge))
 	}
-	if free <= adv || free-adv < uint32(min(c.rcvBuf.max/2, int(c.e.ourMSS(c.key)))) {
+	if free <= adv || free-adv < uint32(min(c.rcvBuf.max/2, int(c.ourMSS()))) {
 		free = adv
 	}
 	w := free >> c.rcvWScale
@@ -138,7 +138,7 @@ func (c *Conn) sendAt(seq seqnum.Value, flags uint8, off, n int) {
 	var o wire.TCPOptions
 	p1, p2 := c.sndBuf.peek(off, n)
 	flags |= wire.FlagACK
-	if c.e.sendSegment(c.key, c.peerMAC, seq, c.rcvNxt, flags, c.rcvWindow(), c.options(&o), p1, p2) {
+	if c.e.sendSegment(c.key, c.peer, seq, c.rcvNxt, flags, c.rcvWindow(), c.options(&o), p1, p2) {
 		c.ackNeeded = false
 		c.hasDSACK = false
 		c.unackedRcv = 0
@@ -435,7 +435,7 @@ func (c *Conn) onRTO() {
 		e.counters.inc(SYNRetransmits)
 		c.backoff()
 		if !c.macKnown {
-			e.neigh.request(e, c.key.LocalAddr, c.nextHop())
+			c.requestNeighbor()
 			c.armRTO()
 			return
 		}

@@ -23,7 +23,7 @@ type twEntry struct {
 	tsRecent uint32
 	tsOffset uint32
 	expires  Time
-	peerMAC  wire.MAC
+	peer     hop
 	wnd      uint16 // the window field we last advertised (Linux's tw_rcv_wnd)
 	hasTS    bool
 	live     bool
@@ -146,9 +146,9 @@ func (t *timeWaitTable) expire(e *Engine, now Time) {
 	}
 }
 
-func (t *timeWaitTable) each(fn func(FlowKey) bool) {
+func (t *timeWaitTable) each(fn func(k FlowKey, ifx int) bool) {
 	for i := 0; i < t.n; i++ {
-		if s := t.slot(i); s.live && !fn(s.key) {
+		if s := t.slot(i); s.live && !fn(s.key, int(s.peer.ifx)) {
 			return
 		}
 	}
@@ -160,7 +160,7 @@ func (c *Conn) enterTimeWait() {
 	en := twEntry{
 		key: c.key, sndNxt: c.sndNxt, rcvNxt: c.rcvNxt,
 		tsRecent: c.tsRecent, tsOffset: c.tsOffset, hasTS: c.tsOK,
-		peerMAC: c.peerMAC, expires: e.now.Add(e.cfg.TimeWait),
+		peer: c.peer, expires: e.now.Add(e.cfg.TimeWait),
 		wnd: c.rcvWindow(),
 	}
 	e.releaseConn(c, TimeWait)
@@ -235,5 +235,5 @@ func (e *Engine) timeWaitACK(tw *twEntry) {
 		o = wire.TCPOptions{HasTimestamps: true, TSVal: tsClock(e.now) + tw.tsOffset, TSEcr: tw.tsRecent}
 		opts = &o
 	}
-	e.sendSegment(tw.key, tw.peerMAC, tw.sndNxt, tw.rcvNxt, wire.FlagACK, tw.wnd, opts, nil, nil)
+	e.sendSegment(tw.key, tw.peer, tw.sndNxt, tw.rcvNxt, wire.FlagACK, tw.wnd, opts, nil, nil)
 }

@@ -300,7 +300,7 @@ func twKey(i int) FlowKey {
 
 func twLiveKeys(tw *timeWaitTable) []uint16 {
 	var ports []uint16
-	tw.each(func(k FlowKey) bool { ports = append(ports, k.RemotePort-1000); return true })
+	tw.each(func(k FlowKey, _ int) bool { ports = append(ports, k.RemotePort-1000); return true })
 	return ports
 }
 
@@ -658,7 +658,7 @@ func TestUnitPathMTU(t *testing.T) {
 
 func TestUnitDialWaitsForARP(t *testing.T) {
 	h := newHarness(t)
-	delete(h.e.neigh.macs, peerAddr)
+	delete(h.e.neigh.macs, neighKey{addr: peerAddr})
 	c, err := h.e.Dial(h.now, engineAddr, peerAP)
 	if err != nil {
 		t.Fatal(err)
@@ -692,7 +692,7 @@ func TestUnitDialWaitsForARP(t *testing.T) {
 
 func TestUnitDialARPUnanswered(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.SYNRetries = 2 })
-	delete(h.e.neigh.macs, peerAddr)
+	delete(h.e.neigh.macs, neighKey{addr: peerAddr})
 	c, err := h.e.Dial(h.now, engineAddr, peerAP)
 	if err != nil {
 		t.Fatal(err)

@@ -158,10 +158,12 @@ func TestCheckGood(t *testing.T) {
 	if code != 0 || out != "ok\n" || errs != "" {
 		t.Fatalf("check of a good config: exit %d, stdout %q, stderr %q; want 0, \"ok\\n\", \"\"", code, out, errs)
 	}
-	// The lab's config as shipped is good too.
-	code, out, errs = runMain(t, "check", "--config", "../../configs/lab.yaml", "--no-preflight")
-	if code != 0 || out != "ok\n" {
-		t.Fatalf("check configs/lab.yaml: exit %d, stdout %q, stderr %q", code, out, errs)
+	// The shipped configs are good too.
+	for _, f := range []string{"lab.yaml", "two-armed.yaml", "dual-stack.yaml", "xdproxy.example.yaml"} {
+		code, out, errs = runMain(t, "check", "--config", "../../configs/"+f, "--no-preflight")
+		if code != 0 || out != "ok\n" {
+			t.Errorf("check configs/%s: exit %d, stdout %q, stderr %q", f, code, out, errs)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -432,4 +434,29 @@ func killNSProcs(path string) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// EchoTCP runs an echo server of the namespace's kernel TCP on addr until
+// the test ends: each connection gets back what it sends, then the
+// server's FIN after the client's.
+func (n *NS) EchoTCP(tb testing.TB, addr string) {
+	tb.Helper()
+	ln, err := n.ListenTCP(addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
 }

@@ -1,4 +1,4 @@
-package proxy
+package dataplane
 
 import "sync/atomic"
 
@@ -20,8 +20,9 @@ type handoff struct {
 	_     [56]byte
 	mask  uint64
 	lens  []uint16
-	slot  int    // bytes per slot: the UMEM frame size, so every received frame fits
-	slots []byte // len(lens) slots of slot bytes
+	ifxs  []uint8 // the interface each frame arrived on (or leaves by)
+	slot  int     // bytes per slot: the UMEM frame size, so every received frame fits
+	slots []byte  // len(lens) slots of slot bytes
 }
 
 func newHandoff(size, frameSize int) *handoff {
@@ -29,7 +30,7 @@ func newHandoff(size, frameSize int) *handoff {
 	for n < size {
 		n <<= 1
 	}
-	return &handoff{mask: uint64(n - 1), lens: make([]uint16, n), slot: frameSize, slots: make([]byte, n*frameSize)}
+	return &handoff{mask: uint64(n - 1), lens: make([]uint16, n), ifxs: make([]uint8, n), slot: frameSize, slots: make([]byte, n*frameSize)}
 }
 
 func (h *handoff) at(i uint64) []byte {
@@ -37,30 +38,46 @@ func (h *handoff) at(i uint64) []byte {
 	return h.slots[off : off+h.slot : off+h.slot]
 }
 
-// push copies frame in; it reports false when the ring is full or the frame
-// too large (the caller counts the drop).
-func (h *handoff) push(frame []byte) bool {
+// push copies frame (of interface ifx) in; it reports false when the ring
+// is full or the frame too large (the caller counts the drop).
+func (h *handoff) push(ifx uint8, frame []byte) bool {
 	if len(frame) > h.slot {
 		return false
 	}
-	t := h.tail.Load()
-	if t-h.head.Load() > h.mask {
+	b := h.reserve()
+	if b == nil {
 		return false
 	}
-	i := t & h.mask
-	copy(h.at(i), frame)
-	h.lens[i] = uint16(len(frame))
-	h.tail.Store(t + 1)
+	h.commit(ifx, copy(b, frame))
 	return true
 }
 
+// reserve returns the next free slot for the producer to write a frame
+// into, or nil when the ring is full; commit publishes it.
+func (h *handoff) reserve() []byte {
+	t := h.tail.Load()
+	if t-h.head.Load() > h.mask {
+		return nil
+	}
+	return h.at(t & h.mask)
+}
+
+// commit publishes the first n bytes of the slot reserve returned.
+func (h *handoff) commit(ifx uint8, n int) {
+	t := h.tail.Load()
+	i := t & h.mask
+	h.lens[i] = uint16(n)
+	h.ifxs[i] = ifx
+	h.tail.Store(t + 1)
+}
+
 // drain hands every queued frame to fn, in order, and returns how many.
-func (h *handoff) drain(fn func(frame []byte)) int {
+func (h *handoff) drain(fn func(ifx int, frame []byte)) int {
 	hd := h.head.Load()
 	t := h.tail.Load()
 	for i := hd; i != t; i++ {
 		s := i & h.mask
-		fn(h.at(s)[:h.lens[s]])
+		fn(int(h.ifxs[s]), h.at(s)[:h.lens[s]])
 	}
 	h.head.Store(t)
 	return int(t - hd)

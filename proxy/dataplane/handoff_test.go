@@ -1,4 +1,4 @@
-package proxy
+package dataplane
 
 import (
 	"bytes"
@@ -11,21 +11,21 @@ import (
 func TestHandoffOrderAndBound(t *testing.T) {
 	h := newHandoff(4, 2048)
 	for i := 0; i < 4; i++ {
-		if !h.push([]byte{byte(i), 1, 2}) {
+		if !h.push(0, []byte{byte(i), 1, 2}) {
 			t.Fatalf("push %d refused with room left", i)
 		}
 	}
-	if h.push([]byte{9}) {
+	if h.push(0, []byte{9}) {
 		t.Fatal("push into a full ring accepted")
 	}
 	var got []byte
-	if n := h.drain(func(f []byte) { got = append(got, f[0]) }); n != 4 {
+	if n := h.drain(func(_ int, f []byte) { got = append(got, f[0]) }); n != 4 {
 		t.Fatalf("drained %d, want 4", n)
 	}
 	if !bytes.Equal(got, []byte{0, 1, 2, 3}) {
 		t.Fatalf("order %v", got)
 	}
-	if !h.empty() || h.push(make([]byte, 2049)) {
+	if !h.empty() || h.push(0, make([]byte, 2049)) {
 		t.Fatal("empty after drain; oversize frames refused")
 	}
 }
@@ -34,15 +34,15 @@ func TestHandoffOrderAndBound(t *testing.T) {
 func TestHandoffLargeFrames(t *testing.T) {
 	h := newHandoff(2, 4096)
 	a, b := bytes.Repeat([]byte{0xaa}, 4096), bytes.Repeat([]byte{0xbb}, 3000)
-	if !h.push(a) || !h.push(b) || h.push(make([]byte, 1)) {
+	if !h.push(0, a) || !h.push(0, b) || h.push(0, make([]byte, 1)) {
 		t.Fatal("push of frames up to the slot size refused, or a third accepted")
 	}
 	var got [][]byte
-	h.drain(func(f []byte) { got = append(got, bytes.Clone(f)) })
+	h.drain(func(_ int, f []byte) { got = append(got, bytes.Clone(f)) })
 	if len(got) != 2 || !bytes.Equal(got[0], a) || !bytes.Equal(got[1], b) {
 		t.Fatalf("frames came out changed: lengths %d", len(got))
 	}
-	if h.push(make([]byte, 4097)) {
+	if h.push(0, make([]byte, 4097)) {
 		t.Fatal("a frame over the slot size accepted")
 	}
 }
@@ -85,7 +85,7 @@ func TestHandoffConcurrent(t *testing.T) {
 		for i := 0; i < n; {
 			buf[0], buf[1], buf[2] = byte(i), byte(i>>8), byte(i>>16)
 			buf[99] = byte(i * 7)
-			if h.push(buf[:100]) {
+			if h.push(0, buf[:100]) {
 				i++
 			} else {
 				runtime.Gosched()
@@ -97,7 +97,7 @@ func TestHandoffConcurrent(t *testing.T) {
 		if h.empty() {
 			runtime.Gosched()
 		}
-		h.drain(func(f []byte) {
+		h.drain(func(_ int, f []byte) {
 			v := int(f[0]) | int(f[1])<<8 | int(f[2])<<16
 			if v != next || f[99] != byte(next*7) || len(f) != 100 {
 				t.Errorf("frame %d arrived as %d (len %d)", next, v, len(f))

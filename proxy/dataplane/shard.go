@@ -1,4 +1,4 @@
-package proxy
+package dataplane
 
 import (
 	"math/bits"
@@ -13,22 +13,26 @@ import (
 	"github.com/xdproxy/xdproxy/xsk"
 )
 
-// Shard is one NIC queue's worth of xdproxy: an AF_XDP socket, a TCP engine
+// Shard is one queue index's worth of xdproxy: an AF_XDP socket on that
+// queue of every interface, one TCP engine that knows all the interfaces,
 // and the application running on it, all driven by one goroutine locked to
-// its OS thread. Nothing in the loop takes a lock: frames for flows another
+// its OS thread — so a session whose legs use two NICs lives in one
+// goroutine. Nothing in the loop takes a lock: frames for flows another
 // shard owns go through lock-free hand-off rings, and work from other
 // goroutines (a listing for the admin server, a neighbour update) arrives as
 // a function on a channel the loop polls without blocking.
 type Shard struct {
-	id    int
-	queue int
-	dp    *Dataplane
-	sock  *xsk.Socket
-	eng   *stack.Engine
+	id     int
+	dp     *Dataplane
+	socks  []*xsk.Socket // per interface; nil where the interface has no queue for this shard
+	queues []int         // per interface: the queue of socks[i], or -1
+	eng    *stack.Engine
 
-	inbox  []*handoff // inbox[j]: frames shard j handed to us
-	outbox []*handoff // outbox[j]: frames we hand to shard j
-	efd    int        // eventfd that wakes this shard from poll
+	inbox    []*handoff     // inbox[j]: frames shard j handed to us
+	outbox   []*handoff     // outbox[j]: frames we hand to shard j
+	txIn     []*handoff     // txIn[j]: frames shard j sends through our sockets (it has none on that interface)
+	forwards []*forwardSink // our sinks for interfaces we have no socket on
+	efd      int            // eventfd that wakes this shard from poll
 
 	sleeping atomic.Bool
 	stopping atomic.Bool
@@ -39,10 +43,11 @@ type Shard struct {
 	listeners []*stack.Listener // the engine listeners of this shard
 	descs     []xsk.Desc
 	now       stack.Time
-	handleFn  func([]byte) // s.handle bound once, so draining allocates nothing
+	handleFn  func(ifx int, frame []byte) // s.handle bound once, so draining allocates nothing
+	txFn      func(ifx int, frame []byte) // s.transmit bound once
 	stats     ShardStats
 	lastBusy  stack.Time
-	pollFDs   [3]unix.PollFd
+	pollFDs   []unix.PollFd
 	eventBuf  [8]byte
 	spinLimit time.Duration
 }
@@ -60,21 +65,26 @@ type Driver interface {
 
 // ShardStats are a shard's loop counters, readable from any goroutine.
 type ShardStats struct {
-	RxFrames     atomic.Uint64 // frames received on this shard's queue
-	HandoffsOut  atomic.Uint64 // frames passed to the shard that owns their flow
-	HandoffsIn   atomic.Uint64 // frames received from other shards
-	HandoffDrops atomic.Uint64 // hand-off ring full: frame dropped
-	Sleeps       atomic.Uint64 // times the loop went to sleep in poll
-	Wakeups      atomic.Uint64 // eventfd wake-ups sent to this shard
-	FlushErrors  atomic.Uint64 // TX kicks the kernel refused (retried on the next loop)
-	CtlDrops     atomic.Uint64 // control messages dropped: the shard's queue was full
+	RxFrames       atomic.Uint64 // frames received on this shard's queue
+	HandoffsOut    atomic.Uint64 // frames passed to the shard that owns their flow
+	HandoffsIn     atomic.Uint64 // frames received from other shards
+	HandoffDrops   atomic.Uint64 // hand-off ring full: frame dropped
+	Sleeps         atomic.Uint64 // times the loop went to sleep in poll
+	Wakeups        atomic.Uint64 // eventfd wake-ups sent to this shard
+	FlushErrors    atomic.Uint64 // TX kicks the kernel refused (retried on the next loop)
+	CtlDrops       atomic.Uint64 // control messages dropped: the shard's queue was full
+	TxHandoffs     atomic.Uint64 // frames sent through another shard's socket (we have none on that interface)
+	TxHandoffDrops atomic.Uint64 // such frames lost: the ring to that shard, or its TX ring, was full
 }
 
 func inc(c *atomic.Uint64) { c.Store(c.Load() + 1) } // single writer
 
-// ID is the shard's index; Queue the NIC queue it serves.
-func (s *Shard) ID() int    { return s.id }
-func (s *Shard) Queue() int { return s.queue }
+// ID is the shard's index: it serves the ID-th queue of every interface.
+func (s *Shard) ID() int { return s.id }
+
+// Queue is the queue of interface ifx the shard serves, or -1 (the
+// interface has fewer queues than there are shards).
+func (s *Shard) Queue(ifx int) int { return s.queues[ifx] }
 
 // Engine is the shard's TCP engine. Only code running on the shard (the
 // application's handler, or a function passed to Do) may use it.
@@ -86,8 +96,22 @@ func (s *Shard) Now() stack.Time { return s.dp.now() }
 // Stats returns the loop counters.
 func (s *Shard) Stats() *ShardStats { return &s.stats }
 
-// Socket returns the shard's AF_XDP socket (for its kernel statistics).
-func (s *Shard) Socket() *xsk.Socket { return s.sock }
+// Socket returns the shard's AF_XDP socket on interface ifx (for its kernel
+// statistics), or nil.
+func (s *Shard) Socket(ifx int) *xsk.Socket { return s.socks[ifx] }
+
+// Driver returns the application's Driver, if it has one.
+func (s *Shard) Driver() Driver { return s.driver }
+
+// SetDriver replaces the application's Driver; only code running on the
+// shard may call it.
+func (s *Shard) SetDriver(d Driver) { s.driver = d }
+
+// Listeners are the shard's engine listeners.
+func (s *Shard) Listeners() []*stack.Listener { return s.listeners }
+
+// Dataplane is the data plane the shard belongs to.
+func (s *Shard) Dataplane() *Dataplane { return s.dp }
 
 // Do runs fn on the shard's goroutine and waits for it. It returns false if
 // the shard has stopped.
@@ -121,14 +145,25 @@ func (s *Shard) Post(fn func(*Shard)) bool {
 
 // wake interrupts the shard's poll if it is sleeping.
 func (s *Shard) wake() {
-	if s.sleeping.Load() {
+	if s.sleeping.Load() && s.efd > 0 {
 		var one = [8]byte{1}
 		unix.Write(s.efd, one[:])
 		s.stats.Wakeups.Add(1)
 	}
 }
 
-func (s *Shard) handle(frame []byte) { s.eng.HandleFrame(s.now, frame) }
+func (s *Shard) handle(ifx int, frame []byte) { s.eng.HandleFrameOn(s.now, ifx, frame) }
+
+// transmit sends a frame another shard built for interface ifx through our socket there.
+func (s *Shard) transmit(ifx int, frame []byte) {
+	sock := s.socks[ifx]
+	buf := sock.NextFrame()
+	if buf == nil || len(frame) > len(buf) {
+		inc(&s.stats.TxHandoffDrops)
+		return
+	}
+	sock.Commit(copy(buf, frame))
+}
 
 // run is the shard loop: RX batch → engine → TX batch, timers from the
 // engine's deadline, busy-polling while traffic flows and sleeping in poll
@@ -149,6 +184,7 @@ func (s *Shard) run() {
 		cur.Close()
 	}
 	s.handleFn = s.handle
+	s.txFn = s.transmit
 	for !s.stopping.Load() {
 		s.now = s.dp.now()
 		busy := s.poll()
@@ -162,27 +198,43 @@ func (s *Shard) run() {
 		s.sleep()
 	}
 	// Last words: whatever the engine still has to send (RSTs of a drain).
-	s.sock.Flush()
+	s.drainTxIn()
+	for _, sock := range s.socks {
+		if sock != nil {
+			sock.Flush()
+		}
+	}
 }
 
 // poll does one round of work and reports whether there was any.
 func (s *Shard) poll() bool {
 	busy := false
-	s.sock.Complete()
+	for _, sock := range s.socks {
+		if sock != nil {
+			sock.Complete()
+		}
+	}
 	// What one round reads arrived together: the engine acknowledges the
 	// in-order data of each connection once for all of it (as GRO would).
 	s.eng.BeginBatch()
-	if n := s.sock.Receive(s.descs); n > 0 {
+	// Wake an owner at its first frame of the batch (so it starts at once)
+	// and again after the batch (so a frame pushed after it went back to
+	// sleep is not stranded) — not once per frame.
+	var woken uint64 // bit per shard (the first 64) handed a frame in this round
+	for ifx, sock := range s.socks {
+		if sock == nil {
+			continue
+		}
+		n := sock.Receive(s.descs)
+		if n == 0 {
+			continue
+		}
 		busy = true
 		s.stats.RxFrames.Store(s.stats.RxFrames.Load() + uint64(n))
-		// Wake an owner at its first frame of the batch (so it starts at
-		// once) and again after the batch (so a frame pushed after it went
-		// back to sleep is not stranded) — not once per frame.
-		var woken uint64 // bit per shard (the first 64) handed a frame in this batch
 		for _, d := range s.descs[:n] {
-			f := s.sock.Frame(d)
+			f := sock.Frame(d)
 			if o := s.dp.owner(f, s.id); o != s.id {
-				if s.outbox[o].push(f) {
+				if s.outbox[o].push(uint8(ifx), f) {
 					inc(&s.stats.HandoffsOut)
 					if o >= 64 || woken&(1<<o) == 0 {
 						s.dp.shards[o].wake()
@@ -195,12 +247,9 @@ func (s *Shard) poll() bool {
 				}
 				continue
 			}
-			s.eng.HandleFrame(s.now, f)
+			s.eng.HandleFrameOn(s.now, ifx, f)
 		}
-		s.sock.Recycle(s.descs[:n])
-		for ; woken != 0; woken &= woken - 1 {
-			s.dp.shards[bits.TrailingZeros64(woken)].wake()
-		}
+		sock.Recycle(s.descs[:n])
 	}
 	for _, in := range s.inbox {
 		if in != nil && !in.empty() {
@@ -230,11 +279,40 @@ func (s *Shard) poll() bool {
 			d.Tick(s.now)
 		}
 	}
-	if err := s.sock.Flush(); err != nil {
-		inc(&s.stats.FlushErrors)
+	if s.drainTxIn() {
+		busy = true
 	}
-	if s.sock.RefillNeedsWakeup() && busy {
-		s.sock.Poll(0)
+	for _, fs := range s.forwards {
+		if fs.sent {
+			fs.sent = false
+			fs.to.wake()
+		}
+	}
+	for _, sock := range s.socks {
+		if sock == nil {
+			continue
+		}
+		if err := sock.Flush(); err != nil {
+			inc(&s.stats.FlushErrors)
+		}
+		if sock.RefillNeedsWakeup() && busy {
+			sock.Poll(0)
+		}
+	}
+	for ; woken != 0; woken &= woken - 1 {
+		s.dp.shards[bits.TrailingZeros64(woken)].wake()
+	}
+	return busy
+}
+
+// drainTxIn sends what other shards queued for our sockets.
+func (s *Shard) drainTxIn() bool {
+	busy := false
+	for _, in := range s.txIn {
+		if in != nil && !in.empty() {
+			busy = true
+			in.drain(s.txFn)
+		}
 	}
 	return busy
 }
@@ -251,30 +329,65 @@ func (s *Shard) sleep() {
 			return
 		}
 	}
+	for _, in := range s.txIn {
+		if in != nil && !in.empty() {
+			s.sleeping.Store(false)
+			return
+		}
+	}
 	if len(s.ctl) > 0 || s.stopping.Load() {
 		s.sleeping.Store(false)
 		return
 	}
 	timeout := 1000 // ms; bounded so a missed wake-up costs at most this
 	deadline := s.eng.NextDeadline()
-	fds := s.pollFDs[:2]
+	fds := s.pollFDs[:0]
+	for _, sock := range s.socks {
+		if sock != nil {
+			fds = append(fds, unix.PollFd{Fd: int32(sock.FD()), Events: unix.POLLIN})
+		}
+	}
+	efdAt := len(fds)
+	fds = append(fds, unix.PollFd{Fd: int32(s.efd), Events: unix.POLLIN})
 	if d := s.driver; d != nil {
 		deadline = min(deadline, d.Deadline())
 		if fd := d.FD(); fd >= 0 {
-			s.pollFDs[2] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
-			fds = s.pollFDs[:3]
+			fds = append(fds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
 		}
 	}
+	s.pollFDs = fds
 	if deadline != stack.Never {
 		ms := int((time.Duration(deadline-s.dp.now()) + time.Millisecond - 1) / time.Millisecond)
 		timeout = max(0, min(timeout, ms))
 	}
 	inc(&s.stats.Sleeps)
-	s.pollFDs[0] = unix.PollFd{Fd: int32(s.sock.FD()), Events: unix.POLLIN}
-	s.pollFDs[1] = unix.PollFd{Fd: int32(s.efd), Events: unix.POLLIN}
 	n, _ := unix.Poll(fds, timeout)
 	s.sleeping.Store(false)
-	if n > 0 && s.pollFDs[1].Revents&unix.POLLIN != 0 {
+	if n > 0 && fds[efdAt].Revents&unix.POLLIN != 0 {
 		unix.Read(s.efd, s.eventBuf[:])
 	}
+}
+
+// forwardSink is an engine's sink for an interface its shard has no socket
+// on: frames go into a hand-off ring to the shard that has one, which
+// copies them into its TX ring (Shard.transmit).
+type forwardSink struct {
+	h        *handoff
+	ifx      uint8
+	to, from *Shard
+	sent     bool // a frame went in since the last wake-up of to
+}
+
+func (f *forwardSink) NextFrame() []byte {
+	b := f.h.reserve()
+	if b == nil {
+		inc(&f.from.stats.TxHandoffDrops)
+	}
+	return b
+}
+
+func (f *forwardSink) Commit(n int) {
+	f.h.commit(f.ifx, n)
+	f.sent = true
+	inc(&f.from.stats.TxHandoffs)
 }

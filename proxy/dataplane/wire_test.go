@@ -1,4 +1,4 @@
-package proxy
+package dataplane
 
 // TCP-SCENARIOS.md's (wire) items against the Linux kernel as the peer,
 // checked from the kernel's side: its socket states (ss -tan) and a capture
@@ -129,7 +129,7 @@ func readCapture(t *testing.T, file string) []capSeg {
 
 func TestLabWireScenarios(t *testing.T) {
 	app := &manualApp{accepted: make(chan *stack.Conn, 16), events: make(chan connEvent, 1024)}
-	el := newEchoLab(t, 1, func(cfg *DataplaneConfig) {
+	el := newEchoLab(t, 1, func(cfg *Config) {
 		cfg.NewHandler = func(*Shard) stack.Handler { return app }
 	})
 	sh := el.dp.Shards()[0]
@@ -224,7 +224,7 @@ func TestLabWireScenarios(t *testing.T) {
 	var tw bool
 	sh.Do(func(s *Shard) {
 		k := c2.Key()
-		s.Engine().TimeWaits(func(f stack.FlowKey) bool {
+		s.Engine().TimeWaits(func(f stack.FlowKey, _ int) bool {
 			tw = tw || f == k
 			return true
 		})

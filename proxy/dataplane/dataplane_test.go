@@ -1,4 +1,4 @@
-package proxy
+package dataplane
 
 // Real packets, the real kernel as the peer: a network namespace lab with a
 // veth pair, the XDP program and AF_XDP sockets on the proxy end, an echo
@@ -43,12 +43,11 @@ type echoLab struct {
 
 // newEchoLab builds client ⇄ proxy namespaces and starts the data plane
 // with an echo server on every shard.
-func newEchoLab(t *testing.T, queues int, mutate func(*DataplaneConfig)) *echoLab {
+func newEchoLab(t *testing.T, queues int, mutate func(*Config)) *echoLab {
 	t.Helper()
 	el := newLabLink(t, queues)
-	cfg := DataplaneConfig{
-		Interface:   el.veth.B.Name,
-		XDPMode:     bpf.ModeAuto,
+	cfg := Config{
+		Interfaces:  []InterfaceConfig{{Name: el.veth.B.Name, XDPMode: bpf.ModeAuto}},
 		Listeners:   []netip.AddrPort{echoAddr},
 		SourceAddrs: []netip.Addr{proxyPrefix.Addr()},
 		NewHandler:  func(*Shard) stack.Handler { return &echoApp{} },
@@ -58,7 +57,7 @@ func newEchoLab(t *testing.T, queues int, mutate func(*DataplaneConfig)) *echoLa
 	}
 	err := el.proxy.Do(func() error {
 		var err error
-		el.dp, err = StartDataplane(cfg)
+		el.dp, err = Start(cfg)
 		return err
 	})
 	if err != nil {
@@ -293,34 +292,11 @@ func engineDial(s *Shard, dst netip.AddrPort, msg []byte, done chan<- dialResult
 	})
 }
 
-// kernelEcho runs an echo server in ns on addr (the kernel's TCP).
-func kernelEcho(t *testing.T, ns *lab.NS, addr string) {
-	t.Helper()
-	ln, err := ns.ListenTCP(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-}
-
 // TestLabActiveOpen is TCP-SCENARIOS 2 on the wire: the engine dials the
 // kernel (a backend leg), sends, half-closes, and reads the reply to EOF.
 func TestLabActiveOpen(t *testing.T) {
 	el := newEchoLab(t, 1, nil)
-	kernelEcho(t, el.client, "10.77.0.1:9000")
+	el.client.EchoTCP(t, "10.77.0.1:9000")
 	pcap := filepath.Join(t.TempDir(), "active.pcap")
 	stopCap, err := el.client.Capture(context.Background(), el.veth.A.Name, "tcp port 9000", pcap)
 	if err != nil {
@@ -384,7 +360,7 @@ func TestLabTwoQueues(t *testing.T) {
 	}
 	wg.Wait()
 	// Engine-side flows from both shards.
-	kernelEcho(t, el.client, "10.77.0.1:9000")
+	el.client.EchoTCP(t, "10.77.0.1:9000")
 	done := make(chan dialResult, 200)
 	for i := 0; i < 100; i++ {
 		engineDial(el.dp.Shards()[i%2], netip.MustParseAddrPort("10.77.0.1:9000"), []byte("x"), done)
@@ -403,9 +379,9 @@ func TestLabTwoQueues(t *testing.T) {
 	for _, s := range el.dp.Shards() {
 		st := s.Stats()
 		t.Logf("shard %d (queue %d): rx_frames=%d handoffs_out=%d handoffs_in=%d drops=%d",
-			s.ID(), s.Queue(), st.RxFrames.Load(), st.HandoffsOut.Load(), st.HandoffsIn.Load(), st.HandoffDrops.Load())
+			s.ID(), s.Queue(0), st.RxFrames.Load(), st.HandoffsOut.Load(), st.HandoffsIn.Load(), st.HandoffDrops.Load())
 		if st.RxFrames.Load() == 0 {
-			t.Errorf("queue %d received nothing: both queues must be in use", s.Queue())
+			t.Errorf("queue %d received nothing: both queues must be in use", s.Queue(0))
 		}
 		handoffs += st.HandoffsOut.Load()
 	}
@@ -453,7 +429,7 @@ func cpuTime(t *testing.T) time.Duration {
 // serves TCP on it.
 func TestLabEngineOwnedAddress(t *testing.T) {
 	vip := netip.MustParseAddrPort("10.77.0.100:7")
-	el := newEchoLab(t, 1, func(cfg *DataplaneConfig) {
+	el := newEchoLab(t, 1, func(cfg *Config) {
 		cfg.Listeners = append(cfg.Listeners, vip)
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -1,0 +1,50 @@
+// Package dataplane is xdproxy's data plane: the XDP program on every
+// configured interface, one shard per queue index, and what ties them to
+// the kernel.
+//
+// # Shards across interfaces
+//
+// Shard i owns the i-th queue of every interface: one AF_XDP socket per
+// (interface, queue), one TCP engine (stack.Engine) that knows all the
+// interfaces, and the application on top, driven by one goroutine locked
+// to its OS thread. A session whose client leg arrives on the front NIC and
+// whose backend leg leaves by the back NIC therefore lives in one goroutine,
+// with no lock between its legs. With interfaces of different queue counts
+// there are as many shards as the largest count; a shard without a queue on
+// some interface sends there through a TX hand-off ring to the shard that
+// has one (Start's doc).
+//
+// Flows belong to shards as before: a backend leg's return traffic to the
+// shard that chose its source port (port mod shards), a client flow to the
+// queue RSS put it on (on veth, whose queue is not stable, to a hash of the
+// client's address). A frame that lands elsewhere is copied to its owner
+// through a lock-free single-producer/single-consumer ring, counted.
+//
+// # Routes, neighbours, addresses
+//
+// Every leg leaves by the interface, next hop and source address that the
+// kernel's main routing table names for its destination: the engines hold
+// a copy of the routes through the configured interfaces, reloaded when the
+// kernel announces a change (netlink), and of the neighbour table, updated
+// live. A next hop the engine does not know is resolved by the kernel when
+// the leg's source is a kernel address (NTF_USE), so the answer reaches the
+// kernel that asked; the engine sends its own ARP request or neighbour
+// solicitation only from addresses the kernel does not have. Nothing
+// depends on arp_accept or accept_untracked_na.
+//
+// Backend legs are dialed from the listener's source, else from the routed
+// interface's first IPv4 or first global IPv6 address (the route's
+// preferred source when it is one of those). Listener addresses are
+// steered on every interface; the kernel answers ARP/NDP for the ones it
+// has, the engine for the others.
+//
+// # Virtual interfaces
+//
+// On veth (and macvlan, ipvlan, netkit) the frames come from the same
+// host's kernels; one whose TX checksum offload is on (Linux's default)
+// leaves TCP checksums partial. The engine accepts such a segment there
+// when its checksum field is exactly the pseudo-header sum, counted as
+// rx_partial_checksum; on a physical NIC the check stays strict. When bad
+// checksums dominate an interface's traffic the data plane logs what is
+// likely wrong, at most once every ten minutes.
+package dataplane

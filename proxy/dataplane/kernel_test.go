@@ -1,0 +1,122 @@
+package dataplane
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/xdproxy/xdproxy/stack"
+)
+
+type nullSink struct{ buf [2048]byte }
+
+func (s *nullSink) NextFrame() []byte { return s.buf[:] }
+func (s *nullSink) Commit(int)        {}
+
+// TestChecksumWarning: an interface where bad checksums are most of what
+// arrives gets one warning naming it, then none for checksumWarnEvery; a
+// trickle of bad checksums gets none.
+func TestChecksumWarning(t *testing.T) {
+	e, err := stack.New(stack.Config{
+		Interfaces: []stack.Interface{{Name: "eth0", Sink: &nullSink{}}, {Name: "veth1", Sink: &nullSink{}, Virtual: true}},
+		Addresses:  []netip.Addr{netip.MustParseAddr("10.0.0.1")},
+		Rand:       NewRand(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Detached([]string{"eth0", "veth1"}, [][]int{{0, 0}}, []*stack.Engine{e})
+	defer d.Stop()
+	d.ifs[1].virtual = true
+	var logs bytes.Buffer
+	d.log = slog.New(slog.NewTextHandler(&logs, nil))
+	now := time.Now()
+	st0, st1 := e.IfaceStats(0), e.IfaceStats(1)
+
+	st0.RxFrames.Store(1000)
+	st0.ChecksumDrops.Store(10) // 1%: no warning
+	d.checkChecksums(now)
+	if logs.Len() != 0 {
+		t.Fatalf("warned about 1%% bad checksums: %s", logs.String())
+	}
+	st0.RxFrames.Store(2000)
+	st0.ChecksumDrops.Store(900) // 890 of the last 1000
+	st1.RxFrames.Store(100)
+	st1.ChecksumDrops.Store(90)
+	d.checkChecksums(now.Add(5 * time.Second))
+	out := logs.String()
+	if strings.Count(out, "level=WARN") != 2 || !strings.Contains(out, "interface=eth0") || !strings.Contains(out, "interface=veth1") ||
+		!strings.Contains(out, "ethtool -K") || !strings.Contains(out, "corrupt") {
+		t.Fatalf("want one warning per interface (offload hint for eth0, corruption for the virtual veth1), got:\n%s", out)
+	}
+	logs.Reset()
+	st0.RxFrames.Store(3000)
+	st0.ChecksumDrops.Store(1800)
+	d.checkChecksums(now.Add(10 * time.Second))
+	if logs.Len() != 0 {
+		t.Fatalf("warned again within %v: %s", checksumWarnEvery, logs.String())
+	}
+	st0.RxFrames.Store(4000)
+	st0.ChecksumDrops.Store(2700)
+	d.checkChecksums(now.Add(checksumWarnEvery + 10*time.Second))
+	if !strings.Contains(logs.String(), "interface=eth0") {
+		t.Fatalf("no warning after %v: %q", checksumWarnEvery, logs.String())
+	}
+}
+
+// TestLabRoutesFollowed: the engines follow the kernel's routing table
+// live. A destination with no route cannot be dialed (ErrNoRoute, counted);
+// once the kernel has a route to it, the engine takes it within the
+// reload delay and the dial goes through, to the gateway's MAC (resolved
+// by the kernel).
+func TestLabRoutesFollowed(t *testing.T) {
+	el := newEchoLab(t, 1, nil)
+	far := netip.MustParsePrefix("10.99.0.1/24")
+	nl := el.client.Netlink()
+	c0, err := nl.LinkByIndex(el.veth.A.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nl.AddrAdd(c0, &netlink.Addr{IPNet: &net.IPNet{IP: far.Addr().AsSlice(), Mask: net.CIDRMask(24, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	el.client.EchoTCP(t, "10.99.0.1:9000")
+	dst := netip.AddrPortFrom(far.Addr(), 9000)
+	sh := el.dp.Shards()[0]
+	done := make(chan dialResult, 1)
+	engineDial(sh, dst, []byte("before"), done)
+	if r := <-done; r.err == nil || !errors.Is(r.err, stack.ErrNoRoute) {
+		t.Fatalf("dial without a route: %v, want ErrNoRoute", r.err)
+	}
+	if err := el.proxy.AddRoute(far.Masked(), clientPrefix.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var ok bool
+		sh.Do(func(s *Shard) { _, _, _, ok = s.Engine().RouteTo(far.Addr()) })
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the engine never learned the new route")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	engineDial(sh, dst, []byte("after"), done)
+	select {
+	case r := <-done:
+		if r.err != nil || string(r.got) != "after" {
+			t.Fatalf("dial over the new route: %q, %v", r.got, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("dial over the new route: no answer")
+	}
+}
