@@ -63,7 +63,10 @@ func TestDeploymentShapes(t *testing.T) {
 		// Both interfaces' queues carry traffic; replies landing on the
 		// other queue are handed to their shard, none lost.
 		{name: "two-armed-2q", opts: lab.TopologyOpts{Shape: lab.TwoArmed, Queues: 2},
-			check: positive("xdproxy_shard_handoffs_total")},
+			check: func(t *testing.T, m string) {
+				positive("xdproxy_shard_handoffs_total")(t, m)
+				everyQueueReceived(t, m, 2)
+			}},
 		// The back interface has one queue for two shards: shard 1 sends
 		// its backend legs through shard 0's socket.
 		{name: "two-armed-2q-1q", opts: lab.TopologyOpts{Shape: lab.TwoArmed, Queues: 2, BackQueues: 1},
@@ -196,6 +199,37 @@ log:
 	}
 	if t.Failed() {
 		t.Logf("metrics:\n%s", d.metrics())
+	}
+}
+
+// everyQueueReceived checks that each AF_XDP socket (interface, queue) of
+// the daemon received frames, and that there are sockets on queues
+// 0..queues-1 of at least one interface.
+func everyQueueReceived(t *testing.T, m string, queues int) {
+	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(m))
+	if err != nil || fams["xdproxy_xsk_rx_frames_total"] == nil {
+		t.Fatalf("no xdproxy_xsk_rx_frames_total (%v)", err)
+	}
+	seen := map[string]bool{}
+	for _, s := range fams["xdproxy_xsk_rx_frames_total"].GetMetric() {
+		var ifc, q string
+		for _, lp := range s.GetLabel() {
+			switch lp.GetName() {
+			case "interface":
+				ifc = lp.GetValue()
+			case "queue":
+				q = lp.GetValue()
+			}
+		}
+		seen[q] = true
+		if s.GetCounter().GetValue() == 0 {
+			t.Errorf("%s queue %s received nothing", ifc, q)
+		}
+	}
+	if len(seen) != queues {
+		t.Errorf("sockets on queues %v, want %d queues", seen, queues)
 	}
 }
 

@@ -46,6 +46,14 @@ type echoLab struct {
 func newEchoLab(t *testing.T, queues int, mutate func(*Config)) *echoLab {
 	t.Helper()
 	el := newLabLink(t, queues)
+	el.start(t, mutate)
+	return el
+}
+
+// start starts the data plane on the proxy's veth with an echo server on
+// every shard.
+func (el *echoLab) start(t *testing.T, mutate func(*Config)) {
+	t.Helper()
 	cfg := Config{
 		Interfaces:  []InterfaceConfig{{Name: el.veth.B.Name, XDPMode: bpf.ModeAuto}},
 		Listeners:   []netip.AddrPort{echoAddr},
@@ -68,7 +76,6 @@ func newEchoLab(t *testing.T, queues int, mutate func(*Config)) *echoLab {
 			t.Errorf("stopping the data plane: %v", err)
 		}
 	})
-	return el
 }
 
 // newLabLink builds the client ⇄ proxy namespaces and the veth pair
@@ -255,6 +262,11 @@ type dialResult struct {
 // engineDial opens a connection from the engine on shard s to the kernel
 // server at dst, sends msg, half-closes, and collects the reply to EOF.
 func engineDial(s *Shard, dst netip.AddrPort, msg []byte, done chan<- dialResult) {
+	engineDialFrom(s, proxyPrefix.Addr(), dst, msg, done)
+}
+
+// engineDialFrom is engineDial from src (invalid: the engine's choice).
+func engineDialFrom(s *Shard, src netip.Addr, dst netip.AddrPort, msg []byte, done chan<- dialResult) {
 	s.Do(func(s *Shard) {
 		var got []byte
 		buf := make([]byte, 64<<10)
@@ -283,7 +295,7 @@ func engineDial(s *Shard, dst netip.AddrPort, msg []byte, done chan<- dialResult
 				}
 			}
 		})
-		c, err := s.Engine().Dial(s.Now(), proxyPrefix.Addr(), dst)
+		c, err := s.Engine().Dial(s.Now(), src, dst)
 		if err != nil {
 			done <- dialResult{nil, err}
 			return

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdproxy/xdproxy/stack"
 )
@@ -118,5 +119,68 @@ func TestLabRoutesFollowed(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("dial over the new route: no answer")
+	}
+}
+
+// TestLabLinkLocalGateway: an IPv6 route whose gateway is a link-local
+// address (what router advertisements install) — the next hop is that
+// address on that link, resolved by the kernel.
+func TestLabLinkLocalGateway(t *testing.T) {
+	el := newLabLink(t, 1)
+	far := netip.MustParseAddr("fd99::1")
+	src := netip.MustParseAddr("fd98::2") // the engine's IPv6 source, on the proxy's veth before the start
+	prefix := func(ip netip.Addr) *net.IPNet { return &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(64, 128)} }
+	cnl, pnl := el.client.Netlink(), el.proxy.Netlink()
+	c0, err := cnl.LinkByIndex(el.veth.A.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p0, err := pnl.LinkByIndex(el.veth.B.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ll netip.Addr
+	addrs, err := cnl.AddrList(c0, netlink.FAMILY_V6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.IsLinkLocalUnicast() {
+			ll = ip
+		}
+	}
+	if !ll.IsValid() {
+		t.Fatal("the client's veth has no link-local address")
+	}
+	for _, step := range []error{
+		cnl.AddrAdd(c0, &netlink.Addr{IPNet: prefix(far), Flags: unix.IFA_F_NODAD}),
+		pnl.AddrAdd(p0, &netlink.Addr{IPNet: prefix(src), Flags: unix.IFA_F_NODAD}),
+		// fd99::/64 via the client's link-local address, as an RA installs a default route.
+		pnl.RouteAdd(&netlink.Route{LinkIndex: p0.Attrs().Index, Dst: prefix(netip.MustParseAddr("fd99::")), Gw: ll.AsSlice()}),
+		// The client answers fd98::/64 on-link.
+		cnl.RouteAdd(&netlink.Route{LinkIndex: c0.Attrs().Index, Dst: prefix(netip.MustParseAddr("fd98::"))}),
+	} {
+		if step != nil {
+			t.Fatal(step)
+		}
+	}
+	el.client.EchoTCP(t, "[fd99::1]:9000")
+	el.start(t, nil)
+	sh := el.dp.Shards()[0]
+	var nh, from netip.Addr
+	var ok bool
+	sh.Do(func(s *Shard) { _, nh, from, ok = s.Engine().RouteTo(far) })
+	if !ok || nh != ll || from != src {
+		t.Fatalf("the engine's route to %v: next hop %v from %v (%v); want %v from %v", far, nh, from, ok, ll, src)
+	}
+	done := make(chan dialResult, 1)
+	engineDialFrom(sh, netip.Addr{}, netip.AddrPortFrom(far, 9000), []byte("via fe80"), done)
+	select {
+	case r := <-done:
+		if r.err != nil || string(r.got) != "via fe80" {
+			t.Fatalf("dial via a link-local gateway: %q, %v", r.got, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("dial via a link-local gateway: no answer")
 	}
 }
