@@ -151,6 +151,9 @@ type Config struct {
 	Sink    Sink // with no Interfaces: the one interface's sink
 	Handler Handler
 	Rand    Rand
+	// Keys, when set, are the ISN, timestamp and cookie secrets (see Keys);
+	// otherwise they are drawn from Rand.
+	Keys *Keys
 }
 
 // maxInterfaces bounds Interfaces: an interface index is a byte on every

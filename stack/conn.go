@@ -48,21 +48,22 @@ type Conn struct {
 	finQueued bool // the application closed its write side; FIN follows the buffered data
 
 	// Timers: one heap entry per connection, under the earliest deadline.
-	deadline   Time
-	heapIdx    int
-	rtoAt      Time // retransmission (and handshake) timer
-	rto        time.Duration
-	retries    int
-	kaAt       Time // keepalive, or the FIN_WAIT_2 timeout of an orphaned connection
-	kaProbes   int
-	lastRcvAt  Time
-	keepalive  bool
-	peer       hop // the interface and next-hop MAC segments leave by
-	macKnown   bool
-	via        netip.Addr // an active open's next hop (its gateway, or the peer when on-link)
-	listener   *Listener  // a passive open until accepted
-	inAcceptQ  bool
-	cookieOpen bool // created from a SYN cookie (no SYN_RCVD record existed)
+	deadline     Time
+	heapIdx      int
+	rtoAt        Time // retransmission (and handshake) timer
+	rto          time.Duration
+	retries      int
+	kaAt         Time // keepalive, or the FIN_WAIT_2 timeout of an orphaned connection
+	kaProbes     int
+	lastRcvAt    Time
+	keepalive    bool
+	peer         hop // the interface and next-hop MAC segments leave by
+	macKnown     bool
+	via          netip.Addr // an active open's next hop (its gateway, or the peer when on-link)
+	twCollisions uint8      // SYNs resent at once after a TIME_WAIT ACK (timeWaitCollision)
+	listener     *Listener  // a passive open until accepted
+	inAcceptQ    bool
+	cookieOpen   bool // created from a SYN cookie (no SYN_RCVD record existed)
 
 	// Reliability and congestion control (part 2).
 	cc          congestion

@@ -55,6 +55,9 @@ const (
 	ReorderTimeouts // a SACK hole outlived the reordering window with no ACK after: recovery started by the timer
 	RecoveryProbes  // fast recovery heard no ACK for 2 SRTT: the first hole sent again
 	SYNRetransmits  // SYN and SYN-ACK retransmissions
+	// SYNTimeWaitCollisions: an active open's SYN drew the bare ACK of a
+	// peer's TIME_WAIT for the same 4-tuple; RST sent and the SYN again at once.
+	SYNTimeWaitCollisions
 
 	// Opens and closes.
 	ActiveOpens
@@ -118,7 +121,7 @@ var counterNames = [numCounters]string{
 	ChallengeACKs: "challenge_acks", ChallengeACKsLimited: "challenge_acks_limited",
 	Retransmits: "retransmits", FastRecoveries: "fast_recoveries", RTORecoveries: "rto_recoveries",
 	RxDSACKs: "rx_dsacks", LostRetransmits: "lost_retransmits", SpuriousRecoveries: "spurious_recoveries", RxDuplicate: "rx_duplicate", RxOOOOverflow: "rx_ooo_overflow", RxPAWSRejected: "rx_paws_rejected",
-	DelayedACKs: "delayed_acks", ZeroWindowProbes: "zero_window_probes", TailLossProbes: "tail_loss_probes", ReorderTimeouts: "reorder_timeouts", RecoveryProbes: "recovery_probes", SYNRetransmits: "syn_retransmits",
+	DelayedACKs: "delayed_acks", ZeroWindowProbes: "zero_window_probes", TailLossProbes: "tail_loss_probes", ReorderTimeouts: "reorder_timeouts", RecoveryProbes: "recovery_probes", SYNRetransmits: "syn_retransmits", SYNTimeWaitCollisions: "syn_tw_collisions",
 	ActiveOpens: "active_opens", PassiveOpens: "passive_opens", EstablishedResets: "established_resets",
 	ConnectRefused: "connect_refused", ConnectTimeouts: "connect_timeouts", RetransmitTimeouts: "retransmit_timeouts",
 	HalfOpenTimeouts: "half_open_timeouts", FinWait2Timeouts: "fin_wait2_timeouts", EphemeralPortsExhausted: "ephemeral_ports_exhausted", ConnectNoRoute: "connect_no_route",

@@ -77,9 +77,13 @@ func New(cfg Config) (*Engine, error) {
 		owned:     append([]netip.Addr(nil), cfg.Addresses...),
 		listeners: make(map[netip.AddrPort]*Listener),
 		flows:     make(map[FlowKey]*Conn),
-		isnHash:   newFlowHasher(cfg.Rand),
-		tsHash:    newFlowHasher(cfg.Rand),
 		cookies:   cookieJar{lifetime: cfg.CookieSecretLifetime},
+	}
+	if k := cfg.Keys; k != nil {
+		e.isnHash, e.tsHash = flowHasher{k.ISN[0], k.ISN[1]}, flowHasher{k.Timestamp[0], k.Timestamp[1]}
+		e.cookies.master, e.cookies.derived = k.Cookie, true
+	} else {
+		e.isnHash, e.tsHash = newFlowHasher(cfg.Rand), newFlowHasher(cfg.Rand)
 	}
 	e.tw.init(cfg.TimeWaitMax)
 	e.neigh.init()

@@ -14,6 +14,28 @@ type flowHasher struct{ k0, k1 uint64 }
 
 func newFlowHasher(r Rand) flowHasher { return flowHasher{r.Uint64(), r.Uint64()} }
 
+// Keys are the engine's secrets: the keys of the ISN function F, of the
+// timestamp offsets and of the SYN cookie MACs (each rotation's secret is
+// derived from Cookie and the rotation's epoch). With keys that outlive the
+// process and a clock that does not restart with it (the daemon keeps both:
+// state_dir, CLOCK_BOOTTIME), a restarted engine's ISNs and timestamps for
+// a 4-tuple carry on growing from where its predecessor's were, so a peer
+// still holding the old connection in TIME_WAIT takes the new SYN (RFC
+// 6191) instead of answering it with the old ACK; and cookies sent before
+// a restart are still valid after it.
+type Keys struct {
+	ISN, Timestamp, Cookie [2]uint64
+}
+
+// deriveHasher is the keyed hash for one purpose (salt) under key.
+func deriveHasher(key [2]uint64, salt uint64) flowHasher {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], salt)
+	k0 := siphash.Hash(key[0], key[1], b[:])
+	b[0] ^= 0x80
+	return flowHasher{k0, siphash.Hash(key[0], key[1], b[:])}
+}
+
 // sum hashes the 4-tuple plus extra. The tuple is laid out in a fixed
 // 40-byte array so the hash never allocates.
 func (h flowHasher) sum(k FlowKey, extra uint64) uint64 {

@@ -146,11 +146,13 @@ var matrix = map[State]map[string]matrixCell{
 		"SYN-ACK":       {in: seg{flags: SYN | ACK, seq: 0, ack: 1}, out: []seg{{flags: ACK, seq: 1, ack: 1}}, next: Established, moved: []Counter{ActiveOpens}},
 		"SYN-in-window": {in: seg{flags: SYN, seq: 101}, out: []seg{{flags: SYN | ACK, seq: 0, ack: 102}}, next: SynReceived},
 		// The FIN of a SYN|FIN is not processed in SYN_SENT (Linux discards it too).
-		"SYN-FIN":            {in: seg{flags: SYN | FIN, seq: 0}, out: []seg{{flags: SYN | ACK, seq: 0, ack: 1}}, next: SynReceived},
-		"ACK-acceptable":     {in: seg{flags: ACK, seq: 1, ack: 1}, next: SynSent, moved: []Counter{RxNoFlags}},
-		"ACK-old":            {in: seg{flags: ACK, seq: 1, ack: 0}, out: []seg{{flags: RST, seq: 0}}, next: SynSent, moved: []Counter{RxACKUnsent, TxResets}},
-		"ACK-too-old":        {in: seg{flags: ACK, seq: 1, ack: below(0)}, out: []seg{{flags: RST, seq: below(0)}}, next: SynSent, moved: []Counter{RxACKUnsent, TxResets}},
-		"ACK-unsent":         {in: seg{flags: ACK, seq: 1, ack: 2}, out: []seg{{flags: RST, seq: 2}}, next: SynSent, moved: []Counter{RxACKUnsent, TxResets}},
+		"SYN-FIN":        {in: seg{flags: SYN | FIN, seq: 0}, out: []seg{{flags: SYN | ACK, seq: 0, ack: 1}}, next: SynReceived},
+		"ACK-acceptable": {in: seg{flags: ACK, seq: 1, ack: 1}, next: SynSent, moved: []Counter{RxNoFlags}},
+		// A bare ACK with an unacceptable ACK is what a peer's TIME_WAIT
+		// answers a SYN with: RST, and the SYN again at once (timeWaitCollision).
+		"ACK-old":            {in: seg{flags: ACK, seq: 1, ack: 0}, out: []seg{{flags: RST, seq: 0}, {flags: SYN, seq: 0}}, next: SynSent, moved: []Counter{RxACKUnsent, TxResets, SYNTimeWaitCollisions}},
+		"ACK-too-old":        {in: seg{flags: ACK, seq: 1, ack: below(0)}, out: []seg{{flags: RST, seq: below(0)}, {flags: SYN, seq: 0}}, next: SynSent, moved: []Counter{RxACKUnsent, TxResets, SYNTimeWaitCollisions}},
+		"ACK-unsent":         {in: seg{flags: ACK, seq: 1, ack: 2}, out: []seg{{flags: RST, seq: 2}, {flags: SYN, seq: 0}}, next: SynSent, moved: []Counter{RxACKUnsent, TxResets, SYNTimeWaitCollisions}},
 		"FIN":                {in: seg{flags: FIN | ACK, seq: 1, ack: 1}, next: SynSent, moved: []Counter{RxNoFlags}},
 		"RST-exact":          {in: seg{flags: RST | ACK, seq: 0, ack: 1}, next: Closed, moved: []Counter{ConnectRefused}},
 		"RST-in-window":      {in: seg{flags: RST, seq: 0}, next: SynSent, moved: []Counter{RxRSTIgnored}},

@@ -41,6 +41,8 @@ type cookieSecret struct {
 type cookieJar struct {
 	lifetime  time.Duration
 	cur, prev cookieSecret
+	master    [2]uint64 // with derived: each epoch's secret is a hash of it (Keys.Cookie)
+	derived   bool
 }
 
 // rotate brings the secrets up to the epoch of now, drawing new ones lazily.
@@ -53,6 +55,15 @@ func (j *cookieJar) rotate(now Time, r Rand) {
 		j.prev = j.cur
 	} else {
 		j.prev = cookieSecret{} // nothing signed under it can still be valid
+	}
+	if j.derived {
+		// Every epoch's secret is known: a cookie sent just before a
+		// restart is still good after it.
+		j.cur = cookieSecret{epoch: epoch, hash: deriveHasher(j.master, epoch), valid: true}
+		if epoch > 0 {
+			j.prev = cookieSecret{epoch: epoch - 1, hash: deriveHasher(j.master, epoch-1), valid: true}
+		}
+		return
 	}
 	j.cur = cookieSecret{epoch: epoch, hash: newFlowHasher(r), valid: true}
 }

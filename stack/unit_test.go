@@ -863,3 +863,123 @@ func TestUnitTinyPeerMSS(t *testing.T) {
 		h.expectNone()
 	}
 }
+
+// TestUnitDialTimeWaitCollision: our SYN reaches a peer that still holds
+// the 4-tuple in TIME_WAIT and is not newer than the old incarnation (a
+// restarted proxy, or one that replaced another on the same host): the
+// peer answers with the old connection's ACK. The engine resets that
+// TIME_WAIT (RST at SEG.ACK) and sends the SYN again at once — one round
+// trip, not the 1 s SYN RTO — at most maxTWCollisions times per open.
+//
+//	engine                          peer (TIME_WAIT)
+//	SYN seq=0            -->
+//	                     <--        ACK seq=777 ack=X   (the old connection's)
+//	RST seq=X            -->        (TIME_WAIT ends)
+//	SYN seq=0            -->
+//	                     <--        SYN|ACK seq=0 ack=1
+//	ACK seq=1 ack=1      -->        ESTABLISHED
+func TestUnitDialTimeWaitCollision(t *testing.T) {
+	h := newHarness(t)
+	c, err := h.e.Dial(h.now, engineAddr, peerAP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.c, h.ourPort = c, c.Key().LocalPort
+	h.expect(seg{flags: SYN, seq: 0})
+	const oldAck = 0x80000000 // far outside what we sent
+	h.send(seg{flags: ACK, seq: 777, ack: oldAck})
+	h.expect(seg{flags: RST, seq: oldAck})
+	h.expect(seg{flags: SYN, seq: 0})
+	h.expectNone()
+	h.expectCounter(SYNTimeWaitCollisions, 1)
+	h.expectCounter(SYNRetransmits, 0)
+	h.expectDeadline(DefaultInitialRTO) // the SYN's timer, not backed off
+	h.expectState(SynSent)
+	h.send(seg{flags: SYN | ACK, seq: 0, ack: 1})
+	h.expect(seg{flags: ACK, seq: 1, ack: 1})
+	h.expectState(Established)
+	h.expectEvents(EventConnected)
+}
+
+// TestUnitDialTimeWaitCollisionBounded: a peer that answers every SYN with
+// an unacceptable ACK gets maxTWCollisions immediate SYNs, then only RSTs;
+// the SYN waits for its timer (RFC 9293).
+func TestUnitDialTimeWaitCollisionBounded(t *testing.T) {
+	h := newHarness(t)
+	c, err := h.e.Dial(h.now, engineAddr, peerAP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.c, h.ourPort = c, c.Key().LocalPort
+	h.expect(seg{flags: SYN, seq: 0})
+	for i := range maxTWCollisions + 2 {
+		h.send(seg{flags: ACK, seq: 777, ack: 0x80000000})
+		h.expect(seg{flags: RST, seq: 0x80000000})
+		if i < maxTWCollisions {
+			h.expect(seg{flags: SYN, seq: 0})
+		}
+		h.expectNone()
+	}
+	h.expectCounter(SYNTimeWaitCollisions, maxTWCollisions)
+	// Data, a FIN or an RST with a bad ACK is no TIME_WAIT ACK: RST only (or nothing).
+	h2 := newHarness(t)
+	c2, _ := h2.e.Dial(h2.now, engineAddr, peerAP)
+	h2.c, h2.ourPort = c2, c2.Key().LocalPort
+	h2.expect(seg{flags: SYN, seq: 0})
+	h2.send(seg{flags: ACK | FIN, seq: 777, ack: 0x80000000})
+	h2.expect(seg{flags: RST, seq: 0x80000000})
+	h2.send(seg{flags: ACK, seq: 777, ack: 0x80000000, data: []byte("x")})
+	h2.expect(seg{flags: RST, seq: 0x80000000})
+	h2.send(seg{flags: RST | ACK, seq: 777, ack: 0x80000000})
+	h2.expectNone()
+	h2.expectCounter(SYNTimeWaitCollisions, 0)
+}
+
+// TestUnitKeysOutliveTheEngine: two engines with the same Keys, the second
+// started later on the same clock (a restarted daemon): for one 4-tuple the
+// second's ISN and TSval are ahead of the first's by the time between them,
+// and a SYN cookie the first sent is valid at the second.
+func TestUnitKeysOutliveTheEngine(t *testing.T) {
+	keys := &Keys{ISN: [2]uint64{1, 2}, Timestamp: [2]uint64{3, 4}, Cookie: [2]uint64{5, 6}}
+	withKeys := func(c *Config) { c.Keys = keys; c.SYNCookies = SYNCookiesAlways }
+	first := newHarness(t, withKeys)
+	first.now = t0
+	c1, err := first.e.Dial(first.now, engineAddr, peerAP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1 := first.expect(seg{flags: SYN, seq: 0})
+
+	const gap = 3 * time.Second // the restart
+	// Another process: other random numbers, the same keys.
+	second := newHarness(t, withKeys, func(c *Config) { c.Rand = rand.New(rand.NewPCG(9, 9)) })
+	second.now = t0.Add(gap)
+	second.e.portCounter = first.e.portCounter - 1 // the same source port
+	c2, err := second.e.Dial(second.now, engineAddr, peerAP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c1.Key() != c2.Key() {
+		t.Fatalf("4-tuples differ: %v %v", c1.Key(), c2.Key())
+	}
+	p2 := second.expect(seg{flags: SYN, seq: 0})
+	if d := p2.TCP.Seq - p1.TCP.Seq; d != uint32(gap/(4*time.Microsecond)) {
+		t.Errorf("ISN moved by %d after %v, want %d (RFC 6528's 4 µs clock)", d, gap, gap/(4*time.Microsecond))
+	}
+	if d := p2.TCP.Options.TSVal - p1.TCP.Options.TSVal; d != uint32(gap/time.Millisecond) {
+		t.Errorf("TSval moved by %d after %v, want %d", d, gap, gap/time.Millisecond)
+	}
+
+	// A cookie from the first engine completes the handshake at the second.
+	first.listen()
+	first.peerPort, first.ourPort, first.knowISS, first.c = 41000, listenAP.Port(), false, nil
+	first.send(seg{flags: SYN, seq: 0})
+	synack := first.expect(seg{flags: SYN | ACK, seq: 0, ack: 1})
+	second.listen()
+	second.peerPort, second.ourPort, second.c = 41000, listenAP.Port(), nil
+	second.ourISS, second.knowISS = seqnum.Value(synack.TCP.Seq), true
+	second.lastTSEcho = synack.TCP.Options.TSVal
+	second.send(seg{flags: ACK, seq: 1, ack: 1})
+	second.expectCounter(SYNCookiesAccepted, 1)
+	second.expectState(Established)
+}

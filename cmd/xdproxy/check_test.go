@@ -57,6 +57,7 @@ var badConfigs = []struct {
 	name, field, yaml string
 }{
 	{"unknown top-level key", "bogus", goodConfig + "bogus: 1 # BAD\n"},
+	{"relative state_dir", "state_dir", goodConfig + "state_dir: var/lib/xdproxy # BAD\n"},
 	{"unknown listener key", "listeners[0].balanse",
 		strings.Replace(goodConfig, "    balance: round_robin\n", "    balanse: round_robin # BAD\n", 1)},
 	{"listener port 0", "listeners[0].address",

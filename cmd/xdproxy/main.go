@@ -27,6 +27,7 @@ import (
 
 	"github.com/xdproxy/xdproxy/internal/config"
 	"github.com/xdproxy/xdproxy/internal/preflight"
+	"github.com/xdproxy/xdproxy/internal/statedir"
 	"github.com/xdproxy/xdproxy/proxy"
 )
 
@@ -94,6 +95,15 @@ func serve(cfg *config.Config, stderr io.Writer) int {
 	log := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
 	pcfg, err := proxy.FromConfig(cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "xdproxy: %v\n", err)
+		return 1
+	}
+	// The engine's keys outlive the process (see internal/statedir).
+	state, err := statedir.Open(cfg.StateDir)
+	if err == nil {
+		pcfg.Engine.Keys, err = state.Keys()
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "xdproxy: %v\n", err)
 		return 1

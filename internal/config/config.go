@@ -51,8 +51,12 @@ type Config struct {
 	Listeners    []Listener
 	TCP          TCP
 	DrainTimeout time.Duration // 0: reset open connections at once on shutdown
-	Admin        Admin
-	Log          Log
+	// StateDir holds what must outlive the process: the engine's keys (ISN,
+	// timestamps, SYN cookies), so a restarted daemon's SYNs are newer than
+	// its predecessor's TIME_WAIT 4-tuples. An absolute path.
+	StateDir string
+	Admin    Admin
+	Log      Log
 
 	// Lines is the line of each field's value in the file, by field path
 	// as errors name it ("interfaces[0].name", "listeners[1].address",
@@ -183,6 +187,7 @@ const (
 	DefaultNoDelay           = true
 	DefaultBuffer            = 256 << 10
 	DefaultDrainTimeout      = 30 * time.Second
+	DefaultStateDir          = "/var/lib/xdproxy"
 	DefaultAdminAddress      = "127.0.0.1:9100"
 	DefaultLogLevel          = "info"
 	DefaultLogFormat         = "text"

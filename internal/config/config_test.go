@@ -58,6 +58,7 @@ func TestExampleConfigValues(t *testing.T) {
 		}},
 		TCP:          DefaultTCP(),
 		DrainTimeout: 30 * time.Second,
+		StateDir:     "/var/lib/xdproxy",
 		Admin:        Admin{Address: "127.0.0.1:9100"},
 		Log:          Log{Level: "info", Format: "text"},
 	}
@@ -135,6 +136,7 @@ func TestDefaults(t *testing.T) {
 			SndBuffer:         256 << 10,
 		},
 		DrainTimeout: 30 * time.Second,
+		StateDir:     "/var/lib/xdproxy",
 		Admin:        Admin{Address: "127.0.0.1:9100"},
 		Log:          Log{Level: "info", Format: "text"},
 		Lines: map[string]int{

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -495,10 +496,11 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	cfg := &Config{
 		TCP:          DefaultTCP(),
 		DrainTimeout: DefaultDrainTimeout,
+		StateDir:     DefaultStateDir,
 		Admin:        Admin{Address: DefaultAdminAddress},
 		Log:          Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 	}
-	m := d.mapping(root, "", "interfaces", "listeners", "tcp", "drain_timeout", "admin", "log")
+	m := d.mapping(root, "", "interfaces", "listeners", "tcp", "drain_timeout", "state_dir", "admin", "log")
 
 	d.interfaces(m, cfg)
 	d.listeners(m, cfg)
@@ -506,6 +508,18 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		d.tcp(v, &cfg.TCP)
 	}
 	m.duration("drain_timeout", &cfg.DrainTimeout, 0, 0)
+	if v := m.get("state_dir"); v != nil {
+		if s, ok := m.scalar(v, "state_dir", "a directory path"); ok {
+			switch {
+			case !filepath.IsAbs(s):
+				d.add(v.Line, "state_dir", "%q is not an absolute path", s)
+			case filepath.Clean(s) == "/":
+				d.add(v.Line, "state_dir", "must not be the root directory")
+			default:
+				cfg.StateDir = filepath.Clean(s)
+			}
+		}
+	}
 	if v := m.get("admin"); v != nil {
 		d.admin(v, &cfg.Admin)
 	}

@@ -3,6 +3,7 @@ package preflight
 import (
 	"errors"
 	"fmt"
+	"github.com/xdproxy/xdproxy/internal/statedir"
 	"io/fs"
 	"net"
 	"net/netip"
@@ -201,3 +202,5 @@ func routeType(t int) string {
 	}
 	return "type " + strconv.Itoa(t)
 }
+
+func (host) StateDir(dir string) error { return statedir.Check(dir) }

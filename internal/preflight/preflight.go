@@ -73,6 +73,9 @@ type System interface {
 	// IPv6Disabled reports net.ipv6.conf.IFNAME.disable_ipv6 of the
 	// namespace (true also when the kernel has no IPv6 at all).
 	IPv6Disabled(ifname string) (bool, error)
+	// StateDir reports why dir cannot be the state directory (it is not a
+	// directory, cannot be created or written, or its keys file is bad).
+	StateDir(dir string) error
 }
 
 // Link is one network interface.
@@ -124,6 +127,11 @@ func Check(file string, cfg *config.Config, sys System) error {
 		}
 		for j := range cfg.Listeners[i].Backends {
 			c.backend(i, j)
+		}
+	}
+	if cfg.StateDir != "" {
+		if err := sys.StateDir(cfg.StateDir); err != nil {
+			c.add("state_dir", "%v", err)
 		}
 	}
 	if len(c.errs) == 0 {

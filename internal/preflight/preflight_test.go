@@ -2,8 +2,10 @@ package preflight
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,10 +15,11 @@ import (
 
 // fakeSystem is a host made of links and a routing table of prefixes.
 type fakeSystem struct {
-	links   []Link
-	routes  []fakeRoute // longest prefix wins
-	v6off   map[string]bool
-	linkErr error
+	links       []Link
+	routes      []fakeRoute // longest prefix wins
+	v6off       map[string]bool
+	linkErr     error
+	badStateDir bool
 }
 
 type fakeRoute struct {
@@ -55,6 +58,12 @@ func (f *fakeSystem) RouteGet(dst netip.Addr) (Route, error) {
 }
 
 func (f *fakeSystem) IPv6Disabled(ifname string) (bool, error) { return f.v6off[ifname], nil }
+func (f *fakeSystem) StateDir(dir string) error {
+	if f.badStateDir {
+		return fmt.Errorf("%s is not writable by this user", dir)
+	}
+	return nil
+}
 
 var mac = net.HardwareAddr{0x02, 0, 0, 0, 0, 1}
 
@@ -174,6 +183,12 @@ func TestRules(t *testing.T) {
 		host func(*fakeSystem)
 		want []string
 	}{
+		{
+			name: "state_dir not writable",
+			yaml: func(s string) string { return s + "state_dir: /srv/xdproxy\n" },
+			host: func(h *fakeSystem) { h.badStateDir = true },
+			want: []string{"x.yaml:" + strconv.Itoa(strings.Count(goodYAML, "\n")+1) + ": state_dir: /srv/xdproxy is not writable by this user"},
+		},
 		{
 			name: "backend routed via an unconfigured interface",
 			yaml: func(s string) string {

@@ -113,6 +113,7 @@ func (f *Iface) Virtual() bool { return f.virtual }
 // the kernel.
 type Dataplane struct {
 	cfg       Config
+	bootBase  stack.Time // CLOCK_BOOTTIME at start: see now
 	ifs       []*Iface
 	byIfindex map[int]*Iface
 	shards    []*Shard
@@ -134,7 +135,23 @@ type Dataplane struct {
 	stopOnce    sync.Once
 }
 
-func (d *Dataplane) now() stack.Time { return stack.Time(time.Since(d.start)) + 1 }
+// now is the engines' clock: CLOCK_BOOTTIME, which does not restart with
+// the process, so a restarted daemon's ISNs and timestamps (RFC 6528's M,
+// RFC 7323's TSval, both from this clock, under keys kept in state_dir) are
+// ahead of its predecessor's. It is read once at start and carried on with
+// Go's monotonic clock (one vDSO read per loop, no system call); the two
+// differ only across a suspend, which a server does not do.
+func (d *Dataplane) now() stack.Time { return d.bootBase + stack.Time(time.Since(d.start)) }
+
+// bootTime is CLOCK_BOOTTIME now (1 if it cannot be read: the clock then
+// restarts with the process, as before).
+func bootTime() stack.Time {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 1
+	}
+	return stack.Time(ts.Nano()) + 1
+}
 
 // Shards returns the shards, one per queue index.
 func (d *Dataplane) Shards() []*Shard { return d.shards }
@@ -175,7 +192,7 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	d := &Dataplane{cfg: cfg, start: time.Now(), portLo: cfg.SourcePorts[0], portHi: cfg.SourcePorts[1],
+	d := &Dataplane{cfg: cfg, start: time.Now(), bootBase: bootTime(), portLo: cfg.SourcePorts[0], portHi: cfg.SourcePorts[1],
 		log: cfg.Logger, byIfindex: map[int]*Iface{}, resolveCh: make(chan resolveReq, 1024)}
 	defer func() {
 		if err != nil {
@@ -673,7 +690,7 @@ func linkAddrs(nl *netlink.Handle, l netlink.Link) (map[netip.Addr]bool, []netip
 // A nil engine makes a shard that never answers (a stuck loop). Stop ends
 // the goroutines.
 func Detached(ifaces []string, queues [][]int, engines []*stack.Engine) *Dataplane {
-	d := &Dataplane{start: time.Now(), log: slog.Default(), byIfindex: map[int]*Iface{}}
+	d := &Dataplane{start: time.Now(), bootBase: bootTime(), log: slog.Default(), byIfindex: map[int]*Iface{}}
 	for i, name := range ifaces {
 		d.ifs = append(d.ifs, &Iface{index: i, name: name})
 	}
