@@ -12,7 +12,7 @@ import (
 
 // FromConfig turns a validated configuration file into the proxy's Config.
 func FromConfig(c *config.Config, log *slog.Logger) (Config, error) {
-	out := Config{Logger: log}
+	out := Config{Logger: log, StateDir: c.StateDir}
 	for _, ifc := range c.Interfaces {
 		spec := InterfaceSpec{Name: ifc.Name, Queues: ifc.Queues, BusyPoll: ifc.BusyPoll}
 		if spec.BusyPoll == 0 {

@@ -34,6 +34,7 @@ type Config struct {
 	Listeners   []ListenerSpec
 	SourcePorts [2]uint16 // the engine's ports for backend legs (one range for all listeners)
 	Engine      stack.Config
+	StateDir    string // where host changes are recorded before they are made (dataplane.Config.StateDir)
 	Logger      *slog.Logger
 }
 
@@ -71,6 +72,7 @@ func Start(cfg Config) (_ *Proxy, err error) {
 		SourcePorts:  cfg.SourcePorts,
 		Engine:       cfg.Engine,
 		ReservePorts: true,
+		StateDir:     cfg.StateDir,
 		Logger:       p.log,
 		NewHandler: func(sh *dataplane.Shard) stack.Handler {
 			a := newShardApp(p, sh)

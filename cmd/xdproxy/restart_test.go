@@ -17,8 +17,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,5 +151,44 @@ backend b
 	t.Logf("xdproxy 3 s later: %.0f conn/s", fresh)
 	if rate < 0.7*fresh || failed > 0 {
 		t.Errorf("right after HAProxy: %.0f conn/s, %.2fx xdproxy's own rate %.0f (want >= 0.7x), %d failed", rate, rate/fresh, fresh, failed)
+	}
+}
+
+// TestSIGKILLThenCleanRun: a daemon killed with SIGKILL restores nothing;
+// the next one takes back what it left (from its record in state_dir) and,
+// stopped cleanly, leaves ip_local_reserved_ports as it was before the
+// first start, XDP detached.
+func TestSIGKILLThenCleanRun(t *testing.T) {
+	topo := newTopology(t, 1)
+	startHTTP(t, topo.Backends, backend1+":8080", "b1")
+	before := reservedPorts(t, topo.Proxy)
+	cfg := daemonConfig(topo, "1s", listenerYAML("web", listenerIP+":80", "round_robin", "", backend1+":8080")) +
+		"state_dir: " + filepath.Join(t.TempDir(), "state") + "\n"
+	d := startDaemon(t, topo, cfg)
+	running := reservedPorts(t, topo.Proxy)
+	if running == before {
+		t.Fatalf("ip_local_reserved_ports unchanged while running: %q", running)
+	}
+	d.proc.Signal(syscall.SIGKILL)
+	<-d.proc.Done()
+	d.mu.Lock()
+	d.exited = true
+	d.mu.Unlock()
+	if got := reservedPorts(t, topo.Proxy); got != running {
+		t.Fatalf("after SIGKILL: %q, want the running value %q left behind", got, running)
+	}
+
+	d = startDaemon(t, topo, cfg)
+	if !strings.Contains(d.output(), "took back the reserved ports") {
+		t.Errorf("the second run did not say it took back the leaked ports:\n%s", tail(d.output(), 3000))
+	}
+	if _, err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := reservedPorts(t, topo.Proxy); got != before {
+		t.Errorf("after a clean stop: %q, want %q (the value before the first start)", got, before)
+	}
+	if on, out := xdpAttached(t, topo.Proxy, topo.ProxyIf); on {
+		t.Errorf("XDP still attached after a clean stop:\n%s", out)
 	}
 }

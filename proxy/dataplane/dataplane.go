@@ -69,6 +69,10 @@ type Config struct {
 	// kernel's ephemeral range (net.ipv4.ip_local_reserved_ports) while the
 	// data plane runs: see reservedPorts.
 	ReservePorts bool
+	// StateDir, when set, is where the data plane records the host changes
+	// it makes before it makes them, so that a run that dies without undoing
+	// them (SIGKILL) is undone by the next start (see reservePorts).
+	StateDir string
 
 	Logger *slog.Logger
 }
@@ -270,7 +274,7 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 	}
 	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
 	if cfg.ReservePorts {
-		undo, err := reservePorts(reservedPorts(cfg))
+		undo, err := reservePorts(cfg.StateDir, reservedPorts(cfg), d.log)
 		if err != nil {
 			return nil, err
 		}

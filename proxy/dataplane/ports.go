@@ -1,10 +1,18 @@
 package dataplane
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // reservedPorts are the local ports whose return traffic the XDP program
@@ -49,23 +57,210 @@ func portList(rs [][2]uint16) string {
 	return b.String()
 }
 
+// reservedPortsPath is the sysctl the data plane changes on the host.
+const reservedPortsPath = "/proc/sys/net/ipv4/ip_local_reserved_ports"
+
+// portsRecord is what a running data plane wrote into the state directory
+// before it reserved its ports: who it is and which ranges it added, so
+// that after a crash (SIGKILL: no restore ran) the next start takes back
+// exactly those — never the leaked value for the original.
+type portsRecord struct {
+	PID    int    `json:"pid"`
+	Before string `json:"before"` // the value found, for the operator
+	Added  string `json:"added"`  // the ranges this data plane added (not already there)
+}
+
 // reservePorts adds rs to net.ipv4.ip_local_reserved_ports (which also
-// covers IPv6), so kernel sockets never pick a port whose return traffic XDP
-// would steer to the engine; the returned func restores the old value.
-func reservePorts(rs [][2]uint16) (func(), error) {
-	const path = "/proc/sys/net/ipv4/ip_local_reserved_ports"
-	old, err := os.ReadFile(path)
+// covers IPv6) of the calling thread's network namespace, so kernel
+// sockets never pick a port whose return traffic XDP would steer to the
+// engine. The returned func takes back the ranges it added (whatever else
+// changed meanwhile stays). With stateDir set, what it adds is recorded
+// there first (one record per network namespace), and a record left by a
+// data plane that died without restoring is applied before anything else.
+// The sysctl file stays open, so the undo writes the namespace it read
+// from whichever thread runs it.
+func reservePorts(stateDir string, rs [][2]uint16, log *slog.Logger) (func(), error) {
+	f, err := os.OpenFile(reservedPortsPath, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("dataplane: reserve ports: %w", err)
 	}
-	cur := strings.TrimSpace(string(old))
-	ours := portList(rs)
-	val := ours
-	if cur != "" {
-		val = cur + "," + ours
+	read := func() (*portSet, error) {
+		buf := make([]byte, 64<<10)
+		n, err := f.ReadAt(buf, 0)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		return parsePorts(string(buf[:n]))
 	}
-	if err := os.WriteFile(path, []byte(val), 0o644); err != nil {
-		return nil, fmt.Errorf("dataplane: reserve ports %s: %w", ours, err)
+	write := func(p *portSet) error {
+		_, err := f.WriteAt([]byte(p.String()+"\n"), 0)
+		return err
 	}
-	return func() { os.WriteFile(path, []byte(cur+"\n"), 0o644) }, nil
+	cur, err := read()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("dataplane: reserve ports: %w", err)
+	}
+	record := ""
+	if stateDir != "" {
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/thread-self/ns/net", &st); err == nil {
+			record = filepath.Join(stateDir, fmt.Sprintf("reserved-ports.netns-%d.json", st.Ino))
+		}
+	}
+	if record != "" {
+		if data, err := os.ReadFile(record); err == nil {
+			var old portsRecord
+			switch {
+			case json.Unmarshal(data, &old) != nil:
+				log.Warn("ignoring an unreadable record of reserved ports", "file", record)
+			case old.PID != os.Getpid() && processAlive(old.PID):
+				log.Warn("another xdproxy in this network namespace holds reserved ports; not recording ours", "pid", old.PID, "file", record)
+				record = ""
+			default:
+				added, err := parsePorts(old.Added)
+				if err == nil {
+					cur.remove(added)
+					err = write(cur)
+				}
+				if err != nil {
+					f.Close()
+					return nil, fmt.Errorf("dataplane: taking back the reserved ports a crashed run left (%s): %w", record, err)
+				}
+				log.Warn("took back the reserved ports a previous run left behind (it did not exit cleanly)",
+					"pid", old.PID, "removed", old.Added, "ip_local_reserved_ports", cur.String())
+				os.Remove(record)
+			}
+		}
+	}
+	ours := newPortSet(rs)
+	added := ours.minus(cur)
+	if record != "" {
+		data, _ := json.Marshal(portsRecord{PID: os.Getpid(), Before: cur.String(), Added: added.String()})
+		if err := writeFileAtomic(record, data); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("dataplane: recording the reserved ports in state_dir: %w", err)
+		}
+	}
+	next := cur.union(ours)
+	if err := write(next); err != nil {
+		f.Close()
+		if record != "" {
+			os.Remove(record)
+		}
+		return nil, fmt.Errorf("dataplane: reserve ports %s: %w", portList(rs), err)
+	}
+	return func() {
+		defer f.Close()
+		now, err := read()
+		if err == nil {
+			now.remove(added)
+			err = write(now)
+		}
+		if err != nil {
+			log.Error("restoring ip_local_reserved_ports", "err", err)
+			return // the record stays: the next start takes them back
+		}
+		if record != "" {
+			os.Remove(record)
+		}
+	}, nil
+}
+
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
+}
+
+// writeFileAtomic writes data to a temporary file beside path, then renames it.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := errors.Join(tmp.Sync(), tmp.Close()); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// portSet is a set of ports, as ip_local_reserved_ports holds one.
+type portSet [1 << 10]uint64
+
+func newPortSet(rs [][2]uint16) *portSet {
+	p := new(portSet)
+	for _, r := range rs {
+		for q := int(r[0]); q <= int(r[1]); q++ {
+			p[q>>6] |= 1 << (q & 63)
+		}
+	}
+	return p
+}
+
+// parsePorts reads "7000,20000-59999" (commas or spaces; empty: none).
+func parsePorts(s string) (*portSet, error) {
+	var rs [][2]uint16
+	for _, part := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
+		a, b, isRange := strings.Cut(part, "-")
+		lo, err := strconv.ParseUint(a, 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("port range %q: %w", part, err)
+		}
+		hi := lo
+		if isRange {
+			if hi, err = strconv.ParseUint(b, 10, 16); err != nil || hi < lo {
+				return nil, fmt.Errorf("port range %q: not lo-hi", part)
+			}
+		}
+		rs = append(rs, [2]uint16{uint16(lo), uint16(hi)})
+	}
+	return newPortSet(rs), nil
+}
+
+func (p *portSet) has(q int) bool { return p[q>>6]&(1<<(q&63)) != 0 }
+
+func (p *portSet) union(o *portSet) *portSet {
+	out := *p
+	for i := range out {
+		out[i] |= o[i]
+	}
+	return &out
+}
+
+func (p *portSet) minus(o *portSet) *portSet {
+	out := *p
+	for i := range out {
+		out[i] &^= o[i]
+	}
+	return &out
+}
+
+func (p *portSet) remove(o *portSet) {
+	for i := range p {
+		p[i] &^= o[i]
+	}
+}
+
+// String is the set as ip_local_reserved_ports writes it: "7000-7004,20000".
+func (p *portSet) String() string {
+	var rs [][2]uint16
+	for q := 0; q < 1<<16; q++ {
+		if !p.has(q) {
+			continue
+		}
+		if n := len(rs); n > 0 && int(rs[n-1][1])+1 == q {
+			rs[n-1][1] = uint16(q)
+		} else {
+			rs = append(rs, [2]uint16{uint16(q), uint16(q)})
+		}
+	}
+	return portList(rs)
 }
