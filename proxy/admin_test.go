@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdproxy/xdproxy/bpf"
+	"github.com/xdproxy/xdproxy/proxy/balance"
 	"github.com/xdproxy/xdproxy/proxy/dataplane"
 	"github.com/xdproxy/xdproxy/stack"
 	"github.com/xdproxy/xdproxy/stack/wire"
@@ -71,7 +72,7 @@ type enginePair struct {
 func newEnginePair(t *testing.T) *enginePair {
 	p := &enginePair{t: t, sinkA: &memSink{}, sinkB: &memSink{}, now: stack.Time(time.Second)}
 	p.web = &Listener{Spec: ListenerSpec{Name: "web", Addr: webAP, Backends: []BackendSpec{{Addr: netip.MustParseAddrPort("10.0.2.2:8080"), Weight: 1}}}}
-	p.web.Backends = []*BackendState{{Spec: p.web.Spec.Backends[0], Health: NewHealth(1, 1)}}
+	p.web.Backends = []*BackendState{{Spec: p.web.Spec.Backends[0], Health: balance.NewHealth(1, 1)}}
 	var err error
 	p.a, err = stack.New(stack.Config{MAC: macA, Addresses: []netip.Addr{ipA}, Sink: p.sinkA, Handler: &tagApp{p.web}, Rand: dataplane.NewRand()})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdproxy/xdproxy/bpf"
+	"github.com/xdproxy/xdproxy/proxy/balance"
 	"github.com/xdproxy/xdproxy/proxy/dataplane"
 	"github.com/xdproxy/xdproxy/stack"
 	"github.com/xdproxy/xdproxy/xsk"
@@ -147,11 +148,8 @@ func connOwner(c *stack.Conn) (listener, leg string) {
 			return name, legClient
 		}
 		return name, legBackend
-	case *probe:
-		if u.t != nil && u.t.l != nil {
-			return u.t.l.Spec.Name, legHealth
-		}
-		return "", legHealth
+	case *balance.Probe:
+		return u.Listener(), legHealth
 	}
 	return "", legOther
 }
