@@ -212,9 +212,6 @@ func spareProcs(shards int) (int, bool) {
 	return 0, false
 }
 
-// Listeners returns the listeners' shared state (for metrics).
-func (p *Proxy) Listeners() []*Listener { return p.listeners }
-
 // Dataplane returns the data plane (nil before Start finished).
 func (p *Proxy) Dataplane() *dataplane.Dataplane { return p.dp }
 

@@ -113,7 +113,12 @@ func (p *Prober) start(t *probeTarget, now stack.Time) {
 }
 
 // Listener names the listener whose backend the probe checks.
-func (pr *Probe) Listener() string { return pr.t.Listener }
+func (pr *Probe) Listener() string {
+	if pr.t == nil {
+		return ""
+	}
+	return pr.t.Listener
+}
 
 // ConnEvent takes the events of the probe's connection.
 func (pr *Probe) ConnEvent(c *stack.Conn, ev stack.Events) {
