@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xdproxy/xdproxy/proxy/balance"
 	"github.com/xdproxy/xdproxy/proxy/dataplane"
 	"github.com/xdproxy/xdproxy/stack"
 )
@@ -66,9 +67,9 @@ type Listener struct {
 	Backends []*BackendState
 	Stats    ListenerStats
 	active   atomic.Int64
-	allDown  atomic.Bool   // logged once per outage
-	maglev   *Maglev       // shared by every shard (nil unless balance: maglev)
-	rebuild  chan struct{} // wakes the Maglev rebuilder
+	allDown  atomic.Bool     // logged once per outage
+	maglev   *balance.Maglev // shared by every shard (nil unless balance: maglev)
+	rebuild  chan struct{}   // wakes the Maglev rebuilder
 	log      *slog.Logger
 }
 
@@ -78,7 +79,7 @@ func (l *Listener) Active() int64 { return l.active.Load() }
 // BackendState is a backend's shared state.
 type BackendState struct {
 	Spec     BackendSpec
-	Health   *Health
+	Health   *balance.Health
 	active   atomic.Int64
 	Sessions atomic.Uint64 // sessions sent to it
 	Failures atomic.Uint64 // connect failures and timeouts
@@ -94,7 +95,7 @@ func newListener(spec ListenerSpec, log *slog.Logger) *Listener {
 		rise, fall = h.Rise, h.Fall
 	}
 	for _, b := range spec.Backends {
-		l.Backends = append(l.Backends, &BackendState{Spec: b, Health: NewHealth(rise, fall)})
+		l.Backends = append(l.Backends, &BackendState{Spec: b, Health: balance.NewHealth(rise, fall)})
 	}
 	if spec.Balance == "maglev" {
 		addrs := make([]netip.AddrPort, len(l.Backends))
@@ -102,7 +103,7 @@ func newListener(spec ListenerSpec, log *slog.Logger) *Listener {
 		for i, b := range l.Backends {
 			addrs[i], weights[i] = b.Spec.Addr, b.Spec.Weight
 		}
-		l.maglev = NewMaglev(addrs, weights, 0)
+		l.maglev = balance.NewMaglev(addrs, weights, 0)
 		l.rebuild = make(chan struct{}, 1)
 	}
 	return l
@@ -159,7 +160,7 @@ func (l *Listener) rebuilder(ctx context.Context) {
 // and least-conn keep per-shard positions; Maglev's table is shared).
 type shardListener struct {
 	l       *Listener
-	bal     Balancer
+	bal     balance.Balancer
 	healthy func(int) bool
 }
 
@@ -177,7 +178,7 @@ type shardApp struct {
 	kernelLegs map[int]*kernelLeg
 	epEvents   [64]unix.EpollEvent
 
-	probes *prober // active health checks, on shard 0 only
+	probes *balance.Prober // active health checks, on shard 0 only
 
 	buf [64 << 10]byte
 }
@@ -193,11 +194,11 @@ func newShardApp(p *Proxy, sh *dataplane.Shard) *shardApp {
 		}
 		switch l.Spec.Balance {
 		case "least_conn":
-			sl.bal = NewLeastConn(weights, func(i int) int { return int(l.Backends[i].active.Load()) })
+			sl.bal = balance.NewLeastConn(weights, func(i int) int { return int(l.Backends[i].active.Load()) })
 		case "maglev":
 			sl.bal = maglevRef{l}
 		default:
-			sl.bal = NewRoundRobin(weights)
+			sl.bal = balance.NewRoundRobin(weights)
 		}
 		a.listeners[l.Spec.Addr] = sl
 	}
@@ -240,8 +241,8 @@ func (a *shardApp) ConnEvent(c *stack.Conn, ev stack.Events) {
 	switch u := c.User.(type) {
 	case *session:
 		u.onConnEvent(c, ev)
-	case *probe:
-		u.onConnEvent(c, ev)
+	case *balance.Probe:
+		u.ConnEvent(c, ev)
 	default:
 		c.Abort()
 	}
@@ -273,7 +274,7 @@ func (a *shardApp) Deadline() stack.Time {
 		d = a.timers[0].deadline
 	}
 	if a.probes != nil {
-		d = min(d, a.probes.next)
+		d = min(d, a.probes.Next())
 	}
 	return d
 }
@@ -283,8 +284,8 @@ func (a *shardApp) Tick(now stack.Time) {
 		s := a.timers[0]
 		s.onTimer(now)
 	}
-	if a.probes != nil && a.probes.next <= now {
-		a.probes.tick(now)
+	if a.probes != nil && a.probes.Next() <= now {
+		a.probes.Tick(now)
 	}
 }
 

@@ -1,7 +1,21 @@
 // Package proxy splices client connections to backend connections inside
-// each shard of the data plane (proxy/dataplane): listeners and their
-// backend pools, balancing (round robin, least connections, Maglev), active
-// and passive health checks, backpressure, half-close and reset
-// propagation, timeouts, the PROXY protocol, drain, and the admin server
-// with its metrics.
+// each shard of the data plane: listeners and their backend pools,
+// backpressure, half-close and reset propagation, timeouts, the PROXY
+// protocol, drain, and what the admin server reports on.
+//
+// Its parts that can be read alone live in sub-packages, which never
+// import this one:
+//
+//   - proxy/dataplane: shards across interfaces, hand-offs, routes and
+//     neighbours; it runs the application this package gives each shard.
+//   - proxy/balance: the balancers (round robin, least connections,
+//     Maglev), backend health (rise and fall, passive marking) and the
+//     scheduling of active checks. This package decides what feeds them:
+//     which connect failures count, which shard runs the engine checks,
+//     when a Maglev table is rebuilt.
+//   - proxy/admin: the admin HTTP server, the Prometheus metrics and the
+//     /connections listing. It reads the proxy through admin.Source, which
+//     Proxy implements (view.go): the walk of each shard's sessions and
+//     kernel legs, which names every connection's listener and leg, stays
+//     here because it reads sessions.
 package proxy

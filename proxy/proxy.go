@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/xdproxy/xdproxy/bpf"
+	"github.com/xdproxy/xdproxy/proxy/balance"
 	"github.com/xdproxy/xdproxy/proxy/dataplane"
 	"github.com/xdproxy/xdproxy/stack"
 	"github.com/xdproxy/xdproxy/xsk"
@@ -77,7 +78,7 @@ func Start(cfg Config) (_ *Proxy, err error) {
 		NewHandler: func(sh *dataplane.Shard) stack.Handler {
 			a := newShardApp(p, sh)
 			if sh.ID() == 0 {
-				a.probes = newProber(a, p.listeners, sh.Now())
+				a.probes = balance.NewProber(engineDialer{sh}, healthTargets(p.listeners, false), sh.Now())
 			}
 			p.apps = append(p.apps, a)
 			return a
@@ -115,7 +116,13 @@ func Start(cfg Config) (_ *Proxy, err error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
-	kernelChecks(ctx, p.listeners, &p.wg)
+	if targets := healthTargets(p.listeners, true); len(targets) > 0 {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			balance.RunKernelChecks(ctx, targets)
+		}()
+	}
 	for _, l := range p.listeners {
 		if l.maglev != nil {
 			p.wg.Add(1)
@@ -206,9 +213,6 @@ func spareProcs(shards int) (int, bool) {
 	}
 	return 0, false
 }
-
-// Listeners returns the listeners' shared state (for metrics).
-func (p *Proxy) Listeners() []*Listener { return p.listeners }
 
 // Dataplane returns the data plane (nil before Start finished).
 func (p *Proxy) Dataplane() *dataplane.Dataplane { return p.dp }

@@ -36,7 +36,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/xdproxy/xdproxy/internal/lab"
-	"github.com/xdproxy/xdproxy/proxy"
+	"github.com/xdproxy/xdproxy/proxy/balance"
 )
 
 // xdproxyBin is the daemon, built once by TestMain.
@@ -844,7 +844,7 @@ func TestConcurrentBalance(t *testing.T) {
 					t.Errorf("least_conn with weights 3:1: b1 %d, b2 %d; want b1 ≈ %d", count["b1"], count["b2"], n*3/4)
 				}
 			case "maglev":
-				m := proxy.NewMaglev(backends, tc.weights, 0)
+				m := balance.NewMaglev(backends, tc.weights, 0)
 				wrong := 0
 				for i, c := range conns {
 					want := []string{"b1", "b2"}[m.Pick(c, nil)]

@@ -29,6 +29,7 @@ import (
 	"github.com/xdproxy/xdproxy/internal/preflight"
 	"github.com/xdproxy/xdproxy/internal/statedir"
 	"github.com/xdproxy/xdproxy/proxy"
+	"github.com/xdproxy/xdproxy/proxy/admin"
 )
 
 var version = "dev"
@@ -115,25 +116,25 @@ func serve(cfg *config.Config, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "xdproxy: %v\n", err)
 		return 1
 	}
-	var admin *proxy.Admin
+	var adminSrv *admin.Admin
 	if cfg.Admin.Address != "" {
-		admin = proxy.NewAdmin(p, cfg.Admin.Address, log)
-		if err := admin.Start(); err != nil {
+		adminSrv = admin.New(p, cfg.Admin.Address, log)
+		if err := adminSrv.Start(); err != nil {
 			p.Stop()
 			fmt.Fprintf(stderr, "xdproxy: admin server: %v\n", err)
 			return 1
 		}
-		admin.SetReady(true)
+		adminSrv.SetReady(true)
 	}
 	log.Info("ready", "listeners", len(cfg.Listeners), "interfaces", len(cfg.Interfaces), "admin", cfg.Admin.Address)
 	sig := <-sigs
 	// /healthz answers 503 "draining" from here on (it reads p.Draining).
 	log.Info("draining", "signal", sig.String(), "drain_timeout", cfg.DrainTimeout)
 	reset := p.Drain(cfg.DrainTimeout)
-	if admin != nil {
+	if adminSrv != nil {
 		// Before the data plane goes: a scrape must not race its teardown.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if err := admin.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		if err := adminSrv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			log.Warn("admin server shutdown", "err", err)
 		}
 		cancel()

@@ -1,9 +1,7 @@
 package proxy
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -15,20 +13,25 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdproxy/xdproxy/bpf"
+	"github.com/xdproxy/xdproxy/proxy/admin"
+	"github.com/xdproxy/xdproxy/proxy/balance"
 	"github.com/xdproxy/xdproxy/proxy/dataplane"
 	"github.com/xdproxy/xdproxy/stack"
 	"github.com/xdproxy/xdproxy/stack/wire"
-	"github.com/xdproxy/xdproxy/xsk"
 )
 
-// These tests need no root: the proxy they read is put together by hand
-// from two engines joined in memory, each one a "shard" whose control
-// channel a test goroutine serves (as the shard loop would).
+// These tests read the proxy as the admin server sees it (Proxy is its
+// admin.Source): who owns each connection, TIME_WAIT attribution, kernel
+// legs, filters and limits of the walk, shards that do not answer. They
+// need no root: the proxy they read is put together by hand from two
+// engines joined in memory, each one a "shard" whose control channel a
+// test goroutine serves (as the shard loop would).
 
 var (
 	macA  = wire.MAC{2, 0, 0, 0, 0, 1}
@@ -71,7 +74,7 @@ type enginePair struct {
 func newEnginePair(t *testing.T) *enginePair {
 	p := &enginePair{t: t, sinkA: &memSink{}, sinkB: &memSink{}, now: stack.Time(time.Second)}
 	p.web = &Listener{Spec: ListenerSpec{Name: "web", Addr: webAP, Backends: []BackendSpec{{Addr: netip.MustParseAddrPort("10.0.2.2:8080"), Weight: 1}}}}
-	p.web.Backends = []*BackendState{{Spec: p.web.Spec.Backends[0], Health: NewHealth(1, 1)}}
+	p.web.Backends = []*BackendState{{Spec: p.web.Spec.Backends[0], Health: balance.NewHealth(1, 1)}}
 	var err error
 	p.a, err = stack.New(stack.Config{MAC: macA, Addresses: []netip.Addr{ipA}, Sink: p.sinkA, Handler: &tagApp{p.web}, Rand: dataplane.NewRand()})
 	if err != nil {
@@ -189,7 +192,7 @@ func get(t *testing.T, h http.Handler, url string) (*http.Response, string) {
 
 func TestAdminHealthz(t *testing.T) {
 	prx, _ := labProxy(t)
-	a := NewAdmin(prx, "127.0.0.1:0", slog.Default())
+	a := admin.New(prx, "127.0.0.1:0", slog.Default())
 	check := func(code int, body string) {
 		t.Helper()
 		res, got := get(t, a.Handler(), "/healthz")
@@ -204,79 +207,51 @@ func TestAdminHealthz(t *testing.T) {
 	check(503, "draining")
 
 	// No proxy yet: starting, whatever SetReady said.
-	b := NewAdmin(nil, "127.0.0.1:0", nil)
+	b := admin.New(nil, "127.0.0.1:0", nil)
 	b.SetReady(true)
 	res, got := get(t, b.Handler(), "/healthz")
 	if res.StatusCode != 503 || got != "starting" {
 		t.Fatalf("/healthz without a proxy = %d %q", res.StatusCode, got)
 	}
 	prx.draining.Store(false)
-	b.SetProxy(prx)
+	b.SetSource(prx)
 	if res, got := get(t, b.Handler(), "/healthz"); res.StatusCode != 200 || got != "ok" {
-		t.Fatalf("/healthz after SetProxy = %d %q", res.StatusCode, got)
+		t.Fatalf("/healthz after SetSource = %d %q", res.StatusCode, got)
 	}
 	if _, body := get(t, b.Handler(), "/metrics"); !strings.Contains(body, `xdproxy_accepted_total{listener="web"}`) {
-		t.Fatal("/metrics after SetProxy lacks the listener metrics")
+		t.Fatal("/metrics after SetSource lacks the listener metrics")
 	}
 }
 
-func TestAdminServeAndShutdown(t *testing.T) {
-	prx, _ := labProxy(t)
-	a := NewAdmin(prx, "127.0.0.1:0", slog.Default())
+// scrape is /metrics of an admin server, ready, reading prx.
+func scrape(t *testing.T, prx *Proxy) string {
+	t.Helper()
+	a := admin.New(prx, "127.0.0.1:0", slog.Default())
 	a.SetReady(true)
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
+	res, body := get(t, a.Handler(), "/metrics")
+	if res.StatusCode != 200 {
+		t.Fatalf("/metrics: %d\n%s", res.StatusCode, body)
 	}
-	base := "http://" + a.Addr()
-	for _, path := range []string{"/healthz", "/metrics", "/connections", "/connections?format=json", "/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/"} {
-		res, err := http.Get(base + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		if res.StatusCode != 200 {
-			t.Errorf("GET %s: %s", path, res.Status)
-		}
-	}
-	if res, err := http.Get(base + "/nope"); err == nil {
-		res.Body.Close()
-		if res.StatusCode != 404 {
-			t.Errorf("GET /nope: %s, want 404", res.Status)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := a.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := http.Get(base + "/healthz"); err == nil {
-		t.Fatal("server still answering after Shutdown")
-	}
+	return body
 }
 
+// The lab proxy's /metrics passes the Prometheus linter (the metric
+// families the admin server describes are linted in package admin; this
+// lints what a real proxy's view makes of them).
 func TestMetricsLint(t *testing.T) {
 	prx, _ := labProxy(t)
-	c := &collector{source: func() adminSource { return prx }, ready: func() bool { return true }}
-	problems, err := testutil.CollectAndLint(c)
+	body := scrape(t, prx)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
-	// Every metric collected is described, labels consistent, no duplicates.
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		name := mf.GetName()
+	var ours []*dto.MetricFamily
+	for name, mf := range families {
 		if !strings.HasPrefix(name, "xdproxy_") {
-			t.Errorf("metric %s lacks the xdproxy_ prefix", name)
+			continue
 		}
+		ours = append(ours, mf)
 		if mf.GetType().String() == "COUNTER" && !strings.HasSuffix(name, "_total") {
 			t.Errorf("counter %s does not end in _total", name)
 		}
@@ -284,16 +259,21 @@ func TestMetricsLint(t *testing.T) {
 			t.Errorf("%s %s ends in _total", mf.GetType(), name)
 		}
 	}
+	if len(ours) < 30 {
+		t.Fatalf("only %d xdproxy_ families:\n%s", len(ours), body)
+	}
+	problems, err := promlint.NewWithMetricFamilies(ours).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
 }
 
 func TestMetricsValues(t *testing.T) {
 	prx, _ := labProxy(t)
-	a := NewAdmin(prx, "127.0.0.1:0", slog.Default())
-	a.SetReady(true)
-	res, body := get(t, a.Handler(), "/metrics")
-	if res.StatusCode != 200 {
-		t.Fatalf("/metrics: %d\n%s", res.StatusCode, body)
-	}
+	body := scrape(t, prx)
 	want := []string{
 		`xdproxy_ready 1`,
 		`xdproxy_draining 0`,
@@ -370,7 +350,7 @@ func TestMetricsShardTimeout(t *testing.T) {
 	// A third shard whose loop never runs: the scrape must not hang.
 	prx.dp = dataplane.Detached([]string{"test0"}, [][]int{{4}, {5}, {6}}, append(prx.dp.Shards()[0].Dataplane().Engines(), nil))
 	t.Cleanup(func() { prx.dp.Stop() })
-	a := NewAdmin(prx, "127.0.0.1:0", slog.Default())
+	a := admin.New(prx, "127.0.0.1:0", slog.Default())
 	a.ShardTimeout = 100 * time.Millisecond
 	start := time.Now()
 	res, body := get(t, a.Handler(), "/metrics")
@@ -402,7 +382,7 @@ var (
 
 func TestAdminConnectionsText(t *testing.T) {
 	prx, _ := labProxy(t)
-	a := NewAdmin(prx, "127.0.0.1:0", slog.Default())
+	a := admin.New(prx, "127.0.0.1:0", slog.Default())
 	res, body := get(t, a.Handler(), "/connections")
 	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/plain") {
 		t.Fatalf("/connections: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
@@ -461,7 +441,7 @@ func TestAdminConnectionsText(t *testing.T) {
 
 func TestAdminConnectionsJSON(t *testing.T) {
 	prx, _ := labProxy(t)
-	a := NewAdmin(prx, "127.0.0.1:0", slog.Default())
+	a := admin.New(prx, "127.0.0.1:0", slog.Default())
 	res, body := get(t, a.Handler(), "/connections?format=json")
 	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("/connections?format=json: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
@@ -519,17 +499,6 @@ func TestAdminConnectionsJSON(t *testing.T) {
 	}
 }
 
-func TestAdminWithoutProxy(t *testing.T) {
-	a := NewAdmin(nil, "127.0.0.1:0", nil)
-	res, body := get(t, a.Handler(), "/metrics")
-	if res.StatusCode != 200 || !strings.Contains(body, "xdproxy_ready 0") || !strings.Contains(body, "go_goroutines") {
-		t.Fatalf("/metrics without a proxy: %d\n%s", res.StatusCode, body)
-	}
-	if res, body := get(t, a.Handler(), "/connections"); res.StatusCode != 200 || body != "" {
-		t.Fatalf("/connections without a proxy: %d %q", res.StatusCode, body)
-	}
-}
-
 // A backend leg of a dial: kernel listener is an OS socket: it is listed
 // (from TCP_INFO) and counted as the listener's backend leg.
 func TestAdminKernelLegs(t *testing.T) {
@@ -572,7 +541,7 @@ func TestAdminKernelLegs(t *testing.T) {
 	sh := prx.dp.Shards()[1]
 	sh.Do(func(sh *dataplane.Shard) { sh.SetDriver(app) })
 
-	a := NewAdmin(prx, "127.0.0.1:0", slog.Default())
+	a := admin.New(prx, "127.0.0.1:0", slog.Default())
 	_, body := get(t, a.Handler(), "/connections?listener=web&state=ESTABLISHED")
 	re := regexp.MustCompile(`(?m)^1 ESTABLISHED 127\.0\.0\.1:\d+ ` + regexp.QuoteMeta(backend.String()) + ` rtt=\S+ cwnd=[1-9]\d* in=3 out=0 listener=web leg=backend kernel$`)
 	if !re.MatchString(body) {
@@ -588,104 +557,5 @@ func TestAdminKernelLegs(t *testing.T) {
 	_, body = get(t, a.Handler(), "/metrics")
 	if !strings.Contains(body, `xdproxy_connections{leg="backend",listener="web",state="ESTABLISHED"} 2`) {
 		t.Errorf("kernel leg not counted:\n%s", body)
-	}
-}
-
-// fakeSource is an adminSource with canned views: it covers what the lab
-// proxy cannot have without root (the XDP program, AF_XDP sockets).
-type fakeSource struct {
-	ls []*Listener
-	pv planeView
-}
-
-func (f *fakeSource) Listeners() []*Listener                    { return f.ls }
-func (f *fakeSource) Draining() bool                            { return false }
-func (f *fakeSource) view(context.Context, connQuery) planeView { return f.pv }
-
-func TestMetricsXDPAndXSK(t *testing.T) {
-	sv := shardView{ID: 0, Answered: true}
-	sv.Counters[stack.SYNCookiesSent] = 5
-	sv.Counters[stack.SYNCookiesAccepted] = 4
-	sv.Counters[stack.SYNCookiesRejected] = 1
-	sv.Counters[stack.ParseDropCounter(1)] = 6
-	good := queueView{Shard: 0, Queue: 2, Answered: true,
-		XSK: xsk.Stats{RxDropped: 1, RxRingFull: 2, RxFrames: 10, TxFrames: 11, Kicks: 4, BadCommits: 9}}
-	bad := queueView{Shard: 1, Queue: 3, Answered: true, XSKErr: xsk.ErrClosed}
-	src := &fakeSource{pv: planeView{Ifaces: []ifaceView{{
-		Name:     "eth0",
-		XDP:      []bpf.Counter{{Name: "rx_packets", Value: 100}, {Name: "redirect_listener", Value: 60}, {Name: "pass_not_ours", Value: 40}},
-		RxFrames: 100, ChecksumDrops: 3, PartialChecksums: 7,
-		Queues: []queueView{good, bad},
-	}, {
-		Name: "eth1", XDPErr: errors.New("closed"),
-	}}, Shards: []shardView{sv, {ID: 1, Answered: true}}}}
-	c := &collector{source: func() adminSource { return src }}
-	problems, err := testutil.CollectAndLint(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
-	want := `
-# HELP xdproxy_xdp_packets_total Packets the XDP program saw (rx_packets) and what it did with them (reason).
-# TYPE xdproxy_xdp_packets_total counter
-xdproxy_xdp_packets_total{interface="eth0",reason="pass_not_ours"} 40
-xdproxy_xdp_packets_total{interface="eth0",reason="redirect_listener"} 60
-xdproxy_xdp_packets_total{interface="eth0",reason="rx_packets"} 100
-# HELP xdproxy_syn_cookies_total SYN cookies sent, accepted (a valid cookie completed a handshake) and rejected, summed over shards.
-# TYPE xdproxy_syn_cookies_total counter
-xdproxy_syn_cookies_total{kind="accepted"} 4
-xdproxy_syn_cookies_total{kind="rejected"} 1
-xdproxy_syn_cookies_total{kind="sent"} 5
-# HELP xdproxy_xsk_rx_dropped_total Frames the kernel dropped for reasons other than a full RX ring or an empty fill ring.
-# TYPE xdproxy_xsk_rx_dropped_total counter
-xdproxy_xsk_rx_dropped_total{interface="eth0",queue="2"} 1
-# HELP xdproxy_xsk_rx_ring_full_total Frames the kernel dropped because the RX ring was full.
-# TYPE xdproxy_xsk_rx_ring_full_total counter
-xdproxy_xsk_rx_ring_full_total{interface="eth0",queue="2"} 2
-# HELP xdproxy_xsk_bad_commits_total Frame commits with a length outside the frame.
-# TYPE xdproxy_xsk_bad_commits_total counter
-xdproxy_xsk_bad_commits_total{interface="eth0",queue="2"} 9
-# HELP xdproxy_interface_partial_checksums_total TCP segments accepted on a virtual interface (veth) with a partial checksum: their sender's kernel left the checksum to an offload that never ran.
-# TYPE xdproxy_interface_partial_checksums_total counter
-xdproxy_interface_partial_checksums_total{interface="eth0"} 7
-xdproxy_interface_partial_checksums_total{interface="eth1"} 0
-# HELP xdproxy_interface_checksum_drops_total TCP segments from the interface dropped for a bad checksum.
-# TYPE xdproxy_interface_checksum_drops_total counter
-xdproxy_interface_checksum_drops_total{interface="eth0"} 3
-xdproxy_interface_checksum_drops_total{interface="eth1"} 0
-# HELP xdproxy_shard_info Maps a shard to the queue of each interface it serves (always 1).
-# TYPE xdproxy_shard_info gauge
-xdproxy_shard_info{interface="eth0",queue="2",shard="0"} 1
-xdproxy_shard_info{interface="eth0",queue="3",shard="1"} 1
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"xdproxy_xdp_packets_total", "xdproxy_syn_cookies_total", "xdproxy_xsk_rx_dropped_total",
-		"xdproxy_xsk_rx_ring_full_total", "xdproxy_xsk_bad_commits_total",
-		"xdproxy_interface_partial_checksums_total", "xdproxy_interface_checksum_drops_total", "xdproxy_shard_info"); err != nil {
-		t.Error(err)
-	}
-	n, err := testutil.GatherAndCount(reg, "xdproxy_xsk_tx_kicks_total")
-	if err != nil || n != 1 {
-		t.Errorf("xdproxy_xsk_tx_kicks_total: %d series (%v), want 1 (none for the socket whose stats failed)", n, err)
-	}
-	drop := "xdproxy_tcp_events_total"
-	mfs, _ := reg.Gather()
-	found := false
-	for _, mf := range mfs {
-		if mf.GetName() != drop {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if m.GetLabel()[0].GetValue() == stack.ParseDropCounter(1).String() && m.GetCounter().GetValue() == 6 {
-				found = true
-			}
-		}
-	}
-	if !found {
-		t.Errorf("%s{counter=%q} 6 missing", drop, stack.ParseDropCounter(1).String())
 	}
 }
