@@ -6,6 +6,29 @@
 // XSK frame rate of the lab's proxy veth. Nothing under bench is imported
 // by the daemon.
 //
+// # The side-by-side harness (make bench)
+//
+// bench/cmd/sidebyside runs xdproxy, HAProxy, nginx, a Go proxy and the
+// direct path in the lab (its package doc has the details). -shape picks
+// the deployment shape of the lab's topology:
+//
+//   - one-armed (default): one proxy veth p0; clients and backends both
+//     behind the router. Results: bench/results/latest.json, latest.md,
+//     latency.svg.
+//   - two-armed: front veth p0 towards the router, back veth p1 with the
+//     backends on-link (-back-queues sets p1's queues; default -queues).
+//     xdproxy's config lists both interfaces. The direct path is routed
+//     through the proxy namespace's kernel (router → p0 → p1 → backends,
+//     set up for that contender only), one forwarding hop more than
+//     one-armed's. The raw XSK rate is measured on the front link.
+//     Results: bench/results/latest-two-armed.json, latest-two-armed.md,
+//     latency-two-armed.svg, beside the one-armed files.
+//
+// Every results file records its shape (latest*.json: settings.shape; the
+// Markdown's heading). To compare the shapes, run both back to back with
+// the same flags and compare within the session; the box's noise between
+// sessions is larger than most differences.
+//
 // # Running
 //
 // As root (network namespaces, veth pairs, XDP, AF_XDP):

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/xdproxy/xdproxy/internal/lab"
 )
@@ -74,39 +77,82 @@ func proxyAddrs() map[string][]string {
 	return m
 }
 
-// backendsOf is the backend addresses of service s.
-func backendsOf(h *harness, s service) []string {
+// backendsOf is the backend addresses of service s in the run's topology.
+func backendsOf(h *harness, s service) []string { return serviceBackends(h.topo.BackendAddrs, s) }
+
+// serviceBackends is the host:port addresses of service s on the backend
+// addresses (only the first for a firstOnly service).
+func serviceBackends(addrs []netip.Addr, s service) []string {
 	var out []string
-	for i, a := range h.topo.BackendAddrs {
+	for i, a := range addrs {
 		if s.firstOnly && i > 0 {
 			break
 		}
-		out = append(out, fmt.Sprintf("%s:%d", a, s.backendPort))
+		out = append(out, netip.AddrPortFrom(a, uint16(s.backendPort)).String())
 	}
 	return out
 }
 
+// directTwoArmed is what the direct path is in the two-armed lab.
+const directTwoArmed = "no proxy: client → router → the proxy namespace's kernel, forwarding from p0 to p1 → backend (the ceiling on the same links; the router gets a route to the back subnet via p0's address and the proxy namespace forwards, for this contender only)"
+
+// startDirect gives the client the backends' addresses. One-armed the
+// router reaches them. Two-armed it has no route to the back subnet, so for
+// as long as this contender runs the router routes it to the proxy's p0
+// and the proxy namespace forwards (no proxy process, no XDP): the same
+// links as every proxy's traffic, with kernel forwarding in place of the
+// proxy.
 func startDirect(ctx context.Context, h *harness) (*instance, error) {
 	m := map[string][]string{}
 	for _, s := range services {
 		m[s.name] = backendsOf(h, s)
 	}
-	return &instance{addrs: m, stop: func() error { return nil }}, nil
+	in := &instance{addrs: m, stop: func() error { return nil }}
+	if h.topo.BackLink == nil {
+		return in, nil
+	}
+	back := netip.PrefixFrom(h.topo.BackendAddrs[0], lab.TopoBackBackend1.Bits()).Masked()
+	if err := h.topo.Router.AddRoute(back, h.topo.ProxyAddr); err != nil {
+		return nil, err
+	}
+	undo := func() error {
+		err := h.topo.Router.Netlink().RouteDel(&netlink.Route{Dst: &net.IPNet{IP: back.Addr().AsSlice(), Mask: net.CIDRMask(back.Bits(), back.Addr().BitLen())}, Gw: h.topo.ProxyAddr.AsSlice()})
+		if err != nil {
+			err = fmt.Errorf("router: deleting the route to %v: %w", back, err)
+		}
+		return errors.Join(err, h.topo.Proxy.SetForwarding(false))
+	}
+	if err := h.topo.Proxy.SetForwarding(true); err != nil {
+		return nil, errors.Join(err, undo())
+	}
+	in.stop = undo
+	return in, nil
 }
 
-func startXdproxy(ctx context.Context, h *harness, dial string) (*instance, error) {
+// xdproxyConfig is xdproxy's config for the bench: every interface of the
+// proxy (front first), the services on listenIP with dial, the backends on
+// backendAddrs, the admin endpoint on xdproxyAdmin.
+func xdproxyConfig(ifaces []string, dial string, backendAddrs []netip.Addr) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "interfaces:\n  - name: %s\nlisteners:\n", h.topo.ProxyIf)
+	b.WriteString("interfaces:\n")
+	for _, i := range ifaces {
+		fmt.Fprintf(&b, "  - name: %s\n", i)
+	}
+	b.WriteString("listeners:\n")
 	for _, s := range services {
 		fmt.Fprintf(&b, "  - name: %s\n    address: %s:%d\n    balance: round_robin\n    dial: %s\n    connect_timeout: 3s\n    idle_timeout: 10m\n    backends:\n",
 			s.name, listenIP, s.proxyPort, dial)
-		for _, be := range backendsOf(h, s) {
+		for _, be := range serviceBackends(backendAddrs, s) {
 			fmt.Fprintf(&b, "      - address: %s\n", be)
 		}
 	}
 	fmt.Fprintf(&b, "drain_timeout: 1s\nadmin:\n  address: %s\nlog:\n  level: info\n  format: text\n", xdproxyAdmin)
+	return b.String()
+}
+
+func startXdproxy(ctx context.Context, h *harness, dial string) (*instance, error) {
 	path := filepath.Join(h.tmp, "xdproxy-"+dial+".yaml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(xdproxyConfig(h.topo.ProxyIfs, dial, h.topo.BackendAddrs)), 0o644); err != nil {
 		return nil, err
 	}
 	p, err := h.topo.Proxy.Start(ctx, h.bin, "run", "--config", path)

@@ -79,7 +79,8 @@ type FrameSummary struct {
 }
 
 // measureRaw measures the raw XSK TX and RX rates of the proxy's veth for
-// -raw each and records them. No contender may run meanwhile.
+// -raw each and records them: p0 ⇄ router (topo.ProxyLink), the only one
+// one-armed and the front one two-armed. No contender may run meanwhile.
 func (h *harness) measureRaw(round int) {
 	near, far := h.topo.ProxyLink.A, h.topo.ProxyLink.B
 	raw := RawXSK{Round: round}
@@ -96,7 +97,11 @@ func (h *harness) measureRaw(round int) {
 	}
 	raw.Error = strings.Join(errs, "; ")
 	h.res.RawXSK = append(h.res.RawXSK, raw)
-	logf("  raw XSK rate of %s: %s", h.topo.ProxyIf, raw.brief())
+	front := ""
+	if h.topo.BackLink != nil {
+		front = " (front)"
+	}
+	logf("  raw XSK rate of %s%s: %s", h.topo.ProxyIf, front, raw.brief())
 	// The kernel lets go of the measurement's queues 25 to 45 ms after
 	// their sockets close (rawxsk.OpenXSK), and xdproxy binds them
 	// without retrying.
@@ -318,7 +323,11 @@ func (res *Results) framesMarkdown(w func(format string, a ...any), names []stri
 		w("Not measured (-raw 0).\n")
 		return
 	}
-	w("**Raw XSK rate** of the proxy's own veth (p0, %d queues), measured at the start of every round with no contender running, for %v per direction; median of the rounds:\n\n", st.Queues, st.Raw)
+	link := "the proxy's own veth"
+	if st.shape() == lab.TwoArmed {
+		link = "the proxy's front veth (towards the router; the back veth p1 is not measured)"
+	}
+	w("**Raw XSK rate** of %s (p0, %d queues), measured at the start of every round with no contender running, for %v per direction; median of the rounds:\n\n", link, st.Queues, st.Raw)
 	w("| direction | frames/s | each round | how |\n|---|---:|---|---|\n")
 	rounds := func(get func(RawXSK) *rawxsk.Rate) string {
 		var s []string
@@ -344,7 +353,11 @@ func (res *Results) framesMarkdown(w func(format string, a ...any), names []stri
 	w("No TCP, no engine, and nothing else competing for the %d cores, whereas in every workload the load generator, the backends and the other namespaces' kernel TCP share them with xdproxy: it is a bound to read the figures below against, not a rate xdproxy could reach here. ", res.Machine.Cores)
 	w("The test frames are 64 bytes; a full 1,514-byte segment takes longer to copy, so for bulk's frames the ceiling is somewhat lower. ")
 	w("RX is bounded by its senders as well: on veth the XDP program and the copy into the UMEM run in the sending thread's softirq, so it is what %d AF_PACKET senders push through, not what the sockets could take.\n\n", st.Queues)
-	w("**xdproxy's own frames**: `%s` (descriptors taken from the RX rings) and `%s` (frames queued on the TX rings), summed over queues, scraped from its admin endpoint before and after each workload, divided by the time the load generator offered load (warm-up and window; the scrapes also take in the generator's start and exit, which add little traffic). ", metricXSKRx, metricXSKTx)
+	over := "queues"
+	if st.shape() == lab.TwoArmed {
+		over = "queues and both interfaces (p0 and p1)"
+	}
+	w("**xdproxy's own frames**: `%s` (descriptors taken from the RX rings) and `%s` (frames queued on the TX rings), summed over %s, scraped from its admin endpoint before and after each workload, divided by the time the load generator offered load (warm-up and window; the scrapes also take in the generator's start and exit, which add little traffic). ", metricXSKRx, metricXSKTx, over)
 	w("Every frame is one segment in one 2 KiB UMEM frame (no GSO/GRO). Median over rounds; \"of raw\" divides by the raw rate's median.\n\n")
 	w("| contender | workload | RX frames/s | of raw RX | TX frames/s | of raw TX | bytes per frame |\n|---|---|---:|---:|---:|---:|---:|\n")
 	rows := 0

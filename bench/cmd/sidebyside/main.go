@@ -2,6 +2,21 @@
 // would otherwise pick, side by side in one run, in the lab topology
 // (internal/lab: client — router — proxy (p0, XDP) — backends).
 //
+// -shape picks the lab's deployment shape. one-armed (the default): the
+// proxy has one veth p0 and reaches the backends (10.10.2.2/.3) through the
+// router. two-armed: the proxy's front veth p0 faces the router and the
+// clients, its back veth p1 has the backends (10.10.3.2/.3) on-link, and
+// every contender runs there: xdproxy's config lists both interfaces (each
+// leg leaves by the one the kernel's route names), the kernel proxies reach
+// the backends through p1 by the kernel's route. -back-queues gives p1 its
+// own queue count (default: -queues). The router has no route to the back
+// subnet, so two-armed the direct path is client → router → the proxy
+// namespace's kernel forwarding p0 → p1 → backends: for the direct
+// contender only, the router gets a route to 10.10.3.0/24 via p0 and the
+// proxy namespace forwards (the same links as the proxies' traffic, one
+// forwarding hop more than one-armed's direct path). The raw XSK rate is
+// that of the front link (p0 ⇄ router) in both shapes.
+//
 // Contenders: xdproxy with dial: xdp; xdproxy with dial: kernel; HAProxy
 // (mode tcp, nbthread 2); nginx stream (2 workers); a plain Go io.Copy proxy
 // (this binary, `sidebyside gocopy`); and the direct path (no proxy) as the
@@ -27,9 +42,14 @@
 // the same HTTP service, and iperf3 against the loadgen's one-stream
 // download.
 //
-// Output (-out): latest.json (every number of every round), latest.md (the
-// tables, with ratios to HAProxy and to the direct path, also printed to
-// stdout) and latency.svg (latency percentiles at each offered rate).
+// Output (-out): latest.json (every number of every round; settings.shape
+// names the shape), latest.md (the tables, with ratios to HAProxy and to
+// the direct path, also printed to stdout; the heading names the shape) and
+// latency.svg (latency percentiles at each offered rate). A two-armed run
+// writes latest-two-armed.json, latest-two-armed.md and
+// latency-two-armed.svg instead, beside the one-armed files, never over
+// them. With -pprof DIR, xdproxy's CPU profile over each workload's window
+// is saved as DIR/<shape>-r<round>-<contender>-<workload>.pprof.
 //
 // Needs root. Everything lives in the lab's namespaces and is removed on
 // exit, failure or Ctrl-C.
@@ -45,6 +65,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os"
@@ -75,27 +96,18 @@ func main() {
 			os.Exit(microtableMain(os.Args[2:]))
 		}
 	}
-	var o options
-	flag.StringVar(&o.Bin, "bin", "bin/xdproxy", "the xdproxy binary (make build)")
-	flag.StringVar(&o.Out, "out", "bench/results", "output directory (latest.json, latest.md, latency.svg)")
-	flag.IntVar(&o.Rounds, "rounds", 3, "rounds (each contender started afresh per round, order rotated)")
-	flag.DurationVar(&o.Duration, "d", 2*time.Second, "measured window of each workload")
-	flag.DurationVar(&o.Warmup, "warmup", 300*time.Millisecond, "warm-up before each window (not counted)")
-	flag.IntVar(&o.ConnClients, "conn-clients", 32, "parallel clients in the connection-rate workload")
-	flag.IntVar(&o.RRConns, "rr-conns", 16, "kept-alive connections in the request/response workloads")
-	flag.StringVar(&o.RatesFlag, "rates", "2000,10000,20000", "offered request rates (req/s, all connections together) of the open-loop runs")
-	flag.IntVar(&o.Idle, "idle", 10000, "idle connections for the memory measurement (0: skip)")
-	flag.IntVar(&o.IdleRounds, "idle-rounds", 1, "rounds that measure idle memory (the first ones)")
-	flag.BoolVar(&o.Upload, "upload", false, "also measure a one-stream bulk upload")
-	flag.StringVar(&o.CrossFlag, "crosscheck", "all", "contenders cross-checked with wrk and iperf3 in the first round: all, none, or a comma list")
-	flag.IntVar(&o.Queues, "queues", 2, "queues of the proxy's veth (xdproxy shards)")
-	flag.IntVar(&o.MTU, "mtu", 0, "MTU of every lab link (0: 1500); above 2026 xdproxy uses 4 KiB frames")
-	flag.StringVar(&o.Workloads, "workloads", "", "comma list of workloads to run (default all: "+strings.Join(allWorkloads, ",")+"; rr means every offered rate)")
-	flag.StringVar(&o.Only, "contenders", "", "comma list of contenders to run (default all: "+contenderNames()+")")
-	flag.DurationVar(&o.Raw, "raw", 2*time.Second, "raw XSK frame rate of the proxy's veth, TX and RX, measured this long each at the start of every round (0: skip)")
-	flag.Parse()
-	o.Command = "go run ./bench/cmd/sidebyside " + strings.Join(os.Args[1:], " ")
-	if err := run(&o); err != nil {
+	o, contenders, err := parseArgs(os.Args[1:], os.Stderr)
+	var fe flagError
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.As(err, &fe): // the flag package has said what and printed the usage
+		os.Exit(2)
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "sidebyside: %v\n", err)
+		os.Exit(2)
+	}
+	if err := run(o, contenders); err != nil {
 		fmt.Fprintf(os.Stderr, "sidebyside: FAILED: %v\n", err)
 		os.Exit(1)
 	}
@@ -115,16 +127,154 @@ type options struct {
 	IdleRounds  int           `json:"idle_rounds"`
 	Upload      bool          `json:"upload"`
 	CrossFlag   string        `json:"crosscheck"`
-	Queues      int           `json:"queues"`
+	Shape       string        `json:"shape"`                 // one-armed or two-armed (lab.Shape's names)
+	Queues      int           `json:"queues"`                // of the proxy's (front) link
+	BackQueues  int           `json:"back_queues,omitempty"` // of the back link, two-armed (0: Queues)
 	MTU         int           `json:"mtu,omitempty"`
 	Workloads   string        `json:"workloads,omitempty"`
 	Only        string        `json:"contenders,omitempty"`
 	Raw         time.Duration `json:"raw_xsk_ns"`
+	Pprof       string        `json:"-"`
 	Command     string        `json:"command"`
+}
+
+// flagError is an error of the flag package, which has printed it with
+// the usage already.
+type flagError struct{ error }
+
+func (e flagError) Unwrap() error { return e.error }
+
+// parseArgs parses and checks the command line (usage and flag errors to
+// out) and picks the contenders to run.
+func parseArgs(args []string, out io.Writer) (*options, []contender, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("sidebyside", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.Bin, "bin", "bin/xdproxy", "the xdproxy binary (make build)")
+	fs.StringVar(&o.Out, "out", "bench/results", "output directory (one-armed: latest.json, latest.md, latency.svg; two-armed: latest-two-armed.json, latest-two-armed.md, latency-two-armed.svg)")
+	fs.IntVar(&o.Rounds, "rounds", 3, "rounds (each contender started afresh per round, order rotated)")
+	fs.DurationVar(&o.Duration, "d", 2*time.Second, "measured window of each workload")
+	fs.DurationVar(&o.Warmup, "warmup", 300*time.Millisecond, "warm-up before each window (not counted)")
+	fs.IntVar(&o.ConnClients, "conn-clients", 32, "parallel clients in the connection-rate workload")
+	fs.IntVar(&o.RRConns, "rr-conns", 16, "kept-alive connections in the request/response workloads")
+	fs.StringVar(&o.RatesFlag, "rates", "2000,10000,20000", "offered request rates (req/s, all connections together) of the open-loop runs")
+	fs.IntVar(&o.Idle, "idle", 10000, "idle connections for the memory measurement (0: skip)")
+	fs.IntVar(&o.IdleRounds, "idle-rounds", 1, "rounds that measure idle memory (the first ones)")
+	fs.BoolVar(&o.Upload, "upload", false, "also measure a one-stream bulk upload")
+	fs.StringVar(&o.CrossFlag, "crosscheck", "all", "contenders cross-checked with wrk and iperf3 in the first round: all, none, or a comma list")
+	fs.StringVar(&o.Shape, "shape", lab.OneArmed.String(), "lab topology: one-armed (backends behind the router, one proxy veth p0) or two-armed (front veth p0 towards the router, back veth p1 with the backends on-link)")
+	fs.IntVar(&o.Queues, "queues", 2, "queues of the proxy's (front) veth (xdproxy shards)")
+	fs.IntVar(&o.BackQueues, "back-queues", 0, "queues of the back veth, -shape two-armed only (0: -queues)")
+	fs.IntVar(&o.MTU, "mtu", 0, "MTU of every lab link (0: 1500); above 2026 xdproxy uses 4 KiB frames")
+	fs.StringVar(&o.Workloads, "workloads", "", "comma list of workloads to run (default all: "+strings.Join(allWorkloads, ",")+"; rr means every offered rate)")
+	fs.StringVar(&o.Only, "contenders", "", "comma list of contenders to run (default all: "+contenderNames()+")")
+	fs.DurationVar(&o.Raw, "raw", 2*time.Second, "raw XSK frame rate of the proxy's (front) veth, TX and RX, measured this long each at the start of every round (0: skip)")
+	fs.StringVar(&o.Pprof, "pprof", "", "directory for CPU profiles of xdproxy (its /debug/pprof/profile over each workload's window; \"\": none)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil, err
+		}
+		return nil, nil, flagError{err}
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	o.Command = "go run ./bench/cmd/sidebyside " + strings.Join(args, " ")
+	for _, f := range strings.Split(o.RatesFlag, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		r, err := strconv.ParseFloat(f, 64)
+		if err != nil || r <= 0 {
+			return nil, nil, fmt.Errorf("-rates: bad rate %q", f)
+		}
+		o.Rates = append(o.Rates, r)
+	}
+	if o.Rounds < 1 || o.Duration <= 0 || o.ConnClients < 1 || o.RRConns < 1 || o.Queues < 1 {
+		return nil, nil, errors.New("-rounds, -d, -conn-clients, -rr-conns and -queues must be positive")
+	}
+	if o.Raw < 0 {
+		return nil, nil, errors.New("-raw must not be negative")
+	}
+	if o.MTU != 0 && (o.MTU < 576 || o.MTU > 4074) {
+		return nil, nil, fmt.Errorf("-mtu: %d is outside 576..4074 (one 4 KiB AF_XDP frame)", o.MTU)
+	}
+	shape, err := parseShape(o.Shape)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case o.BackQueues < 0:
+		return nil, nil, errors.New("-back-queues must not be negative")
+	case o.BackQueues > 0 && shape != lab.TwoArmed:
+		return nil, nil, errors.New("-back-queues needs -shape two-armed")
+	}
+	for _, w := range strings.Split(o.Workloads, ",") {
+		if o.Workloads != "" && !slices.Contains(allWorkloads, w) {
+			return nil, nil, fmt.Errorf("-workloads: unknown %q (have %s)", w, strings.Join(allWorkloads, ","))
+		}
+	}
+	contenders := allContenders
+	if o.Only != "" {
+		contenders = nil
+		for _, n := range strings.Split(o.Only, ",") {
+			i := slices.IndexFunc(allContenders, func(c contender) bool { return c.name == strings.TrimSpace(n) })
+			if i < 0 {
+				return nil, nil, fmt.Errorf("-contenders: unknown %q (have %s)", n, contenderNames())
+			}
+			contenders = append(contenders, allContenders[i])
+		}
+	}
+	return o, contenders, nil
+}
+
+// parseShape is the lab shape named by -shape.
+func parseShape(name string) (lab.Shape, error) {
+	for _, s := range []lab.Shape{lab.OneArmed, lab.TwoArmed} {
+		if name == s.String() {
+			return s, nil
+		}
+	}
+	return 0, fmt.Errorf("-shape: unknown %q (have %s, %s)", name, lab.OneArmed, lab.TwoArmed)
+}
+
+// shape is the lab shape of the run (parseArgs has checked the name).
+func (o *options) shape() lab.Shape {
+	s, _ := parseShape(o.Shape)
+	return s
+}
+
+// backQueues is the queue count of the back link (two-armed).
+func (o *options) backQueues() int {
+	if o.BackQueues > 0 {
+		return o.BackQueues
+	}
+	return o.Queues
 }
 
 // allWorkloads are the workloads of -workloads, in the order they run.
 var allWorkloads = []string{"idle", "connrate", "rr", "rr-max", "bulk1", "bulk8"}
+
+// planned is how many workloads a run with n contenders measures.
+func (o *options) planned(n int) int {
+	perBlock := 0
+	for _, w := range []string{"connrate", "rr-max", "bulk1", "bulk8"} {
+		if o.runs(w) {
+			perBlock++
+		}
+	}
+	if o.runs("rr") {
+		perBlock += len(o.Rates)
+	}
+	if o.Upload {
+		perBlock++
+	}
+	total := o.Rounds * n * perBlock
+	if o.Idle > 0 && o.runs("idle") {
+		total += min(o.IdleRounds, o.Rounds) * n
+	}
+	return total
+}
 
 // runs reports whether -workloads selects the workload w.
 func (o *options) runs(w string) bool {
@@ -185,44 +335,9 @@ func raiseNofile() int {
 	return int(cur.Cur)
 }
 
-func run(o *options) (err error) {
+func run(o *options, contenders []contender) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (network namespaces, XDP, AF_XDP): run it as root")
-	}
-	for _, f := range strings.Split(o.RatesFlag, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		r, err := strconv.ParseFloat(f, 64)
-		if err != nil || r <= 0 {
-			return fmt.Errorf("-rates: bad rate %q", f)
-		}
-		o.Rates = append(o.Rates, r)
-	}
-	if o.Rounds < 1 || o.Duration <= 0 || o.ConnClients < 1 || o.RRConns < 1 {
-		return errors.New("-rounds, -d, -conn-clients and -rr-conns must be positive")
-	}
-	if o.Raw < 0 {
-		return errors.New("-raw must not be negative")
-	}
-	if o.MTU != 0 && (o.MTU < 576 || o.MTU > 4074) {
-		return fmt.Errorf("-mtu: %d is outside 576..4074 (one 4 KiB AF_XDP frame)", o.MTU)
-	}
-	for _, w := range strings.Split(o.Workloads, ",") {
-		if o.Workloads != "" && !slices.Contains(allWorkloads, w) {
-			return fmt.Errorf("-workloads: unknown %q (have %s)", w, strings.Join(allWorkloads, ","))
-		}
-	}
-	contenders := allContenders
-	if o.Only != "" {
-		contenders = nil
-		for _, n := range strings.Split(o.Only, ",") {
-			i := slices.IndexFunc(allContenders, func(c contender) bool { return c.name == strings.TrimSpace(n) })
-			if i < 0 {
-				return fmt.Errorf("-contenders: unknown %q (have %s)", n, contenderNames())
-			}
-			contenders = append(contenders, allContenders[i])
-		}
 	}
 	h := &harness{opt: *o, start: time.Now()}
 	if h.bin, err = filepath.Abs(o.Bin); err != nil {
@@ -266,7 +381,11 @@ func run(o *options) (err error) {
 			err = cerr
 		}
 	}()
-	if h.topo, err = l.NewTopologyWith(lab.TopologyOpts{Queues: o.Queues, MTU: o.MTU}); err != nil {
+	topts := lab.TopologyOpts{Shape: o.shape(), Queues: o.Queues, MTU: o.MTU}
+	if topts.Shape == lab.TwoArmed {
+		topts.BackQueues = o.BackQueues
+	}
+	if h.topo, err = l.NewTopologyWith(topts); err != nil {
 		return err
 	}
 	if err := tuneNamespaces(h.topo); err != nil {
@@ -296,15 +415,8 @@ func run(o *options) (err error) {
 			cross[strings.TrimSpace(n)] = true
 		}
 	}
-	perBlock := 1 + len(o.Rates) + 1 + 2
-	if o.Upload {
-		perBlock++
-	}
-	h.total = o.Rounds * len(contenders) * perBlock
-	if o.Idle > 0 {
-		h.total += min(o.IdleRounds, o.Rounds) * len(contenders)
-	}
-	logf("lab up (%s, %d queues on %s); %d contenders × %d rounds, %v windows", l.Prefix(), o.Queues, h.topo.ProxyIf, len(contenders), o.Rounds, o.Duration)
+	h.total = o.planned(len(contenders))
+	logf("lab up (%s, %s, %s); %d contenders × %d rounds, %v windows", l.Prefix(), o.Shape, h.linkQueues(), len(contenders), o.Rounds, o.Duration)
 
 	for round := range o.Rounds {
 		if o.Raw > 0 && ctx.Err() == nil {
@@ -324,8 +436,18 @@ func run(o *options) (err error) {
 		return err
 	}
 	fmt.Println(md)
-	logf("wrote %s/latest.json, latest.md, latency.svg in %.0fs", o.Out, h.res.Seconds)
+	f := outputFiles(o.shape())
+	logf("wrote %s/%s, %s, %s in %.0fs", o.Out, f.JSON, f.Markdown, f.SVG, h.res.Seconds)
 	return nil
+}
+
+// linkQueues says which proxy interfaces the run has and their queues.
+func (h *harness) linkQueues() string {
+	s := fmt.Sprintf("%d queues on %s", h.opt.Queues, h.topo.ProxyIf)
+	if h.topo.BackLink != nil {
+		s += fmt.Sprintf(", %d on %s", h.opt.backQueues(), h.topo.BackLink.A.Name)
+	}
+	return s
 }
 
 // ensureTools installs what the chosen contenders and the cross-checks
@@ -491,6 +613,10 @@ func (h *harness) measure(ctx context.Context, round, slot int, cname string, in
 	if workload != "idle" { // opening idle connections is no frame rate
 		frames = h.startFrames(ctx, in, h.opt.Warmup+h.opt.Duration)
 	}
+	profiled := func() {}
+	if workload != "idle" {
+		profiled = h.startProfile(ctx, in, round, cname, workload)
+	}
 	pid := in.pid()
 	cpu0 := cpuSeconds(procTree(pid))
 	m0, s0 := machineCPU()
@@ -503,6 +629,7 @@ func (h *harness) measure(ctx context.Context, round, slot int, cname string, in
 	}
 	r.MachineCPU, r.MachineSoftirq = m1-m0, s1-s0
 	r.XSK = frames()
+	profiled()
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -515,6 +642,60 @@ func (h *harness) measure(ctx context.Context, round, slot int, cname string, in
 	logf("  [%d/%d %s] %-14s %-9s %s", h.done, h.total, time.Since(h.start).Round(time.Second), cname, workload, r.brief())
 	// Let the closes and TIME_WAITs of this workload settle.
 	time.Sleep(200 * time.Millisecond)
+}
+
+// profileName is the file name of the CPU profile of one workload.
+func profileName(shape lab.Shape, round int, contender, workload string) string {
+	return fmt.Sprintf("%s-r%d-%s-%s.pprof", shape, round+1, contender, strings.ReplaceAll(workload, "@", "-"))
+}
+
+// startProfile takes, with -pprof, a CPU profile of an xdproxy instance
+// over a workload's window (from the end of the warm-up, whole seconds of
+// it) from its admin endpoint's /debug/pprof/profile, and writes it to the
+// -pprof directory. The function it returns waits for the profile.
+func (h *harness) startProfile(ctx context.Context, in *instance, round int, contender, workload string) func() {
+	if h.opt.Pprof == "" || in.admin == "" {
+		return func() {}
+	}
+	secs := max(1, int(h.opt.Duration/time.Second))
+	path := filepath.Join(h.opt.Pprof, profileName(h.opt.shape(), round, contender, workload))
+	done := make(chan error, 1)
+	go func() {
+		done <- func() error {
+			select {
+			case <-time.After(h.opt.Warmup):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			c := *h.admin
+			c.Timeout = time.Duration(secs)*time.Second + 10*time.Second
+			req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", in.admin, secs), nil)
+			if err != nil {
+				return err
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil {
+				return err
+			}
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: %s", resp.Status, firstLine(string(b)))
+			}
+			if err := os.MkdirAll(h.opt.Pprof, 0o755); err != nil {
+				return err
+			}
+			return os.WriteFile(path, b, 0o644)
+		}()
+	}()
+	return func() {
+		if err := <-done; err != nil && ctx.Err() == nil {
+			h.res.Notes = append(h.res.Notes, fmt.Sprintf("round %d: %s %s: no CPU profile: %v", round+1, contender, workload, err))
+		}
+	}
 }
 
 // idle opens o.Idle connections through the instance, each with one round

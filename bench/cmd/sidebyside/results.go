@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/xdproxy/xdproxy/bench/loadgen"
+	"github.com/xdproxy/xdproxy/internal/lab"
 )
 
 // num is a float64 that is null in JSON when not a number (not measured,
@@ -167,7 +168,11 @@ func newResults(h *harness, cs []contender) *Results {
 	r := &Results{Started: h.start, Command: h.opt.Command, Machine: machineInfo(), Versions: versions(h.bin),
 		Settings: h.opt, Summary: map[string]*Summary{}}
 	for _, c := range cs {
-		r.Contenders = append(r.Contenders, ContenderInfo{c.name, c.about})
+		about := c.about
+		if c.name == "direct" && h.opt.shape() == lab.TwoArmed {
+			about = directTwoArmed
+		}
+		r.Contenders = append(r.Contenders, ContenderInfo{c.name, about})
 	}
 	return r
 }
@@ -267,6 +272,21 @@ func (res *Results) summarize() {
 	res.summarizeFrames()
 }
 
+// resultFiles are the names of a run's output files in -out.
+type resultFiles struct{ JSON, Markdown, SVG string }
+
+// outputFiles names the output files of a run in the given shape: the
+// one-armed run keeps the names it always had (latest.json, latest.md,
+// latency.svg); any other shape puts its name in them
+// (latest-two-armed.json, latest-two-armed.md, latency-two-armed.svg), so
+// that runs of different shapes do not overwrite each other.
+func outputFiles(shape lab.Shape) resultFiles {
+	if shape == lab.OneArmed {
+		return resultFiles{"latest.json", "latest.md", "latency.svg"}
+	}
+	return resultFiles{"latest-" + shape.String() + ".json", "latest-" + shape.String() + ".md", "latency-" + shape.String() + ".svg"}
+}
+
 func (res *Results) write(dir, md string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -275,10 +295,11 @@ func (res *Results) write(dir, md string) error {
 	if err != nil {
 		return err
 	}
+	names := outputFiles(res.Settings.shape())
 	files := map[string][]byte{
-		"latest.json": append(b, '\n'),
-		"latest.md":   []byte(md),
-		"latency.svg": []byte(res.svg()),
+		names.JSON:     append(b, '\n'),
+		names.Markdown: []byte(md),
+		names.SVG:      []byte(res.svg()),
 	}
 	for name, data := range files {
 		tmp := filepath.Join(dir, "."+name+".tmp")
@@ -335,10 +356,15 @@ func (res *Results) markdown() string {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	st := res.Settings
-	w("# xdproxy side by side\n\n")
+	w("# xdproxy side by side, %s\n\n", st.shape())
 	w("Machine: %s, %d cores, %d MiB, Linux %s, %s. Run %s, %.0f s.\n\n", res.Machine.CPU, res.Machine.Cores, res.Machine.MemMiB, res.Machine.Kernel, res.Machine.Go, res.Started.UTC().Format("2006-01-02 15:04 UTC"), res.Seconds)
 	w("Command: `%s` (as root; `make bench` runs it).\n\n", res.Command)
-	w("Lab: client — router — proxy (veth p0, %d queues; XDP there for xdproxy only) — backends (Go servers, 10.10.2.2/.3). ", st.Queues)
+	switch st.shape() {
+	case lab.TwoArmed:
+		w("Lab, two-armed: client — router — (veth p0, %d queues) proxy (veth p1, %d queues) — backends (Go servers, 10.10.3.2/.3, on-link behind p1; the router has no route to them). XDP on both of the proxy's veths for xdproxy only, whose config lists both; the kernel proxies reach the backends through p1 by the kernel's route. ", st.Queues, st.backQueues())
+	default:
+		w("Lab, one-armed: client — router — proxy (veth p0, %d queues; XDP there for xdproxy only) — backends (Go servers, 10.10.2.2/.3, behind the router). ", st.Queues)
+	}
 	if st.MTU != 0 {
 		w("Every link's MTU: %d (xdproxy on 4 KiB AF_XDP frames above 2026). ", st.MTU)
 	}
@@ -516,6 +542,12 @@ func (res *Results) notes() []string {
 		"xdproxy's shards busy-poll for 5µs (interfaces[].busy_poll) after their last work, then sleep in poll(2): at low request rates a request often finds the shard asleep and pays a wake-up (visible in p50/p99 at the lowest offered rate), and the busy-polling is charged to its CPU.",
 		"Sysctls in the client and proxy namespaces, the same for every contender: ip_local_port_range 1024-65535, tcp_tw_reuse=1 (connection-rate runs would otherwise exhaust ports on TIME_WAIT). HAProxy, nginx and the Go proxy run with default buffer settings (no splice options for HAProxy).",
 		"Open-loop pacing uses a timerfd per connection; when the generator itself woke late for a free connection, that lateness is excluded from the latency and reported as pacing_late in latest.json.",
+	}
+	if res.Settings.shape() == lab.TwoArmed {
+		n = append(n,
+			"Two-armed: the direct path here crosses two kernel forwarding hops (the router, then the proxy namespace from p0 to p1), one more than one-armed's direct path (the router alone); it is the ceiling of these links, not the one-armed figure.",
+			"Two-armed: the raw XSK rate is of the front veth p0 alone (the back veth p1 has the same kind of link); xdproxy's frames are summed over the XSKs of both interfaces, and with dial: xdp each interface carries one leg, so each link moves about half of them.",
+		)
 	}
 	return append(n, res.Notes...)
 }

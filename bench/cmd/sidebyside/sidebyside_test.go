@@ -1,13 +1,23 @@
 package main
 
 import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
 	"math"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/xdproxy/xdproxy/bench/loadgen"
 	"github.com/xdproxy/xdproxy/bench/rawxsk"
+	"github.com/xdproxy/xdproxy/internal/config"
+	"github.com/xdproxy/xdproxy/internal/lab"
 )
 
 func TestMicroTable(t *testing.T) {
@@ -198,5 +208,148 @@ func assertContains(t *testing.T, text string, wants ...string) {
 		if !strings.Contains(text, want) {
 			t.Errorf("missing %q in:\n%s", want, text)
 		}
+	}
+}
+
+func TestParseArgs(t *testing.T) {
+	o, cs, err := parseArgs(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Shape != "one-armed" || o.shape() != lab.OneArmed || o.Queues != 2 || o.BackQueues != 0 || o.backQueues() != 2 || len(cs) != len(allContenders) {
+		t.Errorf("defaults: %+v, %d contenders", o, len(cs))
+	}
+	if n := o.planned(len(cs)); n != 3*len(cs)*(1+3+1+2)+len(cs) {
+		t.Errorf("defaults: %d workloads planned", n)
+	}
+	if len(o.Rates) != 3 || o.Command != "go run ./bench/cmd/sidebyside " {
+		t.Errorf("defaults: rates %v, command %q", o.Rates, o.Command)
+	}
+
+	args := []string{"-shape", "two-armed", "-queues", "2", "-back-queues", "1", "-contenders", "xdproxy-xdp,haproxy", "-workloads", "connrate,bulk1,bulk8"}
+	o, cs, err = parseArgs(args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.shape() != lab.TwoArmed || o.Queues != 2 || o.backQueues() != 1 || len(cs) != 2 || cs[0].name != "xdproxy-xdp" || cs[1].name != "haproxy" {
+		t.Errorf("two-armed: %+v, contenders %v", o, cs)
+	}
+	if !o.runs("bulk8") || o.runs("rr") || o.planned(len(cs)) != 3*2*3 {
+		t.Errorf("workloads %q: %d planned", o.Workloads, o.planned(len(cs)))
+	}
+	if want := "go run ./bench/cmd/sidebyside " + strings.Join(args, " "); o.Command != want {
+		t.Errorf("command %q, want %q", o.Command, want)
+	}
+	if o, _, err := parseArgs([]string{"-shape", "two-armed"}, io.Discard); err != nil || o.backQueues() != 2 {
+		t.Errorf("two-armed without -back-queues: back queues %d, %v", o.backQueues(), err)
+	}
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-shape", "three-armed"}, `-shape: unknown "three-armed"`},
+		{[]string{"-back-queues", "1"}, "-back-queues needs -shape two-armed"},
+		{[]string{"-shape", "two-armed", "-back-queues", "-1"}, "-back-queues must not be negative"},
+		{[]string{"-queues", "0"}, "must be positive"},
+		{[]string{"-contenders", "xdproxy-xdp,envoy"}, `-contenders: unknown "envoy"`},
+		{[]string{"-workloads", "connrate,bulk9"}, `-workloads: unknown "bulk9"`},
+		{[]string{"-rates", "2000,x"}, `-rates: bad rate "x"`},
+		{[]string{"-mtu", "9000"}, "-mtu: 9000"},
+		{[]string{"two-armed"}, "unexpected arguments"},
+	} {
+		if _, _, err := parseArgs(c.args, io.Discard); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("parseArgs(%q) = %v, want %q", c.args, err, c.want)
+		}
+	}
+	var fe flagError
+	if _, _, err := parseArgs([]string{"-sharp", "two-armed"}, io.Discard); !errors.As(err, &fe) {
+		t.Errorf("undefined flag: %v, want a flagError", err)
+	}
+	var usage strings.Builder
+	if _, _, err := parseArgs([]string{"-h"}, &usage); !errors.Is(err, flag.ErrHelp) || !strings.Contains(usage.String(), "-back-queues") {
+		t.Errorf("-h: %v, usage %q", err, usage.String())
+	}
+}
+
+func TestOutputFiles(t *testing.T) {
+	if f := outputFiles(lab.OneArmed); f != (resultFiles{"latest.json", "latest.md", "latency.svg"}) {
+		t.Errorf("one-armed: %+v", f)
+	}
+	if f := outputFiles(lab.TwoArmed); f != (resultFiles{"latest-two-armed.json", "latest-two-armed.md", "latency-two-armed.svg"}) {
+		t.Errorf("two-armed: %+v", f)
+	}
+	if n := profileName(lab.TwoArmed, 0, "xdproxy-xdp", "rr@2000"); n != "two-armed-r1-xdproxy-xdp-rr-2000.pprof" {
+		t.Errorf("profile name %q", n)
+	}
+}
+
+// TestWriteShapes writes a one-armed and a two-armed run's results into one
+// directory: each shape has its own files, its shape in the JSON and in the
+// Markdown's heading.
+func TestWriteShapes(t *testing.T) {
+	dir := t.TempDir()
+	for _, shape := range []string{"one-armed", "two-armed"} {
+		res := &Results{Settings: options{Shape: shape, Rounds: 1, Queues: 2, Raw: time.Second, Rates: []float64{2000}}, Machine: Machine{Cores: 2},
+			Contenders: []ContenderInfo{{Name: "xdproxy-xdp"}, {Name: "haproxy"}}, Summary: map[string]*Summary{}}
+		res.summarize()
+		if err := res.write(dir, res.markdown()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, want := range map[string]string{
+		"latest.json":           `"shape": "one-armed"`,
+		"latest.md":             "# xdproxy side by side, one-armed\n",
+		"latency.svg":           "<svg",
+		"latest-two-armed.json": `"shape": "two-armed"`,
+		"latest-two-armed.md":   "# xdproxy side by side, two-armed\n",
+		"latency-two-armed.svg": "<svg",
+	} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		assertContains(t, string(b), want)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "latest-two-armed.md"))
+	assertContains(t, string(b), "Lab, two-armed:", "(veth p1, 2 queues)", "the proxy's front veth", "both interfaces (p0 and p1)", "two kernel forwarding hops")
+}
+
+// TestXdproxyConfig renders the bench's xdproxy config for the two-armed
+// proxy and has the daemon's config parser check it.
+func TestXdproxyConfig(t *testing.T) {
+	backs := []netip.Addr{lab.TopoBackBackend1.Addr(), lab.TopoBackBackend2.Addr()}
+	text := xdproxyConfig([]string{"xdp1-p0", "xdp1-p1"}, "xdp", backs)
+	cfg, err := config.Parse("bench.yaml", []byte(text))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, text)
+	}
+	if len(cfg.Interfaces) != 2 || cfg.Interfaces[0].Name != "xdp1-p0" || cfg.Interfaces[1].Name != "xdp1-p1" {
+		t.Errorf("interfaces %+v", cfg.Interfaces)
+	}
+	if len(cfg.Listeners) != len(services) {
+		t.Fatalf("%d listeners", len(cfg.Listeners))
+	}
+	for i, l := range cfg.Listeners {
+		s := services[i]
+		var got []string
+		for _, b := range l.Backends {
+			got = append(got, b.Address.String())
+		}
+		want := []string{fmt.Sprintf("10.10.3.2:%d", s.backendPort), fmt.Sprintf("10.10.3.3:%d", s.backendPort)}
+		if s.firstOnly {
+			want = want[:1]
+		}
+		if l.Name != s.name || l.Address.String() != fmt.Sprintf("%s:%d", listenIP, s.proxyPort) || l.Dial != "xdp" || !slices.Equal(got, want) {
+			t.Errorf("listener %d: %s %v dial %s backends %v, want %s %s:%d xdp %v", i, l.Name, l.Address, l.Dial, got, s.name, listenIP, s.proxyPort, want)
+		}
+	}
+	if cfg.Admin.Address != xdproxyAdmin {
+		t.Errorf("admin %v", cfg.Admin.Address)
+	}
+	one, err := config.Parse("bench.yaml", []byte(xdproxyConfig([]string{"xdp1-p0"}, "kernel", []netip.Addr{lab.TopoBackend1.Addr()})))
+	if err != nil || len(one.Interfaces) != 1 || one.Listeners[0].Dial != "kernel" || one.Listeners[0].Backends[0].Address.String() != "10.10.2.2:8000" {
+		t.Errorf("one-armed config: %v %+v", err, one)
 	}
 }
