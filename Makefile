@@ -38,7 +38,8 @@ test: vet test-deps
 # dial: kernel), HAProxy, nginx stream, a Go io.Copy proxy and the direct path
 # in the lab, interleaved; needs root, installs its Debian packages, ~8 min on
 # 2 cores. Writes bench/results/latest.{json,md} and latency.svg and prints the
-# tables. BENCHFLAGS passes flags (e.g. BENCHFLAGS='-rounds 1 -d 1s').
+# tables (with BENCHFLAGS='-shape two-armed': latest-two-armed.{json,md} and
+# latency-two-armed.svg). BENCHFLAGS passes flags (e.g. BENCHFLAGS='-rounds 1 -d 1s').
 BENCHFLAGS ?=
 bench: build
 	$(GO) run ./bench/cmd/sidebyside -bin $(BIN) -out bench/results $(BENCHFLAGS)

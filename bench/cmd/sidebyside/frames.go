@@ -25,7 +25,7 @@ import (
 	"github.com/xdproxy/xdproxy/internal/lab"
 )
 
-// xdproxy's counters of its AF_XDP sockets (proxy/metrics.go), one series
+// xdproxy's counters of its AF_XDP sockets (proxy/admin/metrics.go), one series
 // per interface and queue.
 const (
 	metricXSKRx = "xdproxy_xsk_rx_frames_total" // descriptors taken from the RX ring
