@@ -21,6 +21,9 @@ const (
 	// left it to an offload that never ran: CHECKSUM_PARTIAL over veth).
 	RxPartialChecksum
 	RxBadInterface // a frame handed in with an interface index the engine does not have
+	// RxIgnoredTCPOptions: segments taken with a malformed TCP option
+	// skipped or cut off (wire.ParseTCPOptions), as Linux takes them.
+	RxIgnoredTCPOptions
 
 	// TCP segments in and out.
 	RxSegments
@@ -112,7 +115,7 @@ const (
 
 var counterNames = [numCounters]string{
 	RxFrames: "rx_frames", TxFrames: "tx_frames", TxNoBuffer: "tx_no_buffer",
-	RxNotOurs: "rx_not_ours", RxPartialChecksum: "rx_partial_checksum", RxBadInterface: "rx_bad_interface",
+	RxNotOurs: "rx_not_ours", RxPartialChecksum: "rx_partial_checksum", RxBadInterface: "rx_bad_interface", RxIgnoredTCPOptions: "rx_ignored_tcp_options",
 	RxSegments: "rx_segments", TxSegments: "tx_segments", RxNoSocket: "rx_no_socket",
 	TxResets: "tx_resets", RxResets: "rx_resets", RxRSTIgnored: "rx_rst_ignored",
 	RxOutOfWindow: "rx_out_of_window", RxACKUnsent: "rx_ack_unsent", RxACKTooOld: "rx_ack_too_old",

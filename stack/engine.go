@@ -166,6 +166,9 @@ func (e *Engine) HandleFrameOn(now Time, ifx int, frame []byte) {
 		}
 		return
 	}
+	if p.IgnoredTCPOptions {
+		e.counters.inc(RxIgnoredTCPOptions)
+	}
 	if p.PartialChecksum {
 		e.counters.inc(RxPartialChecksum)
 		ifc.stats.PartialChecksums.Store(ifc.stats.PartialChecksums.Load() + 1)

@@ -204,7 +204,7 @@ var matrix = map[State]map[string]matrixCell{
 		"ACK-too-old":    {in: seg{flags: ACK, seq: 1, ack: below(1)}, out: []seg{{flags: ACK, seq: 6, ack: 1}}, next: Established, moved: []Counter{RxACKTooOld, ChallengeACKs}},
 		// Linux: dropped silently in ESTABLISHED (tcp_rcv_established);
 		// RFC 9293 says send an ACK.
-		"ACK-unsent": {in: seg{flags: ACK, seq: 1, ack: 7}, next: Established, moved: []Counter{RxACKUnsent}},
+		"ACK-unsent": {in: seg{flags: ACK, seq: 1, ack: 7}, out: []seg{{flags: ACK, seq: 6, ack: 1}}, next: Established, moved: []Counter{RxACKUnsent, ChallengeACKs}},
 		// A passive close: its ACK waits for the delayed-ACK timer (or our FIN).
 		"FIN":                {in: seg{flags: FIN | ACK, seq: 1, ack: 1}, next: CloseWait},
 		"RST-exact":          {in: seg{flags: RST, seq: 1}, next: Closed, moved: []Counter{RxResets, EstablishedResets}},

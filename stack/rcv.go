@@ -216,13 +216,12 @@ func (c *Conn) synReceivedToEstablished(s *segment) bool {
 func (c *Conn) processACK(s *segment) bool {
 	e := c.e
 	if s.ack.GreaterThan(c.sndNxt) {
-		// ACK of data not yet sent. RFC 9293 says send an ACK and drop;
-		// Linux drops silently in ESTABLISHED and answers with a challenge
-		// ACK in the other states (tcp_ack returning ACK_UNSENT_DATA).
+		// ACK of data not yet sent: send an ACK and drop the segment (RFC
+		// 9293 section 3.10.7.4), rate-limited as a challenge ACK (RFC 5961
+		// section 7), in every state — what Linux 6.18 answers too, in
+		// ESTABLISHED as elsewhere (a probe sending the same segment to both).
 		e.counters.inc(RxACKUnsent)
-		if c.state != Established {
-			c.challengeACK()
-		}
+		c.challengeACK()
 		return false
 	}
 	if s.ack.LessThan(c.sndUna.Sub(seqnum.Size(c.maxSndWnd))) {

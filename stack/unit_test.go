@@ -983,3 +983,51 @@ func TestUnitKeysOutliveTheEngine(t *testing.T) {
 	second.expectCounter(SYNCookiesAccepted, 1)
 	second.expectState(Established)
 }
+
+// rawOptionsSYN is the peer's SYN (IPv4) with the given option bytes, as
+// they are, whatever they hold: the harness's encoder writes only valid ones.
+func (h *harness) rawOptionsSYN(opts []byte) []byte {
+	h.t.Helper()
+	f := wire.TCPFrame{EthSrc: peerMAC, EthDst: engineMAC, Src: peerAddr, Dst: engineAddr,
+		TCP: wire.TCPHeader{SrcPort: h.peerPort, DstPort: h.ourPort, Seq: uint32(h.peerISS), Flags: SYN, Window: 65535}}
+	for len(opts)%4 != 0 {
+		opts = append(opts, 0) // EOL padding
+	}
+	b := make([]byte, wire.TCPFrameLen(&f, len(opts)))
+	wire.EncodeTCP(b, &f, opts, nil) // the option bytes as payload, then moved into the header
+	l4 := wire.EthernetHeaderLen + wire.IPv4HeaderLen
+	b[l4+12] = byte((wire.TCPHeaderLen+len(opts))/4) << 4
+	b[l4+16], b[l4+17] = 0, 0
+	sum := wire.Checksum(b[l4:], wire.PseudoHeaderSum(peerAddr, engineAddr, wire.ProtoTCP, len(b)-l4))
+	b[l4+16], b[l4+17] = byte(sum>>8), byte(sum)
+	return b
+}
+
+// TestUnitSYNWithMalformedOptions: a SYN whose options Linux's parser skips
+// (an MSS option of length 6) or cuts off (a last option running past the
+// header) is answered, as Linux answers it, with what could be read; the
+// malformed option is ignored and counted.
+func TestUnitSYNWithMalformedOptions(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		opts    []byte
+		wantMSS uint16 // the MSS the engine assumes from the SYN: its own when none is readable
+	}{
+		{"MSS length 6", []byte{2, 6, 5, 180, 0, 0, 4, 2}, 536},
+		{"window scale, then an option past the header", []byte{3, 3, 7, 1, 1, 1, 8, 10}, 536},
+	} {
+		h := newHarness(t)
+		h.listen()
+		h.e.HandleFrame(h.now, h.rawOptionsSYN(c.opts))
+		p := h.expect(seg{flags: SYN | ACK, seq: 0, ack: 1})
+		if p.TCP.Options.MSS == 0 {
+			t.Errorf("%s: SYN-ACK without our MSS", c.name)
+		}
+		h.expectCounter(RxIgnoredTCPOptions, 1)
+		h.send(seg{flags: ACK, seq: 1, ack: 1, noTS: true})
+		h.expectState(Established)
+		if got := h.c.Info().MSS; got != int(c.wantMSS) {
+			t.Errorf("%s: sending MSS %d, want %d (no MSS option read: RFC 9293's default)", c.name, got, c.wantMSS)
+		}
+	}
+}

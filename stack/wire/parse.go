@@ -20,7 +20,6 @@ const (
 	DropBadAddress         // source multicast/broadcast; for TCP also source in 0.0.0.0/8 or ::, destination multicast/broadcast/unspecified
 	DropBadTCPHeader       // data offset < 5 or beyond the IP payload
 	DropTCPChecksum        // checksum over pseudo-header and segment wrong (and, under ParseAllowPartialL4Checksum, not the pseudo-header sum alone)
-	DropBadTCPOption       // option length < 2 or running past the header, wrong length for a known kind (MSS 4, WS 3, SACKOK 2, TS 10, SACK 2+8n)
 	DropBadARP             // not Ethernet/IPv4 ARP, wrong lengths, not a request or reply
 	DropBadICMP            // too short for its type; NS/NA failing RFC 4861 §7.1 checks
 	DropICMPChecksum       // ICMP checksum (ICMPv6: with pseudo-header) wrong
@@ -40,7 +39,6 @@ var dropNames = [NumDrops]string{
 	DropBadAddress:    "bad_address",
 	DropBadTCPHeader:  "bad_tcp_header",
 	DropTCPChecksum:   "tcp_checksum",
-	DropBadTCPOption:  "bad_tcp_option",
 	DropBadARP:        "bad_arp",
 	DropBadICMP:       "bad_icmp",
 	DropICMPChecksum:  "icmp_checksum",
@@ -70,11 +68,15 @@ type Packet struct {
 	// payload were not verified. False for a segment whose checksum
 	// verified. (It sits here, in padding, to keep Packet at 392 bytes.)
 	PartialChecksum bool
-	L4              int       // offset of the TCP/ICMP header
-	TCP             TCPHeader // valid when Proto == ProtoTCP
-	Payload         []byte    // TCP payload, or ICMP body after the 8-byte ICMP header
-	ARP             ARP       // valid when EtherType == EtherTypeARP
-	ICMP            ICMP      // valid when Proto is ICMP/ICMPv6
+	// IgnoredTCPOptions reports a TCP segment with a malformed option that
+	// the parse skipped or stopped at (ParseTCPOptions): the segment is
+	// taken with the options before it, as Linux takes it.
+	IgnoredTCPOptions bool
+	L4                int       // offset of the TCP/ICMP header
+	TCP               TCPHeader // valid when Proto == ProtoTCP
+	Payload           []byte    // TCP payload, or ICMP body after the 8-byte ICMP header
+	ARP               ARP       // valid when EtherType == EtherTypeARP
+	ICMP              ICMP      // valid when Proto is ICMP/ICMPv6
 }
 
 // ParseFlags change what Parse checks.

@@ -390,27 +390,6 @@ func parseCases(t testing.TB) []parseCase {
 	binary.BigEndian.PutUint16(spoofed[l3+10:], 0)
 	binary.BigEndian.PutUint16(spoofed[l3+10:], refChecksum(spoofed[l3:l4v4], 0))
 	drop("tcp4 checksum covers pseudo-header", spoofed, DropTCPChecksum)
-	for _, c := range []struct {
-		name string
-		opts []byte
-	}{
-		{"mss len 3", []byte{2, 3, 5, 1}},
-		{"mss len 5", []byte{2, 5, 5, 180, 0, 0, 0, 0}},
-		{"wscale len 4", []byte{3, 4, 7, 0}},
-		{"sackok len 3", []byte{4, 3, 0, 1}},
-		{"timestamps len 8", []byte{8, 8, 0, 0, 0, 0, 0, 0}},
-		{"sack len 2", []byte{5, 2, 1, 1}},
-		{"sack len 9", append([]byte{5, 9}, make([]byte, 10)...)},
-		{"sack len 11", append([]byte{5, 11}, make([]byte, 10)...)},
-		{"unknown len 1", []byte{99, 1, 1, 1}},
-		{"unknown len 0", []byte{99, 0, 1, 1}},
-		{"length past header", []byte{1, 1, 99, 3}},
-		{"kind without length", []byte{1, 1, 1, 99}},
-		{"timestamps past header", []byte{1, 1, 8, 10, 0, 0, 0, 0}},
-	} {
-		drop("tcp option "+c.name, withRawTCPOptions(t, false, ackHdr, c.opts, payload), DropBadTCPOption)
-	}
-	drop("tcp6 option mss len 2", withRawTCPOptions(t, true, ackHdr, []byte{2, 2, 1, 1}, nil), DropBadTCPOption)
 	drop("arp htype", set16(arpReq, l3, 6), DropBadARP)
 	drop("arp ptype", set16(arpReq, l3+2, EtherTypeIPv6), DropBadARP)
 	drop("arp hlen", set(arpReq, l3+4, 8), DropBadARP)
@@ -494,7 +473,7 @@ func TestParseCoversEveryDrop(t *testing.T) {
 func TestDropString(t *testing.T) {
 	want := []string{"none", "truncated", "ethertype", "bad_ipv4_header", "ipv4_checksum", "ipv4_fragment",
 		"bad_ipv6_header", "ipv6_ext_header", "proto", "bad_address", "bad_tcp_header", "tcp_checksum",
-		"bad_tcp_option", "bad_arp", "bad_icmp", "icmp_checksum"}
+		"bad_arp", "bad_icmp", "icmp_checksum"}
 	if len(want) != int(NumDrops) {
 		t.Fatalf("%d names for %d reasons", len(want), NumDrops)
 	}
@@ -525,5 +504,50 @@ func TestParseTruncations(t *testing.T) {
 		for n := range len(c.frame) {
 			Parse(c.frame[:n:n], &p, c.flags)
 		}
+	}
+}
+
+// TestParseMalformedTCPOptions: a malformed option never costs the segment
+// (Linux's tcp_parse_options): the parse takes the segment, marks it and
+// keeps the options it could read.
+func TestParseMalformedTCPOptions(t *testing.T) {
+	ackHdr := TCPHeader{SrcPort: 40000, DstPort: 80, Seq: 1000, Ack: 2000, Flags: FlagACK, Window: 1000}
+	payload := []byte("payload")
+	for _, c := range []struct {
+		name string
+		opts []byte
+		want TCPOptions // what is kept
+	}{
+		{"mss len 3", []byte{2, 3, 5, 1}, TCPOptions{}},
+		{"mss len 5", []byte{2, 5, 5, 180, 0, 0, 0, 0}, TCPOptions{}},
+		{"mss len 6, then timestamps", append([]byte{2, 6, 5, 180, 0, 0, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9}, 0, 0, 0, 0), TCPOptions{HasTimestamps: true, TSVal: 7, TSEcr: 9}},
+		{"wscale len 4", []byte{3, 4, 7, 0}, TCPOptions{}},
+		{"sackok len 3", []byte{4, 3, 0, 1}, TCPOptions{}},
+		{"timestamps len 8", []byte{8, 8, 0, 0, 0, 0, 0, 0}, TCPOptions{}},
+		{"sack len 2", []byte{5, 2, 1, 1}, TCPOptions{}},
+		{"sack len 9", append([]byte{5, 9}, make([]byte, 10)...), TCPOptions{}},
+		{"sack len 11", append([]byte{5, 11}, make([]byte, 10)...), TCPOptions{}},
+		{"unknown len 1", []byte{99, 1, 1, 1}, TCPOptions{}},
+		{"unknown len 0", []byte{99, 0, 1, 1}, TCPOptions{}},
+		{"mss, then a length past header", []byte{2, 4, 5, 180, 1, 1, 99, 3}, TCPOptions{MSS: 1460}},
+		{"kind without length", []byte{1, 1, 1, 99}, TCPOptions{}},
+		{"timestamps past header", []byte{1, 1, 8, 10, 0, 0, 0, 0}, TCPOptions{}},
+	} {
+		for _, v6 := range []bool{false, true} {
+			var p Packet
+			f := withRawTCPOptions(t, v6, ackHdr, c.opts, payload)
+			if d := Parse(f, &p, 0); d != DropNone {
+				t.Errorf("%s (v6 %v): dropped as %v, want taken", c.name, v6, d)
+				continue
+			}
+			if !p.IgnoredTCPOptions || p.TCP.Options != c.want || string(p.Payload) != "payload" {
+				t.Errorf("%s (v6 %v): ignored %v, options %+v, payload %q; want ignored, %+v", c.name, v6, p.IgnoredTCPOptions, p.TCP.Options, p.Payload, c.want)
+			}
+		}
+	}
+	// Well-formed options are not marked.
+	var p Packet
+	if d := Parse(withRawTCPOptions(t, false, ackHdr, []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2}, nil), &p, 0); d != DropNone || p.IgnoredTCPOptions {
+		t.Errorf("timestamps: %v, ignored %v", d, p.IgnoredTCPOptions)
 	}
 }

@@ -63,7 +63,7 @@ func parseTCP(seg, addrs []byte, p *Packet, flags ParseFlags) Drop {
 	h.Window = binary.BigEndian.Uint16(seg[14:16])
 	h.Urgent = binary.BigEndian.Uint16(seg[18:20])
 	if hlen > TCPHeaderLen && !ParseTCPOptions(seg[TCPHeaderLen:hlen], &h.Options) {
-		return DropBadTCPOption
+		p.IgnoredTCPOptions = true // a malformed option is ignored, as Linux ignores it
 	}
 	p.Payload = seg[hlen:]
 	return DropNone

@@ -44,18 +44,23 @@ type TCPOptions struct {
 }
 
 // ParseTCPOptions decodes the option bytes of a TCP header (between the fixed
-// header and the data offset) into o, overwriting it. It reports false when
-// an option is malformed: a length below 2 or running past the end, or a
-// length other than the one its kind defines. Unknown kinds are skipped by
-// their length (RFC 9293 §3.1, "must be prepared to handle an illegal option
-// length"; RFC 1122 §4.2.2.5, unknown options are ignored). A received MSS of
-// 0 is treated as absent, as Linux does.
-func ParseTCPOptions(b []byte, o *TCPOptions) bool {
+// header and the data offset) into o, overwriting it, the way Linux's
+// tcp_parse_options does: an option of a known kind with a length other than
+// its own (MSS 4, window scale 3, SACK-permitted 2, timestamps 10, SACK 2+8n
+// with 1 to 4 blocks) is skipped by its length, and a length below 2 or
+// running past the end stops the parse, keeping what came before. The segment
+// itself is never refused for its options (RFC 9293 §3.1: "must be prepared
+// to handle an illegal option length"; RFC 1122 §4.2.2.5). It reports false
+// when it ignored anything, for the caller to count. Unknown kinds are
+// skipped by their length. A received MSS of 0 is treated as absent, as
+// Linux does.
+func ParseTCPOptions(b []byte, o *TCPOptions) (clean bool) {
 	*o = TCPOptions{}
+	clean = true
 	for i := 0; i < len(b); {
 		kind := b[i]
 		if kind == optEOL {
-			return true
+			return clean
 		}
 		if kind == optNOP {
 			i++
@@ -69,27 +74,32 @@ func ParseTCPOptions(b []byte, o *TCPOptions) bool {
 			return false
 		}
 		v := b[i+2 : i+n]
+		i += n
 		switch kind {
 		case optMSS:
 			if n != lenMSS {
-				return false
+				clean = false
+				continue
 			}
 			o.MSS = binary.BigEndian.Uint16(v)
 		case optWScale:
 			if n != lenWScale {
-				return false
+				clean = false
+				continue
 			}
 			o.HasWScale = true
 			o.WScale = v[0]
 		case optSACKPermitted:
 			if n != lenSACKPermitted {
-				return false
+				clean = false
+				continue
 			}
 			o.SACKPermitted = true
 		case optSACK:
 			blocks := (n - 2) / lenSACKBlock
 			if blocks == 0 || blocks > maxSACKBlocks || (n-2)%lenSACKBlock != 0 {
-				return false
+				clean = false
+				continue
 			}
 			o.SACK = [maxSACKBlocks]SACKBlock{} // a repeated option replaces the blocks
 			for k := range blocks {
@@ -101,15 +111,15 @@ func ParseTCPOptions(b []byte, o *TCPOptions) bool {
 			o.NumSACK = uint8(blocks)
 		case optTimestamps:
 			if n != lenTimestamps {
-				return false
+				clean = false
+				continue
 			}
 			o.HasTimestamps = true
 			o.TSVal = binary.BigEndian.Uint32(v[0:4])
 			o.TSEcr = binary.BigEndian.Uint32(v[4:8])
 		}
-		i += n
 	}
-	return true
+	return clean
 }
 
 // The encoding is word-aligned the way Linux's tcp_options_write lays it out,
