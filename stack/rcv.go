@@ -230,7 +230,6 @@ func (c *Conn) processACK(s *segment) bool {
 		c.challengeACK()
 		return false
 	}
-	c.probes = 0
 	// What this ACK delivers, for PRR (an empty scoreboard adds nothing:
 	// the common case skips the sum).
 	priorUna, priorSACKed := c.sndUna, 0
@@ -256,6 +255,14 @@ func (c *Conn) processACK(s *segment) bool {
 		c.sndWnd = uint32(s.wnd) << c.sndWScale
 		c.maxSndWnd = max(c.maxSndWnd, c.sndWnd)
 		c.sndWL1, c.sndWL2 = s.seq, s.ack
+	}
+	// Unanswered zero-window probes count only while the window stays shut:
+	// a peer that answers every probe with a zero window is still not
+	// reading, and is given up after MaxRetries probes as one that never
+	// answers (Linux's tcp_probe_timer: an ACK that neither acknowledges
+	// data nor opens the window leaves icsk_probes_out alone).
+	if c.sndWnd > 0 || s.ack.GreaterThan(priorUna) {
+		c.probes = 0
 	}
 	if c.state == Closed || c.state == TimeWait {
 		return false

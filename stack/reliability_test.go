@@ -380,6 +380,45 @@ func TestZeroWindowProbesUnanswered(t *testing.T) {
 	h.expectCounter(RetransmitTimeouts, 1)
 }
 
+// A peer that answers every probe with its window still closed (a client
+// that stopped reading) is given up after MaxRetries probes all the same:
+// its answers do not reset the count (Linux's tcp_probe_timer), so a stuck
+// reader cannot hold a connection and its buffers for ever.
+func TestZeroWindowProbesAnsweredShut(t *testing.T) {
+	h := newHarness(t, withConfig(func(c *Config) { c.MaxRetries = 2 }))
+	h.established()
+	h.send(seg{flags: ACK, seq: 1, ack: 1, zeroWnd: true})
+	h.writeAll(h.c, "x")
+	for _, wait := range []time.Duration{200, 400} {
+		h.advance(wait * time.Millisecond)
+		h.expect(seg{flags: ACK, seq: 0, ack: 1})
+		h.send(seg{flags: ACK, seq: 1, ack: 1, zeroWnd: true}) // answered, still shut
+		h.expectState(Established)
+	}
+	h.advance(800 * time.Millisecond)
+	h.expectNone()
+	h.expectState(Closed)
+	h.expectEvents(EventTimedOut | EventClosed)
+	h.expectCounter(ZeroWindowProbes, 2)
+
+	// The count restarts when the window opens, however briefly.
+	h2 := newHarness(t, withConfig(func(c *Config) { c.MaxRetries = 2 }))
+	h2.established()
+	h2.send(seg{flags: ACK, seq: 1, ack: 1, zeroWnd: true})
+	h2.writeAll(h2.c, "x")
+	h2.advance(200 * time.Millisecond)
+	h2.expect(seg{flags: ACK, seq: 0, ack: 1})
+	h2.advance(400 * time.Millisecond)
+	h2.expect(seg{flags: ACK, seq: 0, ack: 1})
+	h2.send(seg{flags: ACK, seq: 1, ack: 1, wnd: 1}) // one byte of room: the "x" goes
+	h2.expect(seg{flags: PSH | ACK, seq: 1, ack: 1, data: []byte("x")})
+	h2.send(seg{flags: ACK, seq: 1, ack: 2, zeroWnd: true})
+	if h2.c.probes != 0 {
+		t.Fatalf("probes %d after the window opened, want 0", h2.c.probes)
+	}
+	h2.expectState(Established)
+}
+
 // PAWS (RFC 7323 section 5): a segment whose TSval is older than TS.Recent
 // is an old duplicate — dropped and answered with an ACK, with a D-SACK when
 // it lies below RCV.NXT. A pure ACK is exempt (Linux's tcp_disordered_ack),
