@@ -116,20 +116,24 @@ func (f *Iface) Virtual() bool { return f.virtual }
 // and the glue between them: hand-offs, routes and neighbours followed from
 // the kernel.
 type Dataplane struct {
-	cfg       Config
-	bootBase  stack.Time // CLOCK_BOOTTIME at start: see now
-	ifs       []*Iface
-	byIfindex map[int]*Iface
-	shards    []*Shard
-	start     time.Time
-	portLo    uint16
-	portHi    uint16
-	wg        sync.WaitGroup
-	restore   []func() // undo steps for system settings, run in reverse
-	watchEnd  chan struct{}
-	resolveCh chan resolveReq
-	netns     netns.NsHandle  // the namespace the data plane was started in
-	nl        *netlink.Handle // netlink sockets in that namespace (goroutines do not inherit it)
+	cfg         Config
+	bootBase    stack.Time // CLOCK_BOOTTIME at start: see now
+	ifs         []*Iface
+	byIfindex   map[int]*Iface
+	shards      []*Shard
+	start       time.Time
+	portLo      uint16
+	portHi      uint16
+	wg          sync.WaitGroup
+	restore     []func() // undo steps for system settings, run in reverse
+	watchEnd    chan struct{}
+	resolveCh   chan resolveReq
+	ports       *portReservation        // nil unless Config.ReservePorts
+	kernelOwned map[netip.Addr]bool     // addresses the kernel has on some interface
+	listening   map[netip.AddrPort]bool // listeners steered now (Config.Listeners, AddListener, RemoveListener)
+	mu          sync.Mutex              // serialises AddListener and RemoveListener
+	netns       netns.NsHandle          // the namespace the data plane was started in
+	nl          *netlink.Handle         // netlink sockets in that namespace (goroutines do not inherit it)
 	// hashClients: the receive queue of a client flow is not stable (veth:
 	// the queue is the sender's skb->hash, which its TCP re-randomises on
 	// an RTO or duplicate data), so client flows are owned by a hash of
@@ -240,8 +244,10 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 			kernelOwned[a] = true
 		}
 	}
+	d.kernelOwned, d.listening = kernelOwned, map[netip.AddrPort]bool{}
 	for _, ap := range cfg.Listeners {
 		owned[ap.Addr()] = true
+		d.listening[ap] = true
 	}
 	for _, a := range cfg.SourceAddrs {
 		owned[a] = true
@@ -274,11 +280,12 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 	}
 	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
 	if cfg.ReservePorts {
-		undo, err := reservePorts(cfg.StateDir, reservedPorts(cfg), d.log)
+		res, err := reservePorts(cfg.StateDir, reservedPorts(cfg), d.log)
 		if err != nil {
 			return nil, err
 		}
-		d.restore = append(d.restore, undo)
+		d.ports = res
+		d.restore = append(d.restore, res.undo)
 	}
 
 	d.hashClients = false
@@ -463,6 +470,108 @@ func (d *Dataplane) openIface(i int, ic InterfaceConfig) (*Iface, error) {
 		return nil, fmt.Errorf("dataplane: %s: %w", ic.Name, err)
 	}
 	return f, nil
+}
+
+// AddListener starts terminating ap while the data plane runs: every
+// interface's XDP program steers it, its port is reserved from the kernel,
+// every shard's engine listens on it (owning its address). It returns the
+// listeners, one per shard, in shard order.
+func (d *Dataplane) AddListener(ap netip.AddrPort) ([]*stack.Listener, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.listening[ap] {
+		return nil, fmt.Errorf("dataplane: listener %v: already steered", ap)
+	}
+	if d.ports != nil {
+		if err := d.ports.add([][2]uint16{{ap.Port(), ap.Port()}}); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range d.ifs {
+		if err := f.prog.AddListener(ap); err != nil {
+			return nil, fmt.Errorf("dataplane: %s: listener %v: %w", f.name, ap, err)
+		}
+		if !d.kernelOwned[ap.Addr()] {
+			if err := f.prog.AddNeighborAddr(ap.Addr()); err != nil {
+				return nil, fmt.Errorf("dataplane: %s: neighbour address %v: %w", f.name, ap.Addr(), err)
+			}
+		}
+	}
+	d.listening[ap] = true
+	out := make([]*stack.Listener, len(d.shards))
+	var errs []error
+	for i, s := range d.shards {
+		s.Do(func(s *Shard) {
+			el, err := s.eng.Listen(ap)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("dataplane: shard %d: %w", s.id, err))
+				return
+			}
+			s.listeners = append(s.listeners, el)
+			out[i] = el
+		})
+	}
+	return out, errors.Join(errs...)
+}
+
+// CloseListener stops accepting on ap on every shard: a new SYN is answered
+// with RST, as by a host with no listener there. Connections already
+// accepted go on, their segments still steered to the engine until
+// RemoveListener.
+func (d *Dataplane) CloseListener(ap netip.AddrPort) {
+	for _, s := range d.shards {
+		s.Do(func(s *Shard) {
+			kept := s.listeners[:0]
+			for _, el := range s.listeners {
+				if el.Addr() == ap {
+					el.Close()
+					continue
+				}
+				kept = append(kept, el)
+			}
+			clear(s.listeners[len(kept):])
+			s.listeners = kept
+		})
+	}
+}
+
+// RemoveListener stops steering ap to the engine and gives its port back to
+// the kernel (unless the source ports or another listener need it). Call it
+// after CloseListener, once the connections it accepted have ended: from
+// here on their segments reach the kernel.
+func (d *Dataplane) RemoveListener(ap netip.AddrPort) error {
+	d.CloseListener(ap)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.listening[ap] {
+		return nil
+	}
+	delete(d.listening, ap)
+	var errs []error
+	stillOwned := false
+	for other := range d.listening {
+		stillOwned = stillOwned || other.Addr() == ap.Addr()
+	}
+	for _, f := range d.ifs {
+		if err := f.prog.RemoveListener(ap); err != nil {
+			errs = append(errs, fmt.Errorf("dataplane: %s: %w", f.name, err))
+		}
+		if !stillOwned && !d.kernelOwned[ap.Addr()] && !slices.Contains(d.cfg.SourceAddrs, ap.Addr()) {
+			if err := f.prog.RemoveNeighborAddr(ap.Addr()); err != nil {
+				errs = append(errs, fmt.Errorf("dataplane: %s: %w", f.name, err))
+			}
+		}
+	}
+	if d.ports != nil {
+		keep := [][2]uint16{d.cfg.SourcePorts}
+		for other := range d.listening {
+			keep = append(keep, [2]uint16{other.Port(), other.Port()})
+		}
+		if err := d.ports.release([][2]uint16{{ap.Port(), ap.Port()}}, keep); err != nil {
+			errs = append(errs, fmt.Errorf("dataplane: releasing port %d: %w", ap.Port(), err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Stop stops the shards, detaches the programs and releases everything.

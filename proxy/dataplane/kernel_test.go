@@ -2,11 +2,16 @@ package dataplane
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -182,5 +187,75 @@ func TestLabLinkLocalGateway(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("dial via a link-local gateway: no answer")
+	}
+}
+
+// TestLabListenerAddedAndRemoved: a listener added while the data plane
+// runs is steered, reserved and served at once; closed, it refuses new
+// clients while an accepted connection goes on; removed, its port goes back
+// to the kernel.
+func TestLabListenerAddedAndRemoved(t *testing.T) {
+	el := newLabLink(t, 2)
+	el.start(t, func(c *Config) { c.ReservePorts, c.StateDir = true, t.TempDir() })
+	ap := netip.AddrPortFrom(proxyPrefix.Addr(), 8000)
+	reserved := func() string {
+		var out string
+		el.proxy.Do(func() error {
+			b, err := os.ReadFile(reservedPortsPath)
+			out = strings.TrimSpace(string(b))
+			return err
+		})
+		return out
+	}
+	if strings.Contains(reserved(), "8000") {
+		t.Fatalf("8000 reserved before the listener exists: %q", reserved())
+	}
+	els, err := el.dp.AddListener(ap)
+	if err != nil || len(els) != 2 {
+		t.Fatalf("AddListener: %v, %d listeners", err, len(els))
+	}
+	if !strings.Contains(reserved(), "8000") {
+		t.Errorf("8000 not reserved with the listener: %q", reserved())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	kept, err := el.client.DialTCP(ctx, ap.String())
+	if err != nil {
+		t.Fatalf("dial the new listener: %v", err)
+	}
+	defer kept.Close()
+	for i := range 20 { // every shard serves it
+		c, err := el.client.DialTCP(ctx, ap.String())
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		if err := echoExchange(c, []byte(fmt.Sprintf("hello %d", i))); err != nil {
+			t.Fatalf("echo %d: %v", i, err)
+		}
+		c.Close()
+	}
+
+	el.dp.CloseListener(ap)
+	if _, err := el.client.DialTCP(ctx, ap.String()); err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial a closed listener: %v, want connection refused", err)
+	}
+	// The accepted connection goes on.
+	if _, err := kept.Write([]byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 10)
+	kept.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(kept, buf); err != nil || string(buf) != "still here" {
+		t.Fatalf("the accepted connection after close: %q, %v", buf, err)
+	}
+
+	if err := el.dp.RemoveListener(ap); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(reserved(), "8000") {
+		t.Errorf("8000 still reserved after RemoveListener: %q", reserved())
+	}
+	if _, err := el.dp.AddListener(ap); err != nil { // and it can come back
+		t.Fatalf("AddListener again: %v", err)
 	}
 }

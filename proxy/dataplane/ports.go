@@ -70,101 +70,150 @@ type portsRecord struct {
 	Added  string `json:"added"`  // the ranges this data plane added (not already there)
 }
 
-// reservePorts adds rs to net.ipv4.ip_local_reserved_ports (which also
-// covers IPv6) of the calling thread's network namespace, so kernel
-// sockets never pick a port whose return traffic XDP would steer to the
-// engine. The returned func takes back the ranges it added (whatever else
-// changed meanwhile stays). With stateDir set, what it adds is recorded
-// there first (one record per network namespace), and a record left by a
-// data plane that died without restoring is applied before anything else.
-// The sysctl file stays open, so the undo writes the namespace it read
-// from whichever thread runs it.
-func reservePorts(stateDir string, rs [][2]uint16, log *slog.Logger) (func(), error) {
+// portReservation is what the data plane holds of
+// net.ipv4.ip_local_reserved_ports (which also covers IPv6) of the network
+// namespace it runs in: the ranges it added, so that it takes back exactly
+// those (whatever else changed meanwhile stays). The sysctl file stays
+// open, so later writes reach that namespace from whichever thread makes
+// them.
+type portReservation struct {
+	f      *os.File
+	record string   // the record in state_dir ("" when none is kept)
+	added  *portSet // the ranges this data plane added (not there before)
+	log    *slog.Logger
+}
+
+// reservePorts adds rs to ip_local_reserved_ports of the calling thread's
+// network namespace, so kernel sockets never pick a port whose return
+// traffic XDP would steer to the engine. With stateDir set, what it adds is
+// recorded there first (one record per network namespace), and a record
+// left by a data plane that died without restoring is applied before
+// anything else.
+func reservePorts(stateDir string, rs [][2]uint16, log *slog.Logger) (*portReservation, error) {
 	f, err := os.OpenFile(reservedPortsPath, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("dataplane: reserve ports: %w", err)
 	}
-	read := func() (*portSet, error) {
-		buf := make([]byte, 64<<10)
-		n, err := f.ReadAt(buf, 0)
-		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, err
-		}
-		return parsePorts(string(buf[:n]))
-	}
-	write := func(p *portSet) error {
-		_, err := f.WriteAt([]byte(p.String()+"\n"), 0)
-		return err
-	}
-	cur, err := read()
+	r := &portReservation{f: f, added: new(portSet), log: log}
+	cur, err := r.read()
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("dataplane: reserve ports: %w", err)
 	}
-	record := ""
 	if stateDir != "" {
 		var st unix.Stat_t
 		if err := unix.Stat("/proc/thread-self/ns/net", &st); err == nil {
-			record = filepath.Join(stateDir, fmt.Sprintf("reserved-ports.netns-%d.json", st.Ino))
+			r.record = filepath.Join(stateDir, fmt.Sprintf("reserved-ports.netns-%d.json", st.Ino))
 		}
 	}
-	if record != "" {
-		if data, err := os.ReadFile(record); err == nil {
+	if r.record != "" {
+		if data, err := os.ReadFile(r.record); err == nil {
 			var old portsRecord
 			switch {
 			case json.Unmarshal(data, &old) != nil:
-				log.Warn("ignoring an unreadable record of reserved ports", "file", record)
+				log.Warn("ignoring an unreadable record of reserved ports", "file", r.record)
 			case old.PID != os.Getpid() && processAlive(old.PID):
-				log.Warn("another xdproxy in this network namespace holds reserved ports; not recording ours", "pid", old.PID, "file", record)
-				record = ""
+				log.Warn("another xdproxy in this network namespace holds reserved ports; not recording ours", "pid", old.PID, "file", r.record)
+				r.record = ""
 			default:
 				added, err := parsePorts(old.Added)
 				if err == nil {
 					cur.remove(added)
-					err = write(cur)
+					err = r.write(cur)
 				}
 				if err != nil {
 					f.Close()
-					return nil, fmt.Errorf("dataplane: taking back the reserved ports a crashed run left (%s): %w", record, err)
+					return nil, fmt.Errorf("dataplane: taking back the reserved ports a crashed run left (%s): %w", r.record, err)
 				}
 				log.Warn("took back the reserved ports a previous run left behind (it did not exit cleanly)",
 					"pid", old.PID, "removed", old.Added, "ip_local_reserved_ports", cur.String())
-				os.Remove(record)
+				os.Remove(r.record)
 			}
 		}
 	}
-	ours := newPortSet(rs)
-	added := ours.minus(cur)
-	if record != "" {
-		data, _ := json.Marshal(portsRecord{PID: os.Getpid(), Before: cur.String(), Added: added.String()})
-		if err := writeFileAtomic(record, data); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("dataplane: recording the reserved ports in state_dir: %w", err)
-		}
-	}
-	next := cur.union(ours)
-	if err := write(next); err != nil {
+	if err := r.add(rs); err != nil {
 		f.Close()
-		if record != "" {
-			os.Remove(record)
+		if r.record != "" {
+			os.Remove(r.record)
 		}
-		return nil, fmt.Errorf("dataplane: reserve ports %s: %w", portList(rs), err)
+		return nil, err
 	}
-	return func() {
-		defer f.Close()
-		now, err := read()
-		if err == nil {
-			now.remove(added)
-			err = write(now)
+	return r, nil
+}
+
+func (r *portReservation) read() (*portSet, error) {
+	buf := make([]byte, 64<<10)
+	n, err := r.f.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return parsePorts(string(buf[:n]))
+}
+
+func (r *portReservation) write(p *portSet) error {
+	_, err := r.f.WriteAt([]byte(p.String()+"\n"), 0)
+	return err
+}
+
+// add reserves rs too: the ranges not reserved already are recorded (when
+// a record is kept) and then written.
+func (r *portReservation) add(rs [][2]uint16) error {
+	cur, err := r.read()
+	if err != nil {
+		return fmt.Errorf("dataplane: reserve ports: %w", err)
+	}
+	added := r.added.union(newPortSet(rs).minus(cur))
+	if r.record != "" {
+		data, _ := json.Marshal(portsRecord{PID: os.Getpid(), Before: cur.minus(r.added).String(), Added: added.String()})
+		if err := writeFileAtomic(r.record, data); err != nil {
+			return fmt.Errorf("dataplane: recording the reserved ports in state_dir: %w", err)
 		}
-		if err != nil {
-			log.Error("restoring ip_local_reserved_ports", "err", err)
-			return // the record stays: the next start takes them back
-		}
-		if record != "" {
-			os.Remove(record)
-		}
-	}, nil
+	}
+	if err := r.write(cur.union(newPortSet(rs))); err != nil {
+		return fmt.Errorf("dataplane: reserve ports %s: %w", portList(rs), err)
+	}
+	r.added = added
+	return nil
+}
+
+// release takes back the ports of rs that this data plane added, except
+// those in keep (still needed).
+func (r *portReservation) release(rs [][2]uint16, keep [][2]uint16) error {
+	drop := newPortSet(rs).minus(newPortSet(keep))
+	for i := range drop {
+		drop[i] &= r.added[i]
+	}
+	cur, err := r.read()
+	if err != nil {
+		return err
+	}
+	cur.remove(drop)
+	if err := r.write(cur); err != nil {
+		return err
+	}
+	r.added.remove(drop)
+	if r.record != "" {
+		data, _ := json.Marshal(portsRecord{PID: os.Getpid(), Before: cur.minus(r.added).String(), Added: r.added.String()})
+		return writeFileAtomic(r.record, data)
+	}
+	return nil
+}
+
+// undo takes back every range this data plane added and forgets the record.
+func (r *portReservation) undo() {
+	defer r.f.Close()
+	now, err := r.read()
+	if err == nil {
+		now.remove(r.added)
+		err = r.write(now)
+	}
+	if err != nil {
+		r.log.Error("restoring ip_local_reserved_ports", "err", err)
+		return // the record stays: the next start takes them back
+	}
+	if r.record != "" {
+		os.Remove(r.record)
+	}
 }
 
 func processAlive(pid int) bool {

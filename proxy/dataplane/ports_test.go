@@ -104,14 +104,28 @@ func TestLabReservedPortsAfterACrash(t *testing.T) {
 		// Meanwhile the operator reserves another port.
 		os.WriteFile(reservedPortsPath, []byte(read()+",3000"), 0o644)
 
-		undo, err := reservePorts(dir, ours, log)
+		res, err := reservePorts(dir, ours, log)
 		if err != nil {
 			return err
 		}
 		if got := read(); got != "80,1000-1010,3000,20000-59999" {
 			t.Errorf("second run: %q", got)
 		}
-		undo()
+		// A listener added and removed at run time: its port comes and goes;
+		// one inside the source ports stays reserved.
+		if err := res.add([][2]uint16{{8000, 8000}, {30000, 30000}}); err != nil {
+			return err
+		}
+		if got := read(); got != "80,1000-1010,3000,8000,20000-59999" {
+			t.Errorf("with a listener on 8000 added: %q", got)
+		}
+		if err := res.release([][2]uint16{{8000, 8000}, {30000, 30000}, {3000, 3000}}, ours); err != nil {
+			return err
+		}
+		if got := read(); got != "80,1000-1010,3000,20000-59999" {
+			t.Errorf("after releasing 8000 (and 30000, 3000, which are not its own to release): %q", got)
+		}
+		res.undo()
 		if got := read(); got != "1000-1010,3000" {
 			t.Errorf("after the clean exit: %q, want the value from before the first run plus the operator's 3000", got)
 		}
