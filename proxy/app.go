@@ -80,13 +80,35 @@ func (l *Listener) Active() int64 { return l.active.Load() }
 type BackendState struct {
 	Spec     BackendSpec
 	Health   *balance.Health
+	Runtime  *balance.Runtime // state (ready, drain, maint) and current weight, set at run time
 	active   atomic.Int64
 	Sessions atomic.Uint64 // sessions sent to it
 	Failures atomic.Uint64 // connect failures and timeouts
 }
 
+func newBackendState(spec BackendSpec, health *balance.Health) *BackendState {
+	return &BackendState{Spec: spec, Health: health, Runtime: balance.NewRuntime(spec.Weight)}
+}
+
 // Active is the number of open sessions to the backend.
 func (b *BackendState) Active() int64 { return b.active.Load() }
+
+// Eligible reports whether the backend may take a new session: healthy,
+// ready and of a positive weight. Two atomic loads: the shards call it on
+// every pick.
+func (b *BackendState) Eligible() bool { return b.Health.Up() && b.Runtime.Accepts() }
+
+// effectiveWeight is the weight Maglev's table gives the backend: its
+// current weight when eligible, else 0.
+func (b *BackendState) effectiveWeight() int {
+	if !b.Health.Up() {
+		return 0
+	}
+	if s := b.Runtime.Load(); s.Accepts() {
+		return s.Weight
+	}
+	return 0
+}
 
 func newListener(spec ListenerSpec, log *slog.Logger) *Listener {
 	l := &Listener{Spec: spec, log: log.With("listener", spec.Name)}
@@ -95,7 +117,7 @@ func newListener(spec ListenerSpec, log *slog.Logger) *Listener {
 		rise, fall = h.Rise, h.Fall
 	}
 	for _, b := range spec.Backends {
-		l.Backends = append(l.Backends, &BackendState{Spec: b, Health: balance.NewHealth(rise, fall)})
+		l.Backends = append(l.Backends, newBackendState(b, balance.NewHealth(rise, fall)))
 	}
 	if spec.Balance == "maglev" {
 		addrs := make([]netip.AddrPort, len(l.Backends))
@@ -111,9 +133,9 @@ func newListener(spec ListenerSpec, log *slog.Logger) *Listener {
 
 // passiveFailure marks a failed connect against the backend's health — only
 // when active checks are configured: without them nothing would ever bring
-// the backend back up.
+// the backend back up; and not in maint, whose health stays as it was.
 func (l *Listener) passiveFailure(b *BackendState) {
-	if l.Spec.Health != nil && b.Health.ConnectFailed() {
+	if l.Spec.Health != nil && !b.Runtime.Paused() && b.Health.ConnectFailed() {
 		l.healthChanged(b)
 	}
 }
@@ -127,13 +149,24 @@ func (l *Listener) healthChanged(b *BackendState) {
 		}
 	}
 	l.log.Info("backend health changed", "backend", b.Spec.Addr, "up", b.Health.Up(), "backends_up", up)
-	if up > 0 {
-		l.allDown.Store(false)
+	l.eligibilityChanged()
+}
+
+// eligibilityChanged is called after a backend's health, state or weight
+// changed: new clients may find a backend again, and Maglev's table must
+// follow.
+func (l *Listener) eligibilityChanged() {
+	for _, b := range l.Backends {
+		if b.Eligible() {
+			l.allDown.Store(false)
+			break
+		}
 	}
 	if l.maglev != nil {
 		// Rebuilding takes milliseconds: not on a shard. The rebuilder
-		// goroutine reads the health it sees then, so the last rebuild
-		// always has the latest view; meanwhile Pick skips backends down.
+		// goroutine reads the backends as it finds them then, so the last
+		// rebuild always has the latest view; meanwhile Pick skips the
+		// backends that are not eligible.
 		select {
 		case l.rebuild <- struct{}{}:
 		default:
@@ -141,17 +174,17 @@ func (l *Listener) healthChanged(b *BackendState) {
 	}
 }
 
-// rebuilder keeps the listener's Maglev table in step with backend health
-// until ctx ends. Every xdproxy node with the same configuration and health
-// view builds the same table.
+// rebuilder keeps the listener's Maglev table in step with the backends'
+// health, states and weights until ctx ends. Every xdproxy node with the
+// same configuration and view builds the same table.
 func (l *Listener) rebuilder(ctx context.Context) {
-	up := func(i int) bool { return l.Backends[i].Health.Up() }
+	weight := func(i int) int { return l.Backends[i].effectiveWeight() }
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-l.rebuild:
-			l.maglev.RebuildFunc(up)
+			l.maglev.RebuildWeights(weight)
 		}
 	}
 }
@@ -159,9 +192,25 @@ func (l *Listener) rebuilder(ctx context.Context) {
 // shardListener is a listener's per-shard state: its balancer (round robin
 // and least-conn keep per-shard positions; Maglev's table is shared).
 type shardListener struct {
-	l       *Listener
-	bal     balance.Balancer
-	healthy func(int) bool
+	l        *Listener
+	bal      balance.Balancer
+	eligible func(int) bool
+}
+
+func newShardListener(l *Listener) *shardListener {
+	sl := &shardListener{l: l}
+	sl.eligible = func(i int) bool { return l.Backends[i].Eligible() }
+	n := len(l.Backends)
+	weight := func(i int) int { return l.Backends[i].Runtime.Weight() }
+	switch l.Spec.Balance {
+	case "least_conn":
+		sl.bal = balance.NewLeastConn(n, weight, func(i int) int { return int(l.Backends[i].active.Load()) })
+	case "maglev":
+		sl.bal = maglevRef{l}
+	default:
+		sl.bal = balance.NewRoundRobin(n, weight)
+	}
+	return sl
 }
 
 // shardApp is the proxy running inside one shard: it implements the
@@ -186,21 +235,7 @@ type shardApp struct {
 func newShardApp(p *Proxy, sh *dataplane.Shard) *shardApp {
 	a := &shardApp{sh: sh, p: p, listeners: map[netip.AddrPort]*shardListener{}, sessions: map[*session]struct{}{}, epfd: -1, kernelLegs: map[int]*kernelLeg{}}
 	for _, l := range p.listeners {
-		sl := &shardListener{l: l}
-		sl.healthy = func(i int) bool { return l.Backends[i].Health.Up() }
-		weights := make([]int, len(l.Backends))
-		for i, b := range l.Backends {
-			weights[i] = b.Spec.Weight
-		}
-		switch l.Spec.Balance {
-		case "least_conn":
-			sl.bal = balance.NewLeastConn(weights, func(i int) int { return int(l.Backends[i].active.Load()) })
-		case "maglev":
-			sl.bal = maglevRef{l}
-		default:
-			sl.bal = balance.NewRoundRobin(weights)
-		}
-		a.listeners[l.Spec.Addr] = sl
+		a.listeners[l.Spec.Addr] = newShardListener(l)
 	}
 	return a
 }
@@ -337,12 +372,12 @@ func (a *shardApp) newSession(sl *shardListener, c *stack.Conn) {
 	} else if m == 0 {
 		l.active.Add(1)
 	}
-	i := sl.bal.Pick(c.Key().Remote(), sl.healthy)
+	i := sl.bal.Pick(c.Key().Remote(), sl.eligible)
 	if i < 0 {
 		l.active.Add(-1)
 		l.Stats.NoBackend.Add(1)
 		if l.allDown.CompareAndSwap(false, true) {
-			l.log.Warn("every backend is down: resetting new clients until one is back")
+			l.log.Warn("every backend is down, drained, in maint or of weight 0: resetting new clients until one can take them")
 		}
 		c.Abort()
 		return

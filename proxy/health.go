@@ -21,7 +21,7 @@ func healthTargets(ls []*Listener, kernel bool) []balance.Target {
 		for _, b := range l.Backends {
 			targets = append(targets, balance.Target{
 				Listener: l.Spec.Name, Source: l.Spec.Source, Addr: b.Spec.Addr,
-				Interval: h.Interval, Timeout: h.Timeout, Health: b.Health,
+				Interval: h.Interval, Timeout: h.Timeout, Health: b.Health, Runtime: b.Runtime,
 				Changed: func() { l.healthChanged(b) },
 			})
 		}

@@ -30,13 +30,11 @@ func (p *Proxy) Listeners() []admin.ListenerView {
 			ClientResets: s.ClientResets.Load(), BackendResets: s.BackendResets.Load(), Completed: s.Completed.Load(),
 			BytesIn: s.BytesIn.Load(), BytesOut: s.BytesOut.Load(),
 			Active:   l.Active(),
+			Balance:  l.balanceName(),
 			Backends: make([]admin.BackendView, len(l.Backends)),
 		}
 		for j, b := range l.Backends {
-			v.Backends[j] = admin.BackendView{
-				Addr: b.Spec.Addr, Up: b.Health == nil || b.Health.Up(),
-				Active: b.Active(), Sessions: b.Sessions.Load(), Failures: b.Failures.Load(),
-			}
+			v.Backends[j] = l.backendView(b)
 		}
 		out[i] = v
 	}

@@ -74,7 +74,7 @@ type enginePair struct {
 func newEnginePair(t *testing.T) *enginePair {
 	p := &enginePair{t: t, sinkA: &memSink{}, sinkB: &memSink{}, now: stack.Time(time.Second)}
 	p.web = &Listener{Spec: ListenerSpec{Name: "web", Addr: webAP, Backends: []BackendSpec{{Addr: netip.MustParseAddrPort("10.0.2.2:8080"), Weight: 1}}}}
-	p.web.Backends = []*BackendState{{Spec: p.web.Spec.Backends[0], Health: balance.NewHealth(1, 1)}}
+	p.web.Backends = []*BackendState{newBackendState(p.web.Spec.Backends[0], balance.NewHealth(1, 1))}
 	var err error
 	p.a, err = stack.New(stack.Config{MAC: macA, Addresses: []netip.Addr{ipA}, Sink: p.sinkA, Handler: &tagApp{p.web}, Rand: dataplane.NewRand()})
 	if err != nil {

@@ -111,6 +111,10 @@ tcp:
 		strings.Replace(goodConfig, "balance: round_robin\n", "balance: round_robin\n    max_connections: -1 # BAD\n", 1)},
 	{"admin address not host:port", "admin.address",
 		strings.Replace(goodConfig, "address: 127.0.0.1:9100\n", "address: nohost # BAD\n", 1)},
+	{"admin address not loopback, no token", "admin.address",
+		strings.Replace(goodConfig, "address: 127.0.0.1:9100\n", "address: 0.0.0.0:9100 # BAD\n", 1)},
+	{"admin token file not absolute", "admin.token_file",
+		strings.Replace(goodConfig, "address: 127.0.0.1:9100\n", "address: 127.0.0.1:9100\n  token_file: admin.token # BAD\n", 1)},
 }
 
 // badLine is the 1-based number of the line holding badMark.

@@ -142,19 +142,22 @@ func listenerYAML(name, addr, balance string, extra string, backends ...string) 
 }
 
 type daemon struct {
-	t      *testing.T
-	topo   *lab.Topology
-	proc   *lab.Proc
-	drain  time.Duration
-	admin  *http.Client
-	mu     sync.Mutex
-	exited bool
-	result error
+	t         *testing.T
+	topo      *lab.Topology
+	proc      *lab.Proc
+	drain     time.Duration
+	admin     *http.Client
+	adminAddr string // the config's admin.address (adminAddr unless the test set another)
+	path      string // the config file
+	mu        sync.Mutex
+	exited    bool
+	result    error
 }
 
 // startDaemon writes cfg, starts `xdproxy run --config FILE` in the proxy
 // namespace and waits for readiness: the msg=ready log line and /healthz
-// 200. At cleanup it is stopped with SIGTERM and must exit 0.
+// 200 (on the config's admin.address). At cleanup it is stopped with
+// SIGTERM and must exit 0.
 func startDaemon(t *testing.T, topo *lab.Topology, cfg string) *daemon {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "xdproxy.yaml")
@@ -171,7 +174,10 @@ func startDaemon(t *testing.T, topo *lab.Topology, cfg string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, topo: topo, proc: p, drain: drain}
+	d := &daemon{t: t, topo: topo, proc: p, drain: drain, adminAddr: adminAddr, path: path}
+	if m := regexp.MustCompile(`(?m)^admin:\n  address: (\S+)`).FindStringSubmatch(cfg); m != nil {
+		d.adminAddr = m[1]
+	}
 	d.admin = &http.Client{
 		Timeout: 5 * time.Second,
 		Transport: &http.Transport{
@@ -225,7 +231,7 @@ func startDaemon(t *testing.T, topo *lab.Topology, cfg string) *daemon {
 }
 
 func (d *daemon) healthz() (int, string, error) {
-	resp, err := d.admin.Get("http://" + adminAddr + "/healthz")
+	resp, err := d.admin.Get("http://" + d.adminAddr + "/healthz")
 	if err != nil {
 		return 0, "", err
 	}
@@ -236,7 +242,7 @@ func (d *daemon) healthz() (int, string, error) {
 
 // metrics is the daemon's non-zero xdproxy_ metrics (for failure reports).
 func (d *daemon) metrics() string {
-	resp, err := d.admin.Get("http://" + adminAddr + "/metrics")
+	resp, err := d.admin.Get("http://" + d.adminAddr + "/metrics")
 	if err != nil {
 		return err.Error()
 	}
@@ -789,7 +795,7 @@ func TestJumboFrames(t *testing.T) {
 	const size = 20 << 20
 	be, took := download(t, topo, size, 60*time.Second)
 	t.Logf("MTU %d: 20 MiB from %s in %s", mtu, be, took)
-	resp, err := d.admin.Get("http://" + adminAddr + "/metrics")
+	resp, err := d.admin.Get("http://" + d.adminAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 // Command xdproxy runs the proxy (see CONFIG.md): `run --config FILE`,
-// `check --config FILE`, `version`. It is wiring only: flags, config
-// loading, logging, signals and exit codes; the work is in proxy/.
+// `check --config FILE`, `version`, and the commands that talk to a
+// running daemon's admin server: `backends`, `backend set` (admin.go). It
+// is wiring only: flags, config loading, logging, signals and exit codes;
+// the work is in proxy/ and internal/adminclient.
 //
 // check and run both load the file (internal/config) and then hold it
 // against this host's interfaces, addresses and routes in the current
@@ -38,7 +40,11 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-const usage = "usage: xdproxy run --config FILE [--no-preflight] | check --config FILE [--no-preflight] | version"
+const usage = `usage: xdproxy run --config FILE [--no-preflight]
+       xdproxy check --config FILE [--no-preflight]
+       xdproxy version
+       xdproxy backends [--admin ADDR] [--config FILE] [--json]
+       xdproxy backend set LISTENER BACKEND [--state ready|drain|maint] [--weight N] [--admin ADDR] [--config FILE]`
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -86,6 +92,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		return serve(cfg, stderr)
+	case "backends":
+		return backendsCmd(args[1:], stdout, stderr)
+	case "backend":
+		if len(args) < 2 || args[1] != "set" {
+			fmt.Fprintf(stderr, "xdproxy backend: expected \"set\"\n%s\n", usage)
+			return 2
+		}
+		return backendSetCmd(args[2:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "xdproxy: unknown command %q\n%s\n", args[0], usage)
 		return 2
@@ -109,6 +123,14 @@ func serve(cfg *config.Config, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "xdproxy: %v\n", err)
 		return 1
 	}
+	// Read before the data plane changes anything on the host.
+	var token string
+	if cfg.Admin.Address != "" && cfg.Admin.TokenFile != "" {
+		if token, err = config.ReadTokenFile(cfg.Admin.TokenFile); err != nil {
+			fmt.Fprintf(stderr, "xdproxy: admin.token_file: %v\n", err)
+			return 1
+		}
+	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	p, err := proxy.Start(pcfg)
@@ -119,6 +141,7 @@ func serve(cfg *config.Config, stderr io.Writer) int {
 	var adminSrv *admin.Admin
 	if cfg.Admin.Address != "" {
 		adminSrv = admin.New(p, cfg.Admin.Address, log)
+		adminSrv.SetToken(token)
 		if err := adminSrv.Start(); err != nil {
 			p.Stop()
 			fmt.Fprintf(stderr, "xdproxy: admin server: %v\n", err)

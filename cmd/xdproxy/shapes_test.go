@@ -285,7 +285,7 @@ func shapeConcurrent(t *testing.T, ns *lab.NS, addr netip.AddrPort, n int) {
 
 // fullMetrics is the daemon's /metrics text, zeros included.
 func (d *daemon) fullMetrics() string {
-	resp, err := d.admin.Get("http://" + adminAddr + "/metrics")
+	resp, err := d.admin.Get("http://" + d.adminAddr + "/metrics")
 	if err != nil {
 		return ""
 	}

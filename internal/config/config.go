@@ -15,7 +15,9 @@
 // the collection it breaks), and an unquoted [IPv6]:port, the usual cause of
 // one, is named on its own line instead.
 //
-// Cross-field rules: health_check.timeout must not exceed its interval;
+// Cross-field rules: an admin.address that is not loopback (see
+// LoopbackAddress) needs an admin.token_file; health_check.timeout must not
+// exceed its interval;
 // source and source_ports apply to dial: xdp only (an error with dial:
 // kernel); the source and every backend must be of one IP family; listener
 // names and addresses are unique, as are interface names, a listener's
@@ -145,6 +147,10 @@ type Keepalive struct {
 // Admin configures the admin HTTP server.
 type Admin struct {
 	Address string // host:port; empty disables the admin server
+	// TokenFile holds the bearer token that every admin path but /healthz
+	// and /metrics needs when Address is not loopback (then it is
+	// required); an absolute path, "" for none. See ReadTokenFile.
+	TokenFile string
 }
 
 // Log configures logging to stderr.

@@ -235,6 +235,7 @@ tcp:
 drain_timeout: 0s
 admin:
   address: ":9200"
+  token_file: /etc/xdproxy/../xdproxy/admin.token
 log: {level: debug, format: json}
 `
 	cfg := mustParse(t, "explicit.yaml", src)
@@ -282,8 +283,8 @@ log: {level: debug, format: json}
 	if cfg.TCP != wantTCP {
 		t.Errorf("tcp = %+v, want %+v", cfg.TCP, wantTCP)
 	}
-	if cfg.DrainTimeout != 0 || cfg.Admin.Address != ":9200" || cfg.Log != (Log{"debug", "json"}) {
-		t.Errorf("drain %v admin %q log %+v", cfg.DrainTimeout, cfg.Admin.Address, cfg.Log)
+	if cfg.DrainTimeout != 0 || cfg.Admin != (Admin{":9200", "/etc/xdproxy/admin.token"}) || cfg.Log != (Log{"debug", "json"}) {
+		t.Errorf("drain %v admin %+v log %+v", cfg.DrainTimeout, cfg.Admin, cfg.Log)
 	}
 }
 
@@ -301,6 +302,98 @@ func TestAdminAddress(t *testing.T) {
 		cfg := mustParse(t, "admin.yaml", minimal+tc.tail)
 		if cfg.Admin.Address != tc.want {
 			t.Errorf("%q: admin address = %q, want %q", tc.tail, cfg.Admin.Address, tc.want)
+		}
+	}
+}
+
+// TestAdminToken: an admin address that is not loopback needs a token
+// file; a loopback or disabled one does not.
+func TestAdminToken(t *testing.T) {
+	for _, tc := range []struct {
+		admin, wantErr string
+		token          string
+	}{
+		{"admin:\n  address: 127.0.0.1:9100\n", "", ""},
+		{"admin:\n  address: 127.9.9.9:9100\n", "", ""},
+		{"admin:\n  address: \"[::1]:9100\"\n", "", ""},
+		{"admin:\n  address: localhost:9100\n", "", ""},
+		{"admin:\n  address: \"\"\n", "", ""},
+		{"admin:\n  address: \"\"\n  token_file: /t\n", "", "/t"},
+		{"admin:\n  address: 127.0.0.1:9100\n  token_file: /etc/xdproxy/token\n", "", "/etc/xdproxy/token"},
+		{"admin:\n  address: 10.10.1.1:9100\n  token_file: /etc/xdproxy/token\n", "", "/etc/xdproxy/token"},
+		{"admin:\n  token_file: ~\n", "", ""},
+		{"admin:\n  address: 10.10.1.1:9100\n", "admin.address: 10.10.1.1:9100 is not a loopback address", ""},
+		{"admin:\n  address: \":9100\"\n", "admin.address: :9100 is not a loopback address", ""},
+		{"admin:\n  address: 0.0.0.0:9100\n", "is not a loopback address", ""},
+		{"admin:\n  address: \"[::]:9100\"\n", "is not a loopback address", ""},
+		{"admin:\n  address: admin.example:9100\n", "is not a loopback address", ""},
+		{"admin:\n  address: 10.10.1.1:9100\n  token_file: \"\"\n", "is not a loopback address", ""},
+	} {
+		cfg, err := Parse("a.yaml", []byte(minimal+tc.admin))
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%q: %v", tc.admin, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%q: error %v, want %q", tc.admin, err, tc.wantErr)
+		case err == nil && cfg.Admin.TokenFile != tc.token:
+			t.Errorf("%q: token_file %q, want %q", tc.admin, cfg.Admin.TokenFile, tc.token)
+		}
+	}
+}
+
+func TestLoopbackAddress(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:9100": true, "127.1.2.3:1": true, "[::1]:9100": true, "localhost:9100": true, "LocalHost:1": true,
+		"[::ffff:127.0.0.1]:9100": true,
+		"10.0.0.1:9100":           false, ":9100": false, "0.0.0.0:9100": false, "[::]:9100": false,
+		"[fd00::1]:9100": false, "admin:9100": false, "127.0.0.1": false, "": false,
+	} {
+		if got := LoopbackAddress(addr); got != want {
+			t.Errorf("LoopbackAddress(%q) = %v", addr, got)
+		}
+	}
+}
+
+func TestReadTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good", "  s3cret+/=_-token\n", 0o600)
+	if tok, err := ReadTokenFile(good); err != nil || tok != "s3cret+/=_-token" {
+		t.Fatalf("good token file: %q, %v", tok, err)
+	}
+	if tok, err := ReadTokenFile(write("ro", "t\n", 0o400)); err != nil || tok != "t" {
+		t.Fatalf("0400 token file: %q, %v", tok, err)
+	}
+	for _, c := range []struct {
+		path, want string
+	}{
+		{filepath.Join(dir, "missing"), "cannot read the token file: open " + filepath.Join(dir, "missing") + ": no such file or directory"},
+		{dir, "is not a regular file"},
+		{write("world", "t", 0o644), "is open to group or others (mode 0644); the token is a secret: chmod 600 "},
+		{write("group", "t", 0o640), "(mode 0640)"},
+		{write("groupw", "t", 0o620), "(mode 0620)"},
+		{write("empty", "", 0o600), "is empty; put a token in it"},
+		{write("blank", " \n\t\n", 0o600), "is empty"},
+		{write("two", "a b\n", 0o600), "must hold one token: printable ASCII without spaces or line breaks"},
+		{write("lines", "a\nb\n", 0o600), "must hold one token"},
+		{write("utf8", "tökén", 0o600), "must hold one token"},
+		{write("long", strings.Repeat("x", MaxTokenLen+1), 0o600), "holds more than 4096 bytes"},
+	} {
+		tok, err := ReadTokenFile(c.path)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %q, %v; want an error with %q", c.path, tok, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("an error shows the token: %v", err)
 		}
 	}
 }
@@ -546,6 +639,12 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:13: admin.address: "localhost" is not host:port (like 127.0.0.1:9100); use "" to disable the admin server`},
 		{"admin port 0", "log:\n", "admin:\n  address: 127.0.0.1:0\nlog:\n",
 			`t.yaml:13: admin.address: port must be between 1 and 65535 (got "0")`},
+		{"admin not loopback without a token", "log:\n", "admin:\n  address: 10.0.0.1:9100\nlog:\n",
+			`t.yaml:13: admin.address: 10.0.0.1:9100 is not a loopback address, so the admin server needs a bearer token: set admin.token_file (a file holding the token, mode 0600), or listen on 127.0.0.1`},
+		{"admin token file relative", "log:\n", "admin:\n  token_file: admin.token\nlog:\n",
+			`t.yaml:13: admin.token_file: "admin.token" is not an absolute path`},
+		{"admin token file a list", "log:\n", "admin:\n  token_file: [a]\nlog:\n",
+			`t.yaml:13: admin.token_file: expected a file path, got a list`},
 
 		// The document as a whole.
 		{"not a mapping", "", "- interfaces\n- listeners\n",

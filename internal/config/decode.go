@@ -852,10 +852,32 @@ func (d *decoder) tcp(v *yaml.Node, t *TCP) {
 }
 
 func (d *decoder) admin(v *yaml.Node, a *Admin) {
-	am := d.mapping(v, "admin", "address")
-	if am == nil || !am.has("address") {
+	am := d.mapping(v, "admin", "address", "token_file")
+	if am == nil {
 		return
 	}
+	if tv := am.get("token_file"); tv != nil {
+		if s, ok := am.scalar(tv, "token_file", "a file path"); ok && s != "" {
+			if !filepath.IsAbs(s) {
+				d.add(tv.Line, am.field("token_file"), "%q is not an absolute path", s)
+			} else {
+				a.TokenFile = filepath.Clean(s)
+			}
+		}
+	}
+	if am.has("address") {
+		d.adminAddress(am, a)
+	}
+	if a.Address != "" && a.TokenFile == "" && !LoopbackAddress(a.Address) {
+		line := am.node.Line
+		if av := am.get("address"); av != nil {
+			line = av.Line
+		}
+		d.add(line, am.field("address"), "%s is not a loopback address, so the admin server needs a bearer token: set admin.token_file (a file holding the token, mode 0600), or listen on 127.0.0.1", a.Address)
+	}
+}
+
+func (d *decoder) adminAddress(am *mapping, a *Admin) {
 	av := am.get("address")
 	if av == nil { // address: (null) disables the admin server
 		a.Address = ""

@@ -3,7 +3,6 @@ package preflight
 import (
 	"errors"
 	"fmt"
-	"github.com/xdproxy/xdproxy/internal/statedir"
 	"io/fs"
 	"net"
 	"net/netip"
@@ -14,6 +13,9 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/xdproxy/xdproxy/internal/config"
+	"github.com/xdproxy/xdproxy/internal/statedir"
 )
 
 // Host is the System of the network namespace of the calling thread: links,
@@ -204,3 +206,8 @@ func routeType(t int) string {
 }
 
 func (host) StateDir(dir string) error { return statedir.Check(dir) }
+
+func (host) TokenFile(path string) error {
+	_, err := config.ReadTokenFile(path)
+	return err
+}

@@ -40,6 +40,9 @@
 //     address of that family to dial from (IPv4: any; IPv6: a global or
 //     unique-local one, not link-local), as the engine takes the interface's
 //     address then.
+//  6. state_dir can hold the engine's keys, and admin.token_file (when the
+//     admin server is on) can be read, holds a token and is open to no one
+//     but its owner (mode 0600).
 //
 // dial: kernel listeners are exempt from 4 and 5: the kernel routes their
 // backend legs itself. A listener source of another family than a backend is
@@ -76,6 +79,10 @@ type System interface {
 	// StateDir reports why dir cannot be the state directory (it is not a
 	// directory, cannot be created or written, or its keys file is bad).
 	StateDir(dir string) error
+	// TokenFile reports why path cannot be the admin token file (it cannot
+	// be read, is empty, or is open to group or others: see
+	// config.ReadTokenFile).
+	TokenFile(path string) error
 }
 
 // Link is one network interface.
@@ -132,6 +139,11 @@ func Check(file string, cfg *config.Config, sys System) error {
 	if cfg.StateDir != "" {
 		if err := sys.StateDir(cfg.StateDir); err != nil {
 			c.add("state_dir", "%v", err)
+		}
+	}
+	if cfg.Admin.Address != "" && cfg.Admin.TokenFile != "" {
+		if err := sys.TokenFile(cfg.Admin.TokenFile); err != nil {
+			c.add("admin.token_file", "%v", err)
 		}
 	}
 	if len(c.errs) == 0 {

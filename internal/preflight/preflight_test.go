@@ -20,6 +20,7 @@ type fakeSystem struct {
 	v6off       map[string]bool
 	linkErr     error
 	badStateDir bool
+	badToken    bool
 }
 
 type fakeRoute struct {
@@ -61,6 +62,13 @@ func (f *fakeSystem) IPv6Disabled(ifname string) (bool, error) { return f.v6off[
 func (f *fakeSystem) StateDir(dir string) error {
 	if f.badStateDir {
 		return fmt.Errorf("%s is not writable by this user", dir)
+	}
+	return nil
+}
+
+func (f *fakeSystem) TokenFile(path string) error {
+	if f.badToken {
+		return fmt.Errorf("%s is open to group or others (mode 0644)", path)
 	}
 	return nil
 }
@@ -188,6 +196,19 @@ func TestRules(t *testing.T) {
 			yaml: func(s string) string { return s + "state_dir: /srv/xdproxy\n" },
 			host: func(h *fakeSystem) { h.badStateDir = true },
 			want: []string{"x.yaml:" + strconv.Itoa(strings.Count(goodYAML, "\n")+1) + ": state_dir: /srv/xdproxy is not writable by this user"},
+		},
+		{
+			name: "admin token file open to others",
+			yaml: func(s string) string {
+				return s + "admin:\n  address: 10.0.1.1:9100\n  token_file: /etc/xdproxy/token\n"
+			},
+			host: func(h *fakeSystem) { h.badToken = true },
+			want: []string{"x.yaml:" + strconv.Itoa(strings.Count(goodYAML, "\n")+3) + ": admin.token_file: /etc/xdproxy/token is open to group or others (mode 0644)"},
+		},
+		{
+			name: "admin token file not read when the admin server is off",
+			yaml: func(s string) string { return s + "admin:\n  address: \"\"\n  token_file: /etc/xdproxy/token\n" },
+			host: func(h *fakeSystem) { h.badToken = true },
 		},
 		{
 			name: "backend routed via an unconfigured interface",

@@ -23,21 +23,30 @@ import (
 //	/healthz       200 "ok" when ready and not draining; 503 "starting" or "draining"
 //	/metrics       Prometheus text format, collected at scrape time
 //	/connections   one line per engine connection and TIME_WAIT entry (?format=json)
+//	/backends      the runtime API (backends.go): GET lists, POST /backends/L/B changes
 //	/debug/pprof/  Go profiles
 //
-// It binds only its own mux (never http.DefaultServeMux).
+// On an address that is not loopback every path but /healthz and /metrics
+// needs the bearer token (auth.go). It binds only its own mux (never
+// http.DefaultServeMux).
 type Admin struct {
 	src   atomic.Pointer[sourceRef]
 	addr  string
 	log   *slog.Logger
 	ready atomic.Bool
 
+	tokenSum     atomic.Pointer[[32]byte] // SHA-256 of the bearer token (nil: none)
+	protected    atomic.Bool              // the token is required
+	unauthorized atomic.Uint64            // requests answered 401
+	lastDenyLog  atomic.Int64             // unix nanoseconds of the last 401 logged
+
 	// ShardTimeout bounds how long /metrics and /connections wait for a
 	// shard to answer (default 2s); set it before Start.
 	ShardTimeout time.Duration
 
-	reg *prometheus.Registry
-	mux *http.ServeMux
+	reg     *prometheus.Registry
+	mux     *http.ServeMux
+	handler http.Handler // mux behind the token check
 
 	mu    sync.Mutex
 	srv   *http.Server
@@ -60,7 +69,7 @@ func New(src Source, addr string, log *slog.Logger) *Admin {
 	}
 	a.reg = prometheus.NewRegistry()
 	a.reg.MustRegister(
-		&collector{source: a.source, ready: a.isReady, timeout: a.shardTimeout},
+		&collector{source: a.source, ready: a.isReady, timeout: a.shardTimeout, unauthorized: a.Unauthorized},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -72,11 +81,15 @@ func New(src Source, addr string, log *slog.Logger) *Admin {
 		ErrorHandling: promhttp.ContinueOnError,
 	}))
 	a.mux.HandleFunc("/connections", a.handleConnections)
+	a.mux.HandleFunc("/backends", a.handleBackends)
+	a.mux.HandleFunc("/backends/", a.handleBackendsOther)
+	a.mux.HandleFunc("/backends/{listener}/{backend}", a.handleSetBackend)
 	a.mux.HandleFunc("/debug/pprof/", pprof.Index)
 	a.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	a.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	a.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	a.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	a.handler = a.guard(a.mux)
 	return a
 }
 
@@ -107,11 +120,13 @@ func (a *Admin) SetReady(ready bool) { a.ready.Store(ready) }
 
 func (a *Admin) isReady() bool { return a.ready.Load() }
 
-// Handler is the admin mux (for tests and for embedding).
-func (a *Admin) Handler() http.Handler { return a.mux }
+// Handler is the admin mux behind the token check (for tests and for
+// embedding).
+func (a *Admin) Handler() http.Handler { return a.handler }
 
 // Start listens on the address and serves in the background. Use Addr for
-// the bound address.
+// the bound address. When that address is not loopback the server is
+// protected (Protect), and Start fails without a token (SetToken).
 func (a *Admin) Start() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -122,9 +137,16 @@ func (a *Admin) Start() error {
 	if err != nil {
 		return fmt.Errorf("admin: listen on %s: %w", a.addr, err)
 	}
+	if !isLoopback(ln.Addr()) {
+		if a.tokenSum.Load() == nil {
+			ln.Close()
+			return fmt.Errorf("admin: %s is not a loopback address: a token (admin.token_file) is required", ln.Addr())
+		}
+		a.Protect()
+	}
 	a.ln = ln
 	a.srv = &http.Server{
-		Handler:           a.mux,
+		Handler:           a.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
@@ -137,7 +159,7 @@ func (a *Admin) Start() error {
 			a.log.Error("admin server stopped", "err", err)
 		}
 	}()
-	a.log.Info("admin server listening", "address", ln.Addr().String())
+	a.log.Info("admin server listening", "address", ln.Addr().String(), "token_required", a.Protected())
 	return nil
 }
 
@@ -186,7 +208,7 @@ func (l slogPrintln) Println(v ...any) {
 
 func (a *Admin) handleIndex(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprint(w, "xdproxy admin\n\n/healthz\n/metrics\n/connections  (?format=json, ?state=ESTABLISHED,TIME_WAIT, ?listener=NAME, ?limit=N, ?time_wait=0)\n/debug/pprof/\n")
+	fmt.Fprint(w, "xdproxy admin\n\n/healthz\n/metrics\n/connections  (?format=json, ?state=ESTABLISHED,TIME_WAIT, ?listener=NAME, ?limit=N, ?time_wait=0)\n/backends  (GET; POST /backends/LISTENER/BACKEND {\"state\": \"ready|drain|maint\", \"weight\": N})\n/debug/pprof/\n")
 }
 
 func (a *Admin) handleHealthz(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/xdproxy/xdproxy/bpf"
+	"github.com/xdproxy/xdproxy/proxy/balance"
 	"github.com/xdproxy/xdproxy/stack"
 	"github.com/xdproxy/xdproxy/xsk"
 )
@@ -34,7 +36,8 @@ type fakeSource struct {
 	draining bool
 	ls       []ListenerView
 	pv       PlaneView
-	queries  []ConnQuery // what View was asked
+	queries  []ConnQuery     // what View was asked
+	changes  []BackendChange // what SetBackend was asked
 }
 
 func (f *fakeSource) Draining() bool {
@@ -49,7 +52,41 @@ func (f *fakeSource) setDraining(d bool) {
 	f.draining = d
 }
 
-func (f *fakeSource) Listeners() []ListenerView { return f.ls }
+func (f *fakeSource) Listeners() []ListenerView {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ls
+}
+
+// SetBackend changes the canned view as a proxy would its backend.
+func (f *fakeSource) SetBackend(listener string, addr netip.AddrPort, c BackendChange) (BackendView, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.changes = append(f.changes, c)
+	for _, l := range f.ls {
+		if l.Name != listener {
+			continue
+		}
+		for i := range l.Backends {
+			b := &l.Backends[i]
+			if b.Addr != addr {
+				continue
+			}
+			if c.State == nil && c.Weight == nil {
+				return BackendView{}, fmt.Errorf("%w: nothing to change", ErrInvalidChange)
+			}
+			if c.State != nil {
+				b.State = *c.State
+			}
+			if c.Weight != nil {
+				b.Weight = *c.Weight
+			}
+			return *b, nil
+		}
+		return BackendView{}, fmt.Errorf("%w %s in listener %s", ErrUnknownBackend, addr, listener)
+	}
+	return BackendView{}, fmt.Errorf("%w %q", ErrUnknownListener, listener)
+}
 
 func (f *fakeSource) View(_ context.Context, q ConnQuery) PlaneView {
 	f.mu.Lock()
@@ -87,10 +124,11 @@ func fullSource() *fakeSource {
 	return &fakeSource{
 		ls: []ListenerView{{
 			Name: "web", Accepted: 3, BytesIn: 5, BytesOut: 9, ClientResets: 2, BackendResets: 1, Active: 2,
+			Balance: "round_robin",
 			Backends: []BackendView{
-				{Addr: backendA, Up: true, Active: 2, Sessions: 3},
-				{Addr: backendB, Up: false, Failures: 4},
-				{Addr: backendA, Up: true, Active: 2, Sessions: 3}, // listed twice in the config
+				{Addr: backendA, Up: true, Active: 2, Sessions: 3, Weight: 1, ConfiguredWeight: 1, Checked: true, ChecksOK: 7},
+				{Addr: backendB, Up: false, Failures: 4, State: balance.Drain, Weight: 2, ConfiguredWeight: 1, Checked: true, ChecksOK: 1, ChecksFailed: 3},
+				{Addr: backendA, Up: true, Active: 2, Sessions: 3, Weight: 1, ConfiguredWeight: 1, Checked: true, ChecksOK: 7}, // listed twice in the config
 			},
 		}},
 		pv: PlaneView{
@@ -188,7 +226,7 @@ func TestAdminServeAndShutdown(t *testing.T) {
 
 func TestAdminIndex(t *testing.T) {
 	_, body := get(t, New(nil, "", nil).Handler(), "/")
-	want := "xdproxy admin\n\n/healthz\n/metrics\n/connections  (?format=json, ?state=ESTABLISHED,TIME_WAIT, ?listener=NAME, ?limit=N, ?time_wait=0)\n/debug/pprof/\n"
+	want := "xdproxy admin\n\n/healthz\n/metrics\n/connections  (?format=json, ?state=ESTABLISHED,TIME_WAIT, ?listener=NAME, ?limit=N, ?time_wait=0)\n/backends  (GET; POST /backends/LISTENER/BACKEND {\"state\": \"ready|drain|maint\", \"weight\": N})\n/debug/pprof/\n"
 	if body != want {
 		t.Fatalf("/ = %q, want %q", body, want)
 	}
@@ -230,7 +268,7 @@ var descName = regexp.MustCompile(`fqName: "([^"]+)"`)
 
 func TestMetricsLint(t *testing.T) {
 	src := fullSource()
-	c := &collector{source: func() Source { return src }, ready: func() bool { return true }}
+	c := &collector{source: func() Source { return src }, ready: func() bool { return true }, unauthorized: func() uint64 { return 2 }}
 	reg := lint(t, c)
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -299,6 +337,24 @@ xdproxy_backend_sessions_total{backend="10.0.2.3:8080",listener="web"} 0
 # TYPE xdproxy_backend_failures_total counter
 xdproxy_backend_failures_total{backend="10.0.2.2:8080",listener="web"} 0
 xdproxy_backend_failures_total{backend="10.0.2.3:8080",listener="web"} 4
+# HELP xdproxy_backend_state 1 for the backend's run-time state (ready; drain: no new sessions; maint: no new sessions nor health checks), 0 for the others.
+# TYPE xdproxy_backend_state gauge
+xdproxy_backend_state{backend="10.0.2.2:8080",listener="web",state="drain"} 0
+xdproxy_backend_state{backend="10.0.2.2:8080",listener="web",state="maint"} 0
+xdproxy_backend_state{backend="10.0.2.2:8080",listener="web",state="ready"} 1
+xdproxy_backend_state{backend="10.0.2.3:8080",listener="web",state="drain"} 1
+xdproxy_backend_state{backend="10.0.2.3:8080",listener="web",state="maint"} 0
+xdproxy_backend_state{backend="10.0.2.3:8080",listener="web",state="ready"} 0
+# HELP xdproxy_backend_weight The backend's current weight (as configured unless set at run time; 0: no new sessions).
+# TYPE xdproxy_backend_weight gauge
+xdproxy_backend_weight{backend="10.0.2.2:8080",listener="web"} 1
+xdproxy_backend_weight{backend="10.0.2.3:8080",listener="web"} 2
+# HELP xdproxy_backend_health_checks_total Results of the backend's active health checks (result ok or failed), for listeners with health checks.
+# TYPE xdproxy_backend_health_checks_total counter
+xdproxy_backend_health_checks_total{backend="10.0.2.2:8080",listener="web",result="failed"} 0
+xdproxy_backend_health_checks_total{backend="10.0.2.2:8080",listener="web",result="ok"} 7
+xdproxy_backend_health_checks_total{backend="10.0.2.3:8080",listener="web",result="failed"} 3
+xdproxy_backend_health_checks_total{backend="10.0.2.3:8080",listener="web",result="ok"} 1
 # HELP xdproxy_shard_up 1 when the shard answered the scrape in time (its connection and AF_XDP metrics are then current), else 0.
 # TYPE xdproxy_shard_up gauge
 xdproxy_shard_up{shard="0"} 1
@@ -313,6 +369,7 @@ xdproxy_shard_handoffs_total{direction="out",shard="1"} 0
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"xdproxy_ready", "xdproxy_draining", "xdproxy_accepted_total", "xdproxy_resets_total", "xdproxy_bytes_total",
 		"xdproxy_active_sessions", "xdproxy_backend_up", "xdproxy_backend_sessions_total", "xdproxy_backend_failures_total",
+		"xdproxy_backend_state", "xdproxy_backend_weight", "xdproxy_backend_health_checks_total",
 		"xdproxy_shard_up", "xdproxy_shard_handoffs_total"); err != nil {
 		t.Error(err)
 	}

@@ -7,15 +7,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/xdproxy/xdproxy/proxy/balance"
 	"github.com/xdproxy/xdproxy/stack"
 	"github.com/xdproxy/xdproxy/xsk"
 )
 
 // collector turns a view into metrics at scrape time.
 type collector struct {
-	source  func() Source // nil, or returning nil: no proxy (yet)
-	ready   func() bool
-	timeout func() time.Duration // how long a scrape waits for the shards (nil: 2s)
+	source       func() Source // nil, or returning nil: no proxy (yet)
+	ready        func() bool
+	timeout      func() time.Duration // how long a scrape waits for the shards (nil: 2s)
+	unauthorized func() uint64        // the admin's 401 answers (nil: none)
 }
 
 const ns = "xdproxy_"
@@ -45,6 +47,12 @@ var (
 	mBackendActive   = desc("backend_active_sessions", "Open sessions to the backend.", "listener", "backend")
 	mBackendSessions = desc("backend_sessions_total", "Sessions sent to the backend.", "listener", "backend")
 	mBackendFailures = desc("backend_failures_total", "Connect failures and connect timeouts of the backend.", "listener", "backend")
+	mBackendState    = desc("backend_state", "1 for the backend's run-time state (ready; drain: no new sessions; maint: no new sessions nor health checks), 0 for the others.", "listener", "backend", "state")
+	mBackendWeight   = desc("backend_weight", "The backend's current weight (as configured unless set at run time; 0: no new sessions).", "listener", "backend")
+	mBackendChecks   = desc("backend_health_checks_total", "Results of the backend's active health checks (result ok or failed), for listeners with health checks.", "listener", "backend", "result")
+
+	// Admin.
+	mAdminUnauthorized = desc("admin_unauthorized_total", "Admin requests answered 401: no bearer token, or a wrong one, on an admin address that is not loopback.")
 
 	// Engine.
 	mConnections    = desc("connections", "Engine connections by listener, leg (client, backend, health_check, other) and TCP state; TIME_WAIT entries are in xdproxy_tcp_connections.", "listener", "leg", "state")
@@ -107,9 +115,9 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		mReady, mDraining,
+		mReady, mDraining, mAdminUnauthorized,
 		mAccepted, mRefused, mNoBackend, mConnectFailures, mConnectTimeouts, mIdleTimeouts, mResets, mCompleted, mBytes, mActive,
-		mBackendUp, mBackendActive, mBackendSessions, mBackendFailures,
+		mBackendUp, mBackendActive, mBackendSessions, mBackendFailures, mBackendState, mBackendWeight, mBackendChecks,
 		mConnections, mTCPConnections, mTCPEvents, mSYNCookies,
 		mXDPPackets,
 		mShardInfo, mShardUp, mShardRxFrames, mShardHandoffs, mShardHandoffDrops, mShardTxHandoffs, mShardTxHandoffDrops,
@@ -141,6 +149,9 @@ func b2f(b bool) float64 {
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if c.ready != nil {
 		ch <- gauge(mReady, b2f(c.ready()))
+	}
+	if c.unauthorized != nil {
+		ch <- counter(mAdminUnauthorized, c.unauthorized())
 	}
 	var src Source
 	if c.source != nil {
@@ -176,6 +187,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- gauge(mBackendActive, float64(b.Active), n, addr)
 			ch <- counter(mBackendSessions, b.Sessions, n, addr)
 			ch <- counter(mBackendFailures, b.Failures, n, addr)
+			for _, st := range balance.States {
+				ch <- gauge(mBackendState, b2f(b.State == st), n, addr, st.String())
+			}
+			ch <- gauge(mBackendWeight, float64(b.Weight), n, addr)
+			if b.Checked {
+				ch <- counter(mBackendChecks, b.ChecksOK, n, addr, "ok")
+				ch <- counter(mBackendChecks, b.ChecksFailed, n, addr, "failed")
+			}
 		}
 	}
 

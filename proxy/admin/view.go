@@ -2,10 +2,12 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"time"
 
 	"github.com/xdproxy/xdproxy/bpf"
+	"github.com/xdproxy/xdproxy/proxy/balance"
 	"github.com/xdproxy/xdproxy/stack"
 	"github.com/xdproxy/xdproxy/xsk"
 )
@@ -29,7 +31,28 @@ type Source interface {
 	// returns what it has when ctx ends: a shard that did not answer in
 	// time has Answered false.
 	View(ctx context.Context, q ConnQuery) PlaneView
+	// SetBackend changes the run-time setting of a backend of a listener
+	// (the fields of change that are nil stay as they are), logs the
+	// change, and returns the backend as it is after it. Its errors wrap
+	// ErrUnknownListener, ErrUnknownBackend or ErrInvalidChange.
+	SetBackend(listener string, backend netip.AddrPort, change BackendChange) (BackendView, error)
 }
+
+// BackendChange is a change of a backend's run-time setting (the runtime
+// API's POST /backends/LISTENER/BACKEND).
+type BackendChange struct {
+	State  *balance.State // nil: unchanged
+	Weight *int           // nil: unchanged; 0 to balance.MaxWeight
+	Origin string         // who asks, for the log ("admin 10.0.0.5:40112")
+}
+
+// Errors of Source.SetBackend, which the runtime API answers with 404
+// (unknown listener or backend) or 400 (invalid change).
+var (
+	ErrUnknownListener = errors.New("unknown listener")
+	ErrUnknownBackend  = errors.New("unknown backend")
+	ErrInvalidChange   = errors.New("invalid change")
+)
 
 // ListenerView is one listener's counters at one moment, summed over shards.
 type ListenerView struct {
@@ -46,16 +69,26 @@ type ListenerView struct {
 	BytesIn         uint64 // client → backend
 	BytesOut        uint64 // backend → client
 	Active          int64  // open sessions
+	Balance         string // round_robin | least_conn | maglev
 	Backends        []BackendView
 }
 
 // BackendView is one backend of a listener at one moment.
 type BackendView struct {
 	Addr     netip.AddrPort
-	Up       bool   // may receive new sessions
+	Up       bool   // healthy (by its checks; always without them)
 	Active   int64  // open sessions to it
 	Sessions uint64 // sessions sent to it
 	Failures uint64 // connect failures and timeouts
+
+	// The run-time setting: the backend takes new sessions when Up, State
+	// is ready and Weight is positive.
+	State            balance.State
+	Weight           int // current
+	ConfiguredWeight int // as in the configuration
+
+	Checked                bool   // the listener has active health checks
+	ChecksOK, ChecksFailed uint64 // their results so far
 }
 
 // ConnQuery says what a view walks on each shard.

@@ -8,6 +8,15 @@ import (
 
 var balanceClient = netip.MustParseAddrPort("192.0.2.7:40000")
 
+// fixed is a weight function over constant weights.
+func fixed(weights []int) func(int) int { return func(i int) int { return weights[i] } }
+
+func newRR(weights []int) Balancer { return NewRoundRobin(len(weights), fixed(weights)) }
+
+func newLC(weights []int, active func(int) int) Balancer {
+	return NewLeastConn(len(weights), fixed(weights), active)
+}
+
 func pickCounts(b Balancer, n, picks int, healthy func(int) bool) []int {
 	counts := make([]int, n)
 	for range picks {
@@ -20,7 +29,7 @@ func pickCounts(b Balancer, n, picks int, healthy func(int) bool) []int {
 
 func TestRoundRobinSmoothSequence(t *testing.T) {
 	// nginx's example: weights 5,1,1 give a a b a c a a, every cycle.
-	rr := NewRoundRobin([]int{5, 1, 1})
+	rr := newRR([]int{5, 1, 1})
 	want := []int{0, 0, 1, 0, 2, 0, 0}
 	for cycle := range 3 {
 		got := make([]int, 0, len(want))
@@ -35,14 +44,14 @@ func TestRoundRobinSmoothSequence(t *testing.T) {
 
 func TestRoundRobinWeights(t *testing.T) {
 	weights := []int{3, 2, 1, 0, 4}
-	rr := NewRoundRobin(weights)
+	rr := newRR(weights)
 	got := pickCounts(rr, len(weights), 10*1000, nil)
 	// Smooth WRR is exact over every window of sum(weights) picks.
 	if want := []int{3000, 2000, 1000, 0, 4000}; !slices.Equal(got, want) {
 		t.Fatalf("counts %v, want %v", got, want)
 	}
 	// Plain round robin when every weight is 1.
-	rr = NewRoundRobin([]int{1, 1, 1})
+	rr = newRR([]int{1, 1, 1})
 	for k := range 9 {
 		if i := rr.Pick(balanceClient, nil); i != k%3 {
 			t.Fatalf("pick %d: got %d, want %d", k, i, k%3)
@@ -52,7 +61,7 @@ func TestRoundRobinWeights(t *testing.T) {
 
 func TestRoundRobinSkipsUnhealthy(t *testing.T) {
 	weights := []int{5, 1, 1}
-	rr := NewRoundRobin(weights)
+	rr := newRR(weights)
 	down := []bool{false, true, false}
 	healthy := func(i int) bool { return !down[i] }
 	got := pickCounts(rr, 3, 6000, healthy)
@@ -71,17 +80,17 @@ func TestRoundRobinSkipsUnhealthy(t *testing.T) {
 	if i := rr.Pick(balanceClient, healthy); i != -1 {
 		t.Fatalf("all unhealthy: got %d, want -1", i)
 	}
-	if i := NewRoundRobin(nil).Pick(balanceClient, nil); i != -1 {
+	if i := newRR(nil).Pick(balanceClient, nil); i != -1 {
 		t.Fatalf("no backends: got %d, want -1", i)
 	}
-	if i := NewRoundRobin([]int{0, 0}).Pick(balanceClient, nil); i != -1 {
+	if i := newRR([]int{0, 0}).Pick(balanceClient, nil); i != -1 {
 		t.Fatalf("all weights 0: got %d, want -1", i)
 	}
 }
 
 func TestLeastConnPicksLeastLoaded(t *testing.T) {
 	active := []int{3, 1, 2}
-	lc := NewLeastConn([]int{1, 1, 1}, func(i int) int { return active[i] })
+	lc := newLC([]int{1, 1, 1}, func(i int) int { return active[i] })
 	for range 5 {
 		if i := lc.Pick(balanceClient, nil); i != 1 {
 			t.Fatalf("got %d, want 1 (active %v)", i, active)
@@ -89,27 +98,27 @@ func TestLeastConnPicksLeastLoaded(t *testing.T) {
 	}
 	// Weighted: 4 conns on weight 4 is lighter than 2 on weight 1.
 	active = []int{4, 2}
-	lc = NewLeastConn([]int{4, 1}, func(i int) int { return active[i] })
+	lc = newLC([]int{4, 1}, func(i int) int { return active[i] })
 	if i := lc.Pick(balanceClient, nil); i != 0 {
 		t.Fatalf("weighted: got %d, want 0", i)
 	}
 	// Unhealthy skipped even when least loaded.
 	active = []int{5, 0, 3}
-	lc = NewLeastConn([]int{1, 1, 1}, func(i int) int { return active[i] })
+	lc = newLC([]int{1, 1, 1}, func(i int) int { return active[i] })
 	if i := lc.Pick(balanceClient, func(i int) bool { return i != 1 }); i != 2 {
 		t.Fatalf("backend 1 down: got %d, want 2", i)
 	}
 	if i := lc.Pick(balanceClient, func(int) bool { return false }); i != -1 {
 		t.Fatalf("all unhealthy: got %d, want -1", i)
 	}
-	if i := NewLeastConn(nil, nil).Pick(balanceClient, nil); i != -1 {
+	if i := newLC(nil, nil).Pick(balanceClient, nil); i != -1 {
 		t.Fatalf("no backends: got %d, want -1", i)
 	}
 }
 
 func TestLeastConnTiesRoundRobin(t *testing.T) {
 	active := []int{0, 0, 0, 0}
-	lc := NewLeastConn([]int{1, 1, 1, 1}, func(i int) int { return active[i] })
+	lc := newLC([]int{1, 1, 1, 1}, func(i int) int { return active[i] })
 	for k := range 12 {
 		if i := lc.Pick(balanceClient, nil); i != k%4 {
 			t.Fatalf("pick %d: got %d, want %d", k, i, k%4)
@@ -130,7 +139,7 @@ func TestLeastConnWeightsOverTime(t *testing.T) {
 	// Connections that never close: the open counts follow the weights.
 	weights := []int{2, 1, 1}
 	active := make([]int, 3)
-	lc := NewLeastConn(weights, func(i int) int { return active[i] })
+	lc := newLC(weights, func(i int) int { return active[i] })
 	for range 4000 {
 		active[lc.Pick(balanceClient, nil)]++
 	}
@@ -166,8 +175,8 @@ func TestBalanceAllocs(t *testing.T) {
 		addrs[i] = netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), 8080)
 	}
 	bals := map[string]Balancer{
-		"round_robin": NewRoundRobin(weights),
-		"least_conn":  NewLeastConn(weights, func(i int) int { return active[i] }),
+		"round_robin": newRR(weights),
+		"least_conn":  newLC(weights, func(i int) int { return active[i] }),
 		"maglev":      NewMaglev(addrs, weights, 0),
 	}
 	for name, b := range bals {
@@ -204,12 +213,12 @@ func benchWeights(n int) []int {
 }
 
 func BenchmarkRoundRobinPick(b *testing.B) {
-	benchPick(b, NewRoundRobin(benchWeights(16)), func(i int) bool { return i != 3 })
+	benchPick(b, newRR(benchWeights(16)), func(i int) bool { return i != 3 })
 }
 
 func BenchmarkLeastConnPick(b *testing.B) {
 	active := make([]int, 16)
-	bal := NewLeastConn(benchWeights(16), func(i int) int { return active[i] })
+	bal := newLC(benchWeights(16), func(i int) int { return active[i] })
 	b.ReportAllocs()
 	healthy := func(i int) bool { return i != 3 }
 	for b.Loop() {

@@ -1,8 +1,9 @@
 // Package balance chooses backends and keeps their health: the balancers
 // (smooth weighted round robin, least connections, Maglev consistent
 // hashing), the health state machine of a backend (rise and fall over
-// active checks, passive marking from failed connects), and the active
-// checks themselves.
+// active checks, passive marking from failed connects), the active checks
+// themselves, and a backend's run-time setting (Runtime: ready, drain or
+// maint, and its current weight).
 //
 // It is separate from package proxy so that how a backend is chosen and
 // when it counts as up can be read, tested and benchmarked without
@@ -24,9 +25,20 @@
 // to the shard's application. Backends of dial: kernel listeners are
 // checked with OS sockets (RunKernelChecks, one goroutine).
 //
+// # Run-time settings
+//
+// An operator sets a backend's state and weight while the proxy runs
+// (the runtime API). A backend takes new connections only when it is
+// healthy and its Runtime is Ready with a positive weight: the proxy's
+// healthy(i) function says so. Drain and weight 0 keep health checks
+// going; Maint stops them (Target.Runtime), so its health stays as it was
+// until Health.Recheck on the way out. Round robin and least connections
+// read the current weights on every Pick; Maglev's table is rebuilt with
+// them (RebuildWeights), off the shards.
+//
 // # Thread-safety
 //
-// Health and Maglev may be shared by every shard (atomics; Maglev's table
-// is swapped whole). Round robin, least connections and Prober keep
-// per-shard state and belong to one goroutine each.
+// Health, Runtime and Maglev may be shared by every shard (atomics;
+// Maglev's table is swapped whole). Round robin, least connections and
+// Prober keep per-shard state and belong to one goroutine each.
 package balance

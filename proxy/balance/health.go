@@ -102,6 +102,22 @@ func (h *Health) apply(ok bool) bool {
 	}
 }
 
+// Recheck puts the backend up on probation, for its return from Maint
+// (whose checks stopped, so its health is stale): it takes new connections
+// at once, and the next failure (an active check, or a failed connect)
+// takes it down, whatever fall says; a success ends the probation. This is
+// HAProxy's default for a server leaving maintenance (init-state up).
+// It reports whether the backend was down (a transition to up).
+func (h *Health) Recheck() (changed bool) {
+	probation := uint64(max(h.fall, 1) - 1)
+	old := h.state.Swap(probation)
+	if old&healthDown != 0 {
+		h.transitions.Add(1)
+		return true
+	}
+	return false
+}
+
 // Transitions counts state changes (up → down and down → up) so far.
 func (h *Health) Transitions() uint64 { return h.transitions.Load() }
 

@@ -64,7 +64,7 @@ type Maglev struct {
 
 type maglevTable struct {
 	entry   []int32 // backend index per slot; nil when no backend is live
-	healthy []bool  // the health view this table was built for
+	weights []int   // the weight view this table was built for (0: out)
 }
 
 // NewMaglev returns a Maglev balancer over backends with all of them
@@ -75,7 +75,7 @@ type maglevTable struct {
 // themselves, not with each other: keep it identical across nodes).
 //
 // It returns the concrete *Maglev (a Balancer) so that the caller can reach
-// Rebuild and RebuildFunc without a type assertion.
+// Rebuild, RebuildFunc and RebuildWeights without a type assertion.
 func NewMaglev(backends []netip.AddrPort, weights []int, tableSize int) *Maglev {
 	if tableSize <= 0 {
 		tableSize = MaglevTableSize
@@ -121,8 +121,9 @@ func maglevKey(ap netip.AddrPort) netip.AddrPort {
 func (g *Maglev) Size() int { return int(g.m) }
 
 // Rebuild rebuilds the lookup table for the given health view: healthy[i]
-// false removes backend i (nil, or entries past the end, mean healthy). It
-// is a no-op when the view is the one the current table was built for.
+// false removes backend i (nil, or entries past the end, mean healthy);
+// the others keep the weights NewMaglev was given. It is a no-op when the
+// view is the one the current table was built for.
 //
 // When several goroutines may report health transitions at once, prefer
 // RebuildFunc with a function that reads the live health state: it samples
@@ -135,27 +136,41 @@ func (g *Maglev) Rebuild(healthy []bool) {
 // RebuildFunc is Rebuild with the health view sampled from up (nil: all
 // healthy) while holding the rebuild lock.
 func (g *Maglev) RebuildFunc(up func(i int) bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	view := make([]bool, len(g.addrs))
-	for i := range view {
-		view[i] = up == nil || up(i)
-	}
-	if cur := g.table.Load(); cur != nil && slices.Equal(cur.healthy, view) {
-		return
-	}
-	g.table.Store(&maglevTable{entry: g.populate(view), healthy: view})
+	g.RebuildWeights(func(i int) int {
+		if up == nil || up(i) {
+			return g.weights[i]
+		}
+		return 0
+	})
 }
 
-// populate fills a new lookup table with the live backends (healthy, weight
-// > 0), or returns nil when there is none.
-func (g *Maglev) populate(healthy []bool) []int32 {
+// RebuildWeights rebuilds the lookup table for backend i weighing
+// weight(i) (0 or less: out of the table), sampled while holding the
+// rebuild lock: the general form, for weights set at run time and backends
+// drained or down. It is a no-op when the weights are the ones the current
+// table was built for.
+func (g *Maglev) RebuildWeights(weight func(i int) int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	view := make([]int, len(g.addrs))
+	for i := range view {
+		view[i] = max(weight(i), 0)
+	}
+	if cur := g.table.Load(); cur != nil && slices.Equal(cur.weights, view) {
+		return
+	}
+	g.table.Store(&maglevTable{entry: g.populate(view), weights: view})
+}
+
+// populate fills a new lookup table with the live backends (weight > 0),
+// or returns nil when there is none.
+func (g *Maglev) populate(weights []int) []int32 {
 	maxW := 0
 	live := make([]int, 0, len(g.order))
 	for _, i := range g.order {
-		if healthy[i] && g.weights[i] > 0 {
+		if weights[i] > 0 {
 			live = append(live, i)
-			maxW = max(maxW, g.weights[i])
+			maxW = max(maxW, weights[i])
 		}
 	}
 	if len(live) == 0 {
@@ -175,7 +190,7 @@ func (g *Maglev) populate(healthy []bool) []int32 {
 		for _, i := range live {
 			// The heaviest backends take exactly one turn per round, the
 			// others weight/maxW turns on average.
-			for credit[i] += g.weights[i]; credit[i] >= maxW; credit[i] -= maxW {
+			for credit[i] += weights[i]; credit[i] >= maxW; credit[i] -= maxW {
 				c := next[i]
 				for entry[c] >= 0 {
 					if c += g.skip[i]; c >= m {

@@ -18,6 +18,10 @@ import (
 // from one goroutine (RunKernelChecks). Connect failures of real sessions
 // count as failed checks (passive marking, Health.ConnectFailed), so a dead
 // backend goes down after fall failures even between checks.
+//
+// A backend in Maint is not checked: a check due meanwhile is skipped, one
+// in flight is dropped (its result not reported), and checks resume within
+// an interval of the backend leaving Maint.
 
 // Target is one backend to check.
 type Target struct {
@@ -27,10 +31,14 @@ type Target struct {
 	Interval time.Duration  // between checks
 	Timeout  time.Duration  // for one check
 	Health   *Health        // fed with every result
+	Runtime  *Runtime       // the backend's run-time setting: no checks in Maint (nil: always checked)
 	Changed  func()         // called after a result changed Health's state (may be nil)
 }
 
 func (t *Target) report(ok bool) {
+	if t.Runtime.Paused() {
+		return // the result of a check that began before Maint
+	}
 	if t.Health.Report(ok) && t.Changed != nil {
 		t.Changed()
 	}
@@ -85,13 +93,15 @@ func (p *Prober) Next() stack.Time { return p.next }
 func (p *Prober) Tick(now stack.Time) {
 	next := stack.Never
 	for _, t := range p.targets {
-		if pr := t.inflight; pr != nil && now >= pr.deadline {
+		if pr := t.inflight; pr != nil && (now >= pr.deadline || t.Runtime.Paused()) {
 			pr.c.Abort()
-			pr.finish(false)
+			pr.finish(false) // not reported when paused
 		}
 		if t.inflight == nil && now >= t.due {
 			t.due = now.Add(t.Interval)
-			p.start(t, now)
+			if !t.Runtime.Paused() {
+				p.start(t, now)
+			}
 		}
 		next = min(next, t.due)
 		if t.inflight != nil {
@@ -170,6 +180,9 @@ func RunKernelChecks(ctx context.Context, targets []Target) {
 					continue
 				}
 				last[i] = now
+				if t.Runtime.Paused() {
+					continue
+				}
 				round.Go(func() {
 					d := net.Dialer{Timeout: t.Timeout}
 					c, err := d.DialContext(ctx, "tcp", t.Addr.String())
