@@ -65,29 +65,44 @@ type ListenerStats struct {
 type Listener struct {
 	Spec     ListenerSpec
 	Backends []*BackendState
-	Stats    ListenerStats
-	active   atomic.Int64
-	allDown  atomic.Bool     // logged once per outage
-	maglev   *balance.Maglev // shared by every shard (nil unless balance: maglev)
-	rebuild  chan struct{}   // wakes the Maglev rebuilder
-	log      *slog.Logger
+	// The counters and the open-session count outlive a reload: the
+	// listener a reload makes for the same name and address shares them
+	// with the one it replaces (sessions keep the one they started with).
+	*listenerShared
+	allDown atomic.Bool     // logged once per outage
+	maglev  *balance.Maglev // shared by every shard (nil unless balance: maglev)
+	rebuild chan struct{}   // wakes the Maglev rebuilder
+	log     *slog.Logger
 }
 
 // Active is the number of open sessions.
 func (l *Listener) Active() int64 { return l.active.Load() }
 
+// listenerShared is the part of a Listener that a reload carries over.
+type listenerShared struct {
+	Stats  ListenerStats
+	active atomic.Int64
+}
+
 // BackendState is a backend's shared state.
 type BackendState struct {
-	Spec     BackendSpec
-	Health   *balance.Health
-	Runtime  *balance.Runtime // state (ready, drain, maint) and current weight, set at run time
+	Spec    BackendSpec
+	Health  *balance.Health
+	Runtime *balance.Runtime // state (ready, drain, maint) and current weight, set at run time
+	// Its counters outlive a reload that keeps the backend (same listener,
+	// same address), with its health and runtime setting.
+	*backendShared
+}
+
+// backendShared is the part of a BackendState that a reload carries over.
+type backendShared struct {
 	active   atomic.Int64
 	Sessions atomic.Uint64 // sessions sent to it
 	Failures atomic.Uint64 // connect failures and timeouts
 }
 
 func newBackendState(spec BackendSpec, health *balance.Health) *BackendState {
-	return &BackendState{Spec: spec, Health: health, Runtime: balance.NewRuntime(spec.Weight)}
+	return &BackendState{Spec: spec, Health: health, Runtime: balance.NewRuntime(spec.Weight), backendShared: &backendShared{}}
 }
 
 // Active is the number of open sessions to the backend.
@@ -111,7 +126,7 @@ func (b *BackendState) effectiveWeight() int {
 }
 
 func newListener(spec ListenerSpec, log *slog.Logger) *Listener {
-	l := &Listener{Spec: spec, log: log.With("listener", spec.Name)}
+	l := &Listener{Spec: spec, listenerShared: &listenerShared{}, log: log.With("listener", spec.Name)}
 	rise, fall := 2, 3
 	if h := spec.Health; h != nil {
 		rise, fall = h.Rise, h.Fall
@@ -120,15 +135,23 @@ func newListener(spec ListenerSpec, log *slog.Logger) *Listener {
 		l.Backends = append(l.Backends, newBackendState(b, balance.NewHealth(rise, fall)))
 	}
 	if spec.Balance == "maglev" {
-		addrs := make([]netip.AddrPort, len(l.Backends))
-		weights := make([]int, len(l.Backends))
-		for i, b := range l.Backends {
-			addrs[i], weights[i] = b.Spec.Addr, b.Spec.Weight
-		}
-		l.maglev = balance.NewMaglev(addrs, weights, 0)
-		l.rebuild = make(chan struct{}, 1)
+		l.initMaglev()
 	}
 	return l
+}
+
+// initMaglev builds the listener's Maglev table from its configured
+// weights; a rebuild is queued, so that run-time settings and health (kept
+// across a reload) are taken into account as soon as the rebuilder runs.
+func (l *Listener) initMaglev() {
+	addrs := make([]netip.AddrPort, len(l.Backends))
+	weights := make([]int, len(l.Backends))
+	for i, b := range l.Backends {
+		addrs[i], weights[i] = b.Spec.Addr, b.Spec.Weight
+	}
+	l.maglev = balance.NewMaglev(addrs, weights, 0)
+	l.rebuild = make(chan struct{}, 1)
+	l.rebuild <- struct{}{}
 }
 
 // passiveFailure marks a failed connect against the backend's health — only
@@ -234,7 +257,7 @@ type shardApp struct {
 
 func newShardApp(p *Proxy, sh *dataplane.Shard) *shardApp {
 	a := &shardApp{sh: sh, p: p, listeners: map[netip.AddrPort]*shardListener{}, sessions: map[*session]struct{}{}, epfd: -1, kernelLegs: map[int]*kernelLeg{}}
-	for _, l := range p.listeners {
+	for _, l := range p.lis() {
 		a.listeners[l.Spec.Addr] = newShardListener(l)
 	}
 	return a

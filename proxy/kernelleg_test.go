@@ -59,7 +59,7 @@ func TestLabKernelLegAvoidsListenerPorts(t *testing.T) {
 			t.Fatalf("session %d: %v", i, err)
 		}
 	}
-	st := &p.listeners[0].Stats
+	st := &p.lis()[0].Stats
 	if n := st.ConnectTimeouts.Load() + st.ConnectFailed.Load(); n != 0 {
 		t.Errorf("%d backend connects failed or timed out, want 0", n)
 	}

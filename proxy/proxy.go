@@ -44,14 +44,25 @@ type Config struct {
 // backend legs, health checks, drain.
 type Proxy struct {
 	cfg       Config
-	listeners []*Listener
+	listeners atomic.Pointer[[]*Listener] // replaced whole by a reload
 	dp        *dataplane.Dataplane
 	apps      []*shardApp
 	draining  atomic.Bool
 	log       *slog.Logger
+	ctx       context.Context
 	cancel    context.CancelFunc
+	genCancel context.CancelFunc // the current listeners' goroutines (startGeneration)
+	reloadMu  sync.Mutex         // one reload at a time
 	wg        sync.WaitGroup
 	stopOnce  sync.Once
+}
+
+// lis is the listeners now (a reload replaces the slice, never changes it).
+func (p *Proxy) lis() []*Listener {
+	if l := p.listeners.Load(); l != nil {
+		return *l
+	}
+	return nil
 }
 
 // Start brings the proxy up. It returns once every shard of every listener
@@ -61,9 +72,11 @@ func Start(cfg Config) (_ *Proxy, err error) {
 		cfg.Logger = slog.Default()
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger}
-	for _, ls := range cfg.Listeners {
-		p.listeners = append(p.listeners, newListener(ls, p.log))
+	var ls []*Listener
+	for _, spec := range cfg.Listeners {
+		ls = append(ls, newListener(spec, p.log))
 	}
+	p.listeners.Store(&ls)
 	defer func() {
 		if err != nil {
 			p.Stop()
@@ -78,13 +91,13 @@ func Start(cfg Config) (_ *Proxy, err error) {
 		NewHandler: func(sh *dataplane.Shard) stack.Handler {
 			a := newShardApp(p, sh)
 			if sh.ID() == 0 {
-				a.probes = balance.NewProber(engineDialer{sh}, healthTargets(p.listeners, false), sh.Now())
+				a.probes = balance.NewProber(engineDialer{sh}, healthTargets(p.lis(), false), sh.Now())
 			}
 			p.apps = append(p.apps, a)
 			return a
 		},
 	}
-	for _, l := range p.listeners {
+	for _, l := range p.lis() {
 		dcfg.Listeners = append(dcfg.Listeners, l.Spec.Addr)
 		if !l.Spec.DialKernel && l.Spec.Source.IsValid() && !slices.Contains(dcfg.SourceAddrs, l.Spec.Source) {
 			dcfg.SourceAddrs = append(dcfg.SourceAddrs, l.Spec.Source)
@@ -105,7 +118,7 @@ func Start(cfg Config) (_ *Proxy, err error) {
 		return nil, err
 	}
 	shards := len(p.dp.Shards())
-	for _, l := range p.listeners {
+	for _, l := range p.lis() {
 		if l.Spec.DialKernel {
 			warnKernelPorts(p.log)
 			break
@@ -115,15 +128,27 @@ func Start(cfg Config) (_ *Proxy, err error) {
 		p.log.Info("GOMAXPROCS raised above the shard count", "gomaxprocs", procs, "shards", shards)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
-	if targets := healthTargets(p.listeners, true); len(targets) > 0 {
+	p.ctx, p.cancel = ctx, cancel
+	p.startGeneration(p.lis())
+	return p, nil
+}
+
+// startGeneration starts the goroutines that serve one set of listeners
+// (kernel health checks, Maglev rebuilders), stopping the previous set's.
+func (p *Proxy) startGeneration(ls []*Listener) {
+	if p.genCancel != nil {
+		p.genCancel()
+	}
+	ctx, cancel := context.WithCancel(p.ctx)
+	p.genCancel = cancel
+	if targets := healthTargets(ls, true); len(targets) > 0 {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
 			balance.RunKernelChecks(ctx, targets)
 		}()
 	}
-	for _, l := range p.listeners {
+	for _, l := range ls {
 		if l.maglev != nil {
 			p.wg.Add(1)
 			go func() {
@@ -132,7 +157,6 @@ func Start(cfg Config) (_ *Proxy, err error) {
 			}()
 		}
 	}
-	return p, nil
 }
 
 // kernelPortsFloor is how many ephemeral ports dial: kernel legs should
@@ -245,7 +269,7 @@ func (p *Proxy) Drain(timeout time.Duration) int {
 
 func (p *Proxy) activeSessions() int64 {
 	var n int64
-	for _, l := range p.listeners {
+	for _, l := range p.lis() {
 		n += l.Active()
 	}
 	return n

@@ -24,8 +24,8 @@ import (
 func (p *Proxy) SetBackend(listener string, addr netip.AddrPort, c admin.BackendChange) (admin.BackendView, error) {
 	l := p.listenerNamed(listener)
 	if l == nil {
-		names := make([]string, len(p.listeners))
-		for i, x := range p.listeners {
+		names := make([]string, len(p.lis()))
+		for i, x := range p.lis() {
 			names[i] = x.Spec.Name
 		}
 		return admin.BackendView{}, fmt.Errorf("%w %q (listeners: %s)", admin.ErrUnknownListener, listener, strings.Join(names, ", "))
@@ -72,7 +72,7 @@ func (p *Proxy) SetBackend(listener string, addr netip.AddrPort, c admin.Backend
 
 // listenerNamed is the listener of that name, or nil.
 func (p *Proxy) listenerNamed(name string) *Listener {
-	for _, l := range p.listeners {
+	for _, l := range p.lis() {
 		if l.Spec.Name == name {
 			return l
 		}

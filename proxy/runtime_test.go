@@ -12,6 +12,7 @@ import (
 
 	"github.com/xdproxy/xdproxy/proxy/admin"
 	"github.com/xdproxy/xdproxy/proxy/balance"
+	"github.com/xdproxy/xdproxy/proxy/dataplane"
 )
 
 var runtimeBackends = []BackendSpec{
@@ -51,7 +52,7 @@ func runtimeProxy(t *testing.T, mode string) (*Proxy, *Listener, *shardListener,
 		go func() { defer close(done); l.rebuilder(ctx) }()
 		t.Cleanup(func() { cancel(); <-done })
 	}
-	return &Proxy{listeners: []*Listener{l}, log: log}, l, newShardListener(l), logs
+	return newTestProxy([]*Listener{l}, nil, log), l, newShardListener(l), logs
 }
 
 // pickCounts makes n picks from distinct clients; each stays open (so
@@ -250,4 +251,12 @@ func TestBackendsView(t *testing.T) {
 	if v := plain.backendView(plain.Backends[0]); v.Checked || plain.balanceName() != "round_robin" {
 		t.Errorf("no checks: %+v, balance %q", v, plain.balanceName())
 	}
+}
+
+// newTestProxy is a Proxy with the given listeners and data plane (nil: none).
+func newTestProxy(ls []*Listener, dp *dataplane.Dataplane, log *slog.Logger) *Proxy {
+	p := &Proxy{dp: dp, log: log}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.listeners.Store(&ls)
+	return p
 }

@@ -20,8 +20,8 @@ import (
 
 // Listeners reports every listener's counters and backends (admin.Source).
 func (p *Proxy) Listeners() []admin.ListenerView {
-	out := make([]admin.ListenerView, len(p.listeners))
-	for i, l := range p.listeners {
+	out := make([]admin.ListenerView, len(p.lis()))
+	for i, l := range p.lis() {
 		s := &l.Stats
 		v := admin.ListenerView{
 			Name:     l.Spec.Name,
@@ -254,7 +254,7 @@ func (p *Proxy) View(ctx context.Context, q admin.ConnQuery) admin.PlaneView {
 	}
 	var tw *twOwners
 	if q.List && q.TimeWaits {
-		tw = newTWOwners(p.listeners)
+		tw = newTWOwners(p.lis())
 	}
 	shards := dp.Shards()
 	out.Shards = make([]admin.ShardView, len(shards))

@@ -73,7 +73,7 @@ type enginePair struct {
 
 func newEnginePair(t *testing.T) *enginePair {
 	p := &enginePair{t: t, sinkA: &memSink{}, sinkB: &memSink{}, now: stack.Time(time.Second)}
-	p.web = &Listener{Spec: ListenerSpec{Name: "web", Addr: webAP, Backends: []BackendSpec{{Addr: netip.MustParseAddrPort("10.0.2.2:8080"), Weight: 1}}}}
+	p.web = &Listener{Spec: ListenerSpec{Name: "web", Addr: webAP, Backends: []BackendSpec{{Addr: netip.MustParseAddrPort("10.0.2.2:8080"), Weight: 1}}}, listenerShared: &listenerShared{}}
 	p.web.Backends = []*BackendState{newBackendState(p.web.Spec.Backends[0], balance.NewHealth(1, 1))}
 	var err error
 	p.a, err = stack.New(stack.Config{MAC: macA, Addresses: []netip.Addr{ipA}, Sink: p.sinkA, Handler: &tagApp{p.web}, Rand: dataplane.NewRand()})
@@ -177,7 +177,7 @@ func labProxy(t *testing.T) (*Proxy, *enginePair) {
 	p.web.Stats.BytesIn.Store(5)
 	p.web.Stats.ClientResets.Store(2)
 	p.web.Backends[0].Sessions.Store(3)
-	prx := &Proxy{listeners: []*Listener{p.web}, dp: dp, log: slog.Default()}
+	prx := newTestProxy([]*Listener{p.web}, dp, slog.Default())
 	return prx, p
 }
 
@@ -526,7 +526,7 @@ func TestAdminKernelLegs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Close(k.fd); unix.Close(app.epfd) })
-	k.sess = &session{sl: &shardListener{l: p.web}, backend: &BackendState{Spec: BackendSpec{Addr: backend}}}
+	k.sess = &session{sl: &shardListener{l: p.web}, backend: &BackendState{Spec: BackendSpec{Addr: backend}, backendShared: &backendShared{}}}
 	// Wait until the kernel has the 3 bytes.
 	for i := 0; ; i++ {
 		ti, err := unix.GetsockoptTCPInfo(k.fd, unix.IPPROTO_TCP, unix.TCP_INFO)

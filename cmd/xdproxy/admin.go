@@ -125,3 +125,33 @@ func backendSetCmd(args []string, stdout, stderr io.Writer) int {
 		return adminclient.WriteBackend(stdout, doc)
 	})
 }
+
+func reloadCmd(args []string, stdout, stderr io.Writer) int {
+	fs, af := newAdminFlagSet("reload", stderr)
+	rest, err := parseInterspersed(fs, args)
+	if err != nil {
+		return 2
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "xdproxy reload: unexpected argument %q\n%s\n", rest[0], usage)
+		return 2
+	}
+	refused := false
+	code := callAdmin("reload", af, stderr, func(ctx context.Context, c *adminclient.Client) error {
+		out, err := c.Reload(ctx)
+		if err != nil {
+			return err
+		}
+		if !out.Applied {
+			refused = true
+			fmt.Fprintln(stderr, adminclient.FormatReload(out))
+			return nil
+		}
+		fmt.Fprintln(stdout, adminclient.FormatReload(out))
+		return nil
+	})
+	if refused {
+		return 1
+	}
+	return code
+}

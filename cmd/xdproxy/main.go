@@ -43,6 +43,7 @@ func main() {
 const usage = `usage: xdproxy run --config FILE [--no-preflight]
        xdproxy check --config FILE [--no-preflight]
        xdproxy version
+       xdproxy reload [--admin ADDR] [--config FILE]
        xdproxy backends [--admin ADDR] [--config FILE] [--json]
        xdproxy backend set LISTENER BACKEND [--state ready|drain|maint] [--weight N] [--admin ADDR] [--config FILE]`
 
@@ -91,7 +92,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, "ok")
 			return 0
 		}
-		return serve(cfg, stderr)
+		return serve(cfg, *path, !*noPreflight, stderr)
+	case "reload":
+		return reloadCmd(args[1:], stdout, stderr)
 	case "backends":
 		return backendsCmd(args[1:], stdout, stderr)
 	case "backend":
@@ -106,7 +109,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func serve(cfg *config.Config, stderr io.Writer) int {
+func serve(cfg *config.Config, path string, withPreflight bool, stderr io.Writer) int {
 	log := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
 	pcfg, err := proxy.FromConfig(cfg, log)
@@ -131,16 +134,25 @@ func serve(cfg *config.Config, stderr io.Writer) int {
 			return 1
 		}
 	}
+	data, err := os.ReadFile(path) // for the hash of the file in force
+	if err != nil {
+		fmt.Fprintf(stderr, "xdproxy: %v\n", err)
+		return 1
+	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
 	p, err := proxy.Start(pcfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "xdproxy: %v\n", err)
 		return 1
 	}
+	reloader := proxy.NewFileReloader(p, path, cfg, data, withPreflight, log)
 	var adminSrv *admin.Admin
 	if cfg.Admin.Address != "" {
 		adminSrv = admin.New(p, cfg.Admin.Address, log)
+		adminSrv.SetReloader(reloader)
 		adminSrv.SetToken(token)
 		if err := adminSrv.Start(); err != nil {
 			p.Stop()
@@ -150,7 +162,14 @@ func serve(cfg *config.Config, stderr io.Writer) int {
 		adminSrv.SetReady(true)
 	}
 	log.Info("ready", "listeners", len(cfg.Listeners), "interfaces", len(cfg.Interfaces), "admin", cfg.Admin.Address)
-	sig := <-sigs
+	var sig os.Signal
+	for sig == nil {
+		select {
+		case sig = <-sigs:
+		case <-hups:
+			reloader.Reload("SIGHUP")
+		}
+	}
 	// /healthz answers 503 "draining" from here on (it reads p.Draining).
 	log.Info("draining", "signal", sig.String(), "drain_timeout", cfg.DrainTimeout)
 	reset := p.Drain(cfg.DrainTimeout)

@@ -88,17 +88,51 @@ func (c *Client) SetBackend(ctx context.Context, listener, backend string, chang
 // answer into out; any other answer becomes an error with the server's
 // message.
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	res, b, err := c.request(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	if res.StatusCode != http.StatusOK {
+		return c.answerError(method, path, res, b)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("the answer of %s to %s %s is not what this xdproxy expects: %w", c.Addr, method, path, err)
+	}
+	return nil
+}
+
+// Reload asks the daemon to re-read its configuration file (POST /reload).
+// A refused file is not an error: the outcome says Applied false and lists
+// the problems.
+func (c *Client) Reload(ctx context.Context) (admin.ReloadOutcome, error) {
+	var out admin.ReloadOutcome
+	res, b, err := c.request(ctx, http.MethodPost, "/reload", nil)
+	if err != nil {
+		return out, err
+	}
+	if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusUnprocessableEntity {
+		return out, c.answerError(http.MethodPost, "/reload", res, b)
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return out, fmt.Errorf("the answer of %s to POST /reload is not what this xdproxy expects: %w", c.Addr, err)
+	}
+	return out, nil
+}
+
+// request makes one request with body (JSON, nil for none) and returns the
+// answer and its body.
+func (c *Client) request(ctx context.Context, method, path string, body any) (*http.Response, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Addr+path, rd)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -109,28 +143,28 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	res, err := c.HTTP.Do(req)
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("cannot reach the admin server at %s: connection refused (is the daemon running, with this admin.address?)", c.Addr)
+			return nil, nil, fmt.Errorf("cannot reach the admin server at %s: connection refused (is the daemon running, with this admin.address?)", c.Addr)
 		}
-		return fmt.Errorf("cannot reach the admin server at %s: %w", c.Addr, err)
+		return nil, nil, fmt.Errorf("cannot reach the admin server at %s: %w", c.Addr, err)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("reading the answer of %s: %w", c.Addr, err)
+		return nil, nil, fmt.Errorf("reading the answer of %s: %w", c.Addr, err)
 	}
-	if res.StatusCode != http.StatusOK {
-		msg := strings.TrimSpace(string(b))
-		var e admin.ErrorDoc
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		if res.StatusCode == http.StatusUnauthorized && c.Token == "" {
-			msg += " (pass --config FILE to send the token from its admin.token_file)"
-		}
-		return fmt.Errorf("%s %s: %s: %s", method, path, res.Status, msg)
+	return res, b, nil
+}
+
+// answerError is the error for an answer other than the one expected, with
+// the server's message.
+func (c *Client) answerError(method, path string, res *http.Response, b []byte) error {
+	msg := strings.TrimSpace(string(b))
+	var e admin.ErrorDoc
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		msg = e.Error
 	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("the answer of %s to %s %s is not what this xdproxy expects: %w", c.Addr, method, path, err)
+	if res.StatusCode == http.StatusUnauthorized && c.Token == "" {
+		msg += " (pass --config FILE to send the token from its admin.token_file)"
 	}
-	return nil
+	return fmt.Errorf("%s %s: %s: %s", method, path, res.Status, msg)
 }

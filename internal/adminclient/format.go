@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/xdproxy/xdproxy/proxy/admin"
@@ -52,4 +53,25 @@ func checks(b admin.BackendDoc) string {
 		return "-"
 	}
 	return fmt.Sprintf("%d/%d", b.Checks.OK, b.Checks.Failed)
+}
+
+// FormatReload renders a reload's outcome for a terminal: "applied ..." on
+// one line, or the problems of a refused file, one per line.
+func FormatReload(o admin.ReloadOutcome) string {
+	if !o.Applied {
+		if len(o.Problems) > 0 {
+			return strings.Join(o.Problems, "\n")
+		}
+		return "refused: " + o.Error
+	}
+	s := fmt.Sprintf("applied in %s (sha256 %s)", o.Took, o.SHA256)
+	for _, x := range []struct {
+		what  string
+		names []string
+	}{{"added", o.Added}, {"removed", o.Removed}, {"changed", o.Changed}, {"take a restart", o.Restart}} {
+		if len(x.names) > 0 {
+			s += fmt.Sprintf("; %s: %s", x.what, strings.Join(x.names, ", "))
+		}
+	}
+	return s
 }

@@ -30,10 +30,11 @@ import (
 // needs the bearer token (auth.go). It binds only its own mux (never
 // http.DefaultServeMux).
 type Admin struct {
-	src   atomic.Pointer[sourceRef]
-	addr  string
-	log   *slog.Logger
-	ready atomic.Bool
+	src      atomic.Pointer[sourceRef]
+	reloader atomic.Pointer[reloaderRef]
+	addr     string
+	log      *slog.Logger
+	ready    atomic.Bool
 
 	tokenSum     atomic.Pointer[[32]byte] // SHA-256 of the bearer token (nil: none)
 	protected    atomic.Bool              // the token is required
@@ -69,7 +70,7 @@ func New(src Source, addr string, log *slog.Logger) *Admin {
 	}
 	a.reg = prometheus.NewRegistry()
 	a.reg.MustRegister(
-		&collector{source: a.source, ready: a.isReady, timeout: a.shardTimeout, unauthorized: a.Unauthorized},
+		&collector{source: a.source, ready: a.isReady, timeout: a.shardTimeout, unauthorized: a.Unauthorized, reloader: a.currentReloader},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -81,6 +82,7 @@ func New(src Source, addr string, log *slog.Logger) *Admin {
 		ErrorHandling: promhttp.ContinueOnError,
 	}))
 	a.mux.HandleFunc("/connections", a.handleConnections)
+	a.mux.HandleFunc("/reload", a.handleReload)
 	a.mux.HandleFunc("/backends", a.handleBackends)
 	a.mux.HandleFunc("/backends/", a.handleBackendsOther)
 	a.mux.HandleFunc("/backends/{listener}/{backend}", a.handleSetBackend)

@@ -268,7 +268,8 @@ var descName = regexp.MustCompile(`fqName: "([^"]+)"`)
 
 func TestMetricsLint(t *testing.T) {
 	src := fullSource()
-	c := &collector{source: func() Source { return src }, ready: func() bool { return true }, unauthorized: func() uint64 { return 2 }}
+	c := &collector{source: func() Source { return src }, ready: func() bool { return true }, unauthorized: func() uint64 { return 2 },
+		reloader: func() Reloader { return fakeReloader{} }}
 	reg := lint(t, c)
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -666,5 +667,47 @@ func TestConnectionsKernelLeg(t *testing.T) {
 	}
 	if _, ok := list[0]["rtt"]; ok {
 		t.Errorf("SYN_SENT entry has rtt:\n%s", body)
+	}
+}
+
+// fakeReloader answers /reload with a canned outcome.
+type fakeReloader struct{ refuse bool }
+
+func (f fakeReloader) Reload(string) ReloadOutcome {
+	if f.refuse {
+		return ReloadOutcome{Problems: []string{"x.yaml:3: listeners[0].address: invalid"}, Took: "1ms"}
+	}
+	return ReloadOutcome{Applied: true, Added: []string{"api"}, SHA256: "ab12", Took: "2ms"}
+}
+
+func (fakeReloader) ReloadStats() (uint64, uint64, string) { return 3, 1, "ab12" }
+
+func TestReloadEndpoint(t *testing.T) {
+	a := New(nil, "127.0.0.1:0", nil)
+	res, body := get(t, a.Handler(), "/reload")
+	if res.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /reload: %d, want 405", res.StatusCode)
+	}
+	post := func() (int, string) {
+		rec := httptest.NewRecorder()
+		a.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/reload", nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, _ := post(); code != http.StatusServiceUnavailable {
+		t.Errorf("POST /reload without a reloader: %d, want 503", code)
+	}
+	a.SetReloader(fakeReloader{})
+	if code, body := post(); code != http.StatusOK || !strings.Contains(body, `"applied": true`) || !strings.Contains(body, `"added": [`) {
+		t.Errorf("POST /reload applied: %d %s", code, body)
+	}
+	a.SetReloader(fakeReloader{refuse: true})
+	if code, body := post(); code != http.StatusUnprocessableEntity || !strings.Contains(body, "x.yaml:3: listeners[0].address") {
+		t.Errorf("POST /reload refused: %d %s", code, body)
+	}
+	_, body = get(t, a.Handler(), "/metrics")
+	for _, w := range []string{`xdproxy_config_reloads_total{result="applied"} 3`, `xdproxy_config_reloads_total{result="refused"} 1`, `xdproxy_config_info{sha256="ab12"} 1`} {
+		if !strings.Contains(body, w) {
+			t.Errorf("/metrics lacks %s", w)
+		}
 	}
 }

@@ -18,6 +18,7 @@ type collector struct {
 	ready        func() bool
 	timeout      func() time.Duration // how long a scrape waits for the shards (nil: 2s)
 	unauthorized func() uint64        // the admin's 401 answers (nil: none)
+	reloader     func() Reloader      // nil, or returning nil: no reloads
 }
 
 const ns = "xdproxy_"
@@ -52,6 +53,8 @@ var (
 	mBackendChecks   = desc("backend_health_checks_total", "Results of the backend's active health checks (result ok or failed), for listeners with health checks.", "listener", "backend", "result")
 
 	// Admin.
+	mReloads           = desc("config_reloads_total", "Configuration reloads (SIGHUP, POST /reload) by result: applied, or refused (the file did not pass check, or could not be applied; the running configuration stayed).", "result")
+	mConfigInfo        = desc("config_info", "The configuration file in force: its SHA-256 (always 1).", "sha256")
 	mAdminUnauthorized = desc("admin_unauthorized_total", "Admin requests answered 401: no bearer token, or a wrong one, on an admin address that is not loopback.")
 
 	// Engine.
@@ -115,7 +118,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		mReady, mDraining, mAdminUnauthorized,
+		mReady, mDraining, mAdminUnauthorized, mReloads, mConfigInfo,
 		mAccepted, mRefused, mNoBackend, mConnectFailures, mConnectTimeouts, mIdleTimeouts, mResets, mCompleted, mBytes, mActive,
 		mBackendUp, mBackendActive, mBackendSessions, mBackendFailures, mBackendState, mBackendWeight, mBackendChecks,
 		mConnections, mTCPConnections, mTCPEvents, mSYNCookies,
@@ -152,6 +155,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.unauthorized != nil {
 		ch <- counter(mAdminUnauthorized, c.unauthorized())
+	}
+	if c.reloader != nil {
+		if r := c.reloader(); r != nil {
+			applied, refused, sum := r.ReloadStats()
+			ch <- counter(mReloads, applied, "applied")
+			ch <- counter(mReloads, refused, "refused")
+			if sum != "" {
+				ch <- gauge(mConfigInfo, 1, sum)
+			}
+		}
 	}
 	var src Source
 	if c.source != nil {
