@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xdproxy/xdproxy/internal/lab"
 )
 
 func TestReloadUnderTraffic(t *testing.T) {
@@ -199,4 +201,87 @@ func metricLabel(text, name, label string) string {
 		}
 	}
 	return ""
+}
+
+// TestReloadWith10kSessions: a reload's cost does not grow with the open
+// sessions (it swaps listeners, never walks sessions): 10,000 sessions
+// open through the daemon (to redis-server, a process of its own: file
+// descriptors), a reload that re-weights and adds a backend, timed from
+// the request to the new configuration serving on every shard; every
+// session still answers afterwards.
+func TestReloadWith10kSessions(t *testing.T) {
+	if err := lab.EnsureTools("redis-server", "redis-cli:redis-tools"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10000
+	topo := newTopology(t, e2eQueues)
+	srv, err := topo.Backends.Start(context.Background(), "redis-server", "--bind", backend1, "--port", "6379",
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no", "--maxclients", "10100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, srv, "Ready to accept connections", 20*time.Second)
+	startHTTP(t, topo.Backends, backend2+":6379", "spare")
+	redis := listenerYAML("redis", listenerIP+":6379", "round_robin", "", backend1+":6379")
+	d := startDaemon(t, topo, daemonConfig(topo, "2s", redis))
+
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for len(conns) < n {
+		c, err := topo.Client.DialTCP(ctx, listenerIP+":6379")
+		if err != nil {
+			t.Fatalf("session %d: %v", len(conns), err)
+		}
+		conns = append(conns, c)
+	}
+	ping := func(c net.Conn) error {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte("PING\r\n")); err != nil {
+			return err
+		}
+		buf := make([]byte, 7)
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "+PONG\r\n" {
+			return fmt.Errorf("%q, %v", buf, err)
+		}
+		return nil
+	}
+	for i := 0; i < n; i += 97 {
+		if err := ping(conns[i]); err != nil {
+			t.Fatalf("session %d before the reload: %v", i, err)
+		}
+	}
+	waitUntil(t, 10*time.Second, "10,000 sessions", func() bool {
+		return gaugeWith(d.fullMetrics(), "xdproxy_active_sessions", "", "") >= n
+	})
+
+	redis2 := strings.Replace(listenerYAML("redis", listenerIP+":6379", "round_robin", "", backend1+":6379", backend2+":6379"),
+		"      - address: "+backend1+":6379\n", "      - address: "+backend1+":6379\n        weight: 5\n", 1)
+	if err := os.WriteFile(d.path, []byte(daemonConfig(topo, "2s", redis2)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	code, out, errs := inNS(t, topo.Proxy, "reload", "--admin", d.adminAddr)
+	wall := time.Since(start)
+	if code != 0 {
+		t.Fatalf("reload: exit %d, %q %q", code, out, errs)
+	}
+	var took time.Duration
+	if f := strings.Fields(out); len(f) > 2 {
+		took, _ = time.ParseDuration(f[2])
+	}
+	t.Logf("reload with %d open sessions: %v in the daemon (%v with the CLI's start): %s", n, took, wall.Round(time.Millisecond), strings.TrimSpace(out))
+	if took <= 0 || took > 100*time.Millisecond {
+		t.Errorf("reload took %v in the daemon with %d open sessions, want under 100ms", took, n)
+	}
+	for i := 0; i < n; i += 97 {
+		if err := ping(conns[i]); err != nil {
+			t.Fatalf("session %d after the reload: %v", i, err)
+		}
+	}
 }
