@@ -181,9 +181,8 @@
 // 1.1 to 2.0 Gbit/s (the emulator's RX rings are then where TCP's losses
 // happen) with the emulator's process at 45 to 80% of a core; at 50 ms RTT
 // with a 1 Gbit/s bottleneck 0.87 to 0.96 Gbit/s with every loss at the
-// bottleneck's queue. TCP's least RTT 50.1 to 50.2 ms. UDP probes: 20 ms
-// asked, median 20.9 ms; 100 ms asked, median 100.7 to 101.0 ms; never
-// below. Idle: no CPU.
+// bottleneck's queue. TCP's least RTT 50.1 to 50.2 ms. ping: 20 ms asked,
+// median 20.7 to 20.8 ms; 100 ms asked, 101 ms; never below. Idle: no CPU.
 //
 // # Tools
 //
