@@ -87,7 +87,12 @@ type Proc struct {
 // then SIGKILL after a grace period) and then any process left in the
 // namespace.
 func (n *NS) Start(ctx context.Context, name string, args ...string) (*Proc, error) {
-	cmd := n.Command(ctx, name, args...)
+	return n.start(n.Command(ctx, name, args...), name)
+}
+
+// start is Start for a command made by Command and then adjusted
+// (environment, extra files).
+func (n *NS) start(cmd *exec.Cmd, name string) (*Proc, error) {
 	p := &Proc{Cmd: cmd, lab: n.lab, name: name, out: &syncBuffer{}, done: make(chan struct{}), readDone: make(chan struct{})}
 	// Our own pipe rather than exec's: exec's Wait would wait for every
 	// descendant holding the pipe (a daemon's children) to exit.

@@ -51,6 +51,8 @@ type Lab struct {
 	undos   map[*undoEntry]struct{}
 	sockets []io.Closer
 	pruneAt int
+	wans    []*WAN // closed first, so that they stop gracefully
+	wanN    int    // WANs begun, for their namespaces' names
 }
 
 type undoEntry struct {
@@ -330,13 +332,13 @@ func linkList(h *netlink.Handle) ([]netlink.Link, error) {
 	return nil, err
 }
 
-// Close removes everything the lab created, in order: started processes
-// (SIGTERM, then SIGKILL after a grace period; their exit statuses are not
-// reported), any other process inside a lab namespace, the sockets from
-// ListenTCP/DialTCP, the Loss rules, the veth pairs, the namespaces. It is
-// idempotent; later calls return nil, and the lab's methods return
-// ErrClosed. If some step fails, the lab's reservation stays, so that a
-// later ReapStale, in another process, retries.
+// Close removes everything the lab created, in order: WAN emulators (told
+// to stop), started processes (SIGTERM, then SIGKILL after a grace period;
+// their exit statuses are not reported), any other process inside a lab
+// namespace, the sockets from ListenTCP/DialTCP, the Loss rules, the veth
+// pairs, the namespaces. It is idempotent; later calls return nil, and the
+// lab's methods return ErrClosed. If some step fails, the lab's reservation
+// stays, so that a later ReapStale, in another process, retries.
 func (l *Lab) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -352,11 +354,16 @@ func (l *Lab) Close() error {
 	for u := range l.undos {
 		undos = append(undos, u)
 	}
-	sockets, links, nss := l.sockets, l.links, l.nss
+	sockets, links, nss, wans := l.sockets, l.links, l.nss, l.wans
 	l.procs, l.undos, l.sockets, l.links = nil, nil, nil, nil
 	l.mu.Unlock()
 
 	var errs []error
+	for _, w := range wans {
+		if err := w.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	var wg sync.WaitGroup
 	var emu sync.Mutex
 	for _, p := range procs {

@@ -40,8 +40,8 @@ func newLab(t *testing.T) *Lab {
 	return l
 }
 
-// pair makes namespaces a and b joined by a veth with a4/a6 and b4/b6.
-func pair(t *testing.T, l *Lab, o LinkOpts) (*NS, *NS, *Veth) {
+// twoNS makes namespaces a and b.
+func twoNS(t *testing.T, l *Lab) (*NS, *NS) {
 	t.Helper()
 	a, err := l.NS("a")
 	if err != nil {
@@ -51,6 +51,13 @@ func pair(t *testing.T, l *Lab, o LinkOpts) (*NS, *NS, *Veth) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a, b
+}
+
+// pair makes namespaces a and b joined by a veth with a4/a6 and b4/b6.
+func pair(t *testing.T, l *Lab, o LinkOpts) (*NS, *NS, *Veth) {
+	t.Helper()
+	a, b := twoNS(t, l)
 	o.AAddrs = []netip.Prefix{a4, a6}
 	o.BAddrs = []netip.Prefix{b4, b6}
 	v, err := l.Link(a, "eth0", b, "eth0", o)

@@ -324,6 +324,22 @@ func (n *NS) SetForwarding(on bool) error {
 	})
 }
 
+// Sysctl sets the namespace's sysctl key ("net.ipv4.tcp_rmem", or the path
+// under /proc/sys) to value. Only per-namespace keys (net.*) are the
+// namespace's own; others are the machine's.
+func (n *NS) Sysctl(key, value string) error {
+	path := filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
+	if strings.Contains(key, "/") {
+		path = filepath.Join("/proc/sys", key)
+	}
+	return n.Do(func() error {
+		if err := os.WriteFile(path, []byte(value+"\n"), 0o644); err != nil {
+			return fmt.Errorf("lab: %s: sysctl %s: %w", n.Name, key, err)
+		}
+		return nil
+	})
+}
+
 // Neigh adds (or replaces) a permanent neighbour entry ip → mac on iface.
 func (n *NS) Neigh(iface string, ip netip.Addr, mac net.HardwareAddr) error {
 	name, err := n.ifname(iface)

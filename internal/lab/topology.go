@@ -69,6 +69,11 @@ type Topology struct {
 	// BackLink is proxy p1 (A) ↔ backends b0 (B) in the two-armed shape,
 	// nil in the one-armed one.
 	BackLink *Veth
+	// ClientWAN is the WAN emulator on the client link
+	// (TopologyOpts.ClientWAN), nil without one. ClientLink then holds the
+	// ends c0 and rc, which are not one veth pair but the outer ends of
+	// the emulator's two.
+	ClientWAN *WAN
 
 	ClientAddr, ProxyAddr netip.Addr   // 10.10.0.2, 10.10.1.1
 	BackendAddrs          []netip.Addr // 10.10.2.2, 10.10.2.3 (two-armed: 10.10.3.2, 10.10.3.3)
@@ -159,8 +164,14 @@ type TopologyOpts struct {
 	BackQueues int
 	// TxChecksumOffload leaves every veth's offloads as Linux sets them up
 	// (no `ethtool -K tx off`), so that the namespaces' kernels send
-	// CHECKSUM_PARTIAL TCP segments, as on container veths.
+	// CHECKSUM_PARTIAL TCP segments, as on container veths. (Not on the
+	// client link when it goes through a WAN emulator.)
 	TxChecksumOffload bool
+	// ClientWAN, when set, puts a WAN emulator with this configuration on
+	// the client link (Lab.WANLink): client c0 is its A side, router rc its
+	// B side, so AtoB is the upload direction and BtoA the download one.
+	// Topology.ClientWAN is the emulator, to read and change at run time.
+	ClientWAN *WANConfig
 }
 
 // NewTopologyWith is NewTopology with every option.
@@ -205,10 +216,16 @@ func (l *Lab) NewTopologyWith(o TopologyOpts) (*Topology, error) {
 		}
 	}
 	txOff := !o.TxChecksumOffload
-	if t.ClientLink, err = l.Link(t.Client, "c0", t.Router, "rc", LinkOpts{
+	clientOpts := LinkOpts{
 		AAddrs: both([]netip.Prefix{TopoClient}, []netip.Prefix{TopoClient6}),
 		BAddrs: both([]netip.Prefix{TopoRouterC}, []netip.Prefix{TopoRouterC6}), DisableTxChecksum: txOff, MTU: o.MTU,
-	}); err != nil {
+	}
+	if o.ClientWAN != nil {
+		if t.ClientWAN, err = l.WANLink(t.Client, "c0", t.Router, "rc", clientOpts, *o.ClientWAN); err != nil {
+			return nil, err
+		}
+		t.ClientLink = t.ClientWAN.Link
+	} else if t.ClientLink, err = l.Link(t.Client, "c0", t.Router, "rc", clientOpts); err != nil {
 		return nil, err
 	}
 	if t.ProxyLink, err = l.Link(t.Proxy, "p0", t.Router, "rp", LinkOpts{
