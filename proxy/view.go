@@ -105,6 +105,26 @@ func (o *twOwners) owner(k stack.FlowKey) (listener, leg string) {
 	return "", ""
 }
 
+// otherLeg is the other leg of c's session, "local->remote" ("" when c is
+// no session's). It reads the session, so it runs on the shard.
+func otherLeg(c *stack.Conn) string {
+	u, ok := c.User.(*session)
+	if !ok {
+		return ""
+	}
+	switch {
+	case c != u.client && u.client != nil:
+		return u.client.Key().Local().String() + "->" + u.client.Key().Remote().String()
+	case u.backConn != nil:
+		return u.backConn.Key().Local().String() + "->" + u.backConn.Key().Remote().String()
+	case u.backK != nil && !u.backK.closed:
+		if u.backend != nil {
+			return sockAddrPort(unix.Getsockname(u.backK.fd)).String() + "->" + u.backend.Spec.Addr.String()
+		}
+	}
+	return ""
+}
+
 // walkEngine reads e's connection table (and TIME_WAIT table) as q asks.
 // It must run on the engine's goroutine.
 func walkEngine(e *stack.Engine, q admin.ConnQuery, tw *twOwners, ifName func(int) (string, int)) admin.EngineView {
@@ -132,6 +152,10 @@ func walkEngine(e *stack.Engine, q admin.ConnQuery, tw *twOwners, ifName func(in
 				State: st, Local: in.Key.Local(), Remote: in.Key.Remote(),
 				Listener: listener, Leg: leg,
 				SRTT: in.SRTT, Cwnd: in.Cwnd, BytesIn: in.BytesIn, BytesOut: in.BytesOut,
+				TCP: &admin.TCPDetail{RTTVar: in.RTTVar, RTO: in.RTO, MSS: in.MSS, Ssthresh: in.Ssthresh,
+					Retransmits: in.Retransmits, SendQueue: in.SndQueued, RecvQueue: in.RcvQueued,
+					SendWindow: in.SndWnd, RecvWindow: in.RcvWnd},
+				Other: otherLeg(c),
 			}
 			if leg == admin.LegOther {
 				ce.Leg = ""
@@ -197,6 +221,12 @@ func walkKernelLegs(a *shardApp, q admin.ConnQuery, v *admin.EngineView) {
 			Listener: listener, Leg: admin.LegBackend, Kernel: true,
 			SRTT: time.Duration(ti.Rtt) * time.Microsecond, Cwnd: int(ti.Snd_cwnd) * int(ti.Snd_mss),
 			BytesIn: ti.Bytes_received, BytesOut: ti.Bytes_sent - ti.Bytes_retrans,
+			TCP: &admin.TCPDetail{RTTVar: time.Duration(ti.Rttvar) * time.Microsecond, RTO: time.Duration(ti.Rto) * time.Microsecond,
+				MSS: int(ti.Snd_mss), Ssthresh: int(ti.Snd_ssthresh) * int(ti.Snd_mss), Retransmits: uint64(ti.Total_retrans),
+				SendQueue: int(ti.Notsent_bytes), RecvWindow: ti.Rcv_space},
+		}
+		if s := k.sess; s != nil && s.client != nil {
+			ce.Other = s.client.Key().Local().String() + "->" + s.client.Key().Remote().String()
 		}
 		if r := sockAddrPort(unix.Getpeername(k.fd)); r.IsValid() {
 			ce.Remote = r

@@ -153,6 +153,7 @@ type Info struct {
 	MSS              int
 	RTO              time.Duration
 	SRTT             time.Duration // smoothed RTT (0 before the first sample)
+	RTTVar           time.Duration // its mean deviation (RFC 6298)
 	Cwnd             int           // congestion window, bytes
 	Ssthresh         int
 	BytesIn          uint64
@@ -169,7 +170,7 @@ func (c *Conn) Info() Info {
 		Key: c.key, State: c.State(),
 		SndUna: uint32(c.sndUna), SndNxt: uint32(c.sndNxt), RcvNxt: uint32(c.rcvNxt),
 		SndWnd: c.sndWnd, RcvWnd: uint32(c.rcvAdvEdge - c.rcvNxt),
-		MSS: c.sndMSS, RTO: c.rto, SRTT: c.rtt.srtt, Cwnd: c.cc.cwnd(), Ssthresh: c.cc.ssthresh(),
+		MSS: c.sndMSS, RTO: c.rto, SRTT: c.rtt.srtt, RTTVar: c.rtt.rttvar, Cwnd: c.cc.cwnd(), Ssthresh: c.cc.ssthresh(),
 		BytesIn: c.bytesIn, BytesOut: c.bytesOut, Retransmits: c.retransmitted,
 		SndQueued: c.sndBuf.Len(), RcvQueued: c.rcvBuf.Len(),
 		SACK: c.sackOK, Timestamps: c.tsOK,

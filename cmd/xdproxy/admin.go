@@ -155,3 +155,29 @@ func reloadCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	return code
 }
+
+func ssCmd(args []string, stdout, stderr io.Writer) int {
+	fs, af := newAdminFlagSet("ss", stderr)
+	rest, err := parseInterspersed(fs, args)
+	if err != nil {
+		return 2
+	}
+	filter, err := adminclient.ParseSSFilter(rest)
+	if err != nil {
+		fmt.Fprintf(stderr, "xdproxy ss: %v\n%s\n", err, usage)
+		return 2
+	}
+	return callAdmin("ss", af, stderr, func(ctx context.Context, c *adminclient.Client) error {
+		conns, err := c.Connections(ctx, filter.StateParam())
+		if err != nil {
+			return err
+		}
+		kept := conns[:0]
+		for _, x := range conns {
+			if filter.Match(x) {
+				kept = append(kept, x)
+			}
+		}
+		return adminclient.WriteSS(stdout, kept)
+	})
+}

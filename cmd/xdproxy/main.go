@@ -44,6 +44,7 @@ const usage = `usage: xdproxy run --config FILE [--no-preflight]
        xdproxy check --config FILE [--no-preflight]
        xdproxy version
        xdproxy reload [--admin ADDR] [--config FILE]
+       xdproxy ss [--admin ADDR] [--config FILE] [state S] [sport = :P] [dport = :P] [src A] [dst A]
        xdproxy backends [--admin ADDR] [--config FILE] [--json]
        xdproxy backend set LISTENER BACKEND [--state ready|drain|maint] [--weight N] [--admin ADDR] [--config FILE]`
 
@@ -95,6 +96,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(cfg, *path, !*noPreflight, stderr)
 	case "reload":
 		return reloadCmd(args[1:], stdout, stderr)
+	case "ss":
+		return ssCmd(args[1:], stdout, stderr)
 	case "backends":
 		return backendsCmd(args[1:], stdout, stderr)
 	case "backend":

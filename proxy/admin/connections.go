@@ -17,9 +17,9 @@ import (
 // /connections: an ss(8)-like listing of the engines' connections, their
 // TIME_WAIT entries and the kernel sockets of dial: kernel backend legs.
 
-// connJSON is one entry of /connections?format=json. The ESTABLISHED-only
-// fields are absent for other states.
-type connJSON struct {
+// ConnDoc is one entry of /connections?format=json, which `xdproxy ss`
+// reads. The ESTABLISHED-only fields are absent for other states.
+type ConnDoc struct {
 	Interface string  `json:"interface"`
 	Shard     int     `json:"shard"`
 	Queue     int     `json:"queue"`
@@ -34,10 +34,25 @@ type connJSON struct {
 	Cwnd      *int    `json:"cwnd,omitempty"`   // congestion window, bytes
 	BytesIn   *uint64 `json:"in,omitempty"`     // bytes received from the remote (read by the proxy)
 	BytesOut  *uint64 `json:"out,omitempty"`    // bytes written toward the remote
+	TCP       *TCPDoc `json:"tcp,omitempty"`    // ss -i's details (not for TIME_WAIT entries)
+	Other     string  `json:"other,omitempty"`  // the session's other leg, local->remote
 }
 
-func (e *ConnEntry) json() connJSON {
-	j := connJSON{
+// TCPDoc is what `xdproxy ss` prints beyond the listing's fields.
+type TCPDoc struct {
+	RTTVarMicros int64  `json:"rttvar_us"`
+	RTOMillis    int64  `json:"rto_ms"`
+	MSS          int    `json:"mss"`
+	Ssthresh     int    `json:"ssthresh"`
+	Retransmits  uint64 `json:"retrans"`
+	SendQueue    int    `json:"send_q"`
+	RecvQueue    int    `json:"recv_q"`
+	SendWindow   uint32 `json:"snd_wnd"`
+	RecvWindow   uint32 `json:"rcv_wnd"`
+}
+
+func (e *ConnEntry) json() ConnDoc {
+	j := ConnDoc{
 		Interface: e.Interface, Shard: e.Shard, Queue: e.Queue, State: e.State.String(),
 		Local: e.Local.String(), Remote: e.Remote.String(), Listener: e.Listener, Leg: e.Leg, Kernel: e.Kernel,
 	}
@@ -47,6 +62,11 @@ func (e *ConnEntry) json() connJSON {
 		cwnd, in, out := e.Cwnd, e.BytesIn, e.BytesOut
 		j.RTT, j.RTTMicros, j.Cwnd, j.BytesIn, j.BytesOut = rtt.String(), &us, &cwnd, &in, &out
 	}
+	if d := e.TCP; d != nil {
+		j.TCP = &TCPDoc{RTTVarMicros: d.RTTVar.Microseconds(), RTOMillis: d.RTO.Milliseconds(), MSS: d.MSS, Ssthresh: d.Ssthresh,
+			Retransmits: d.Retransmits, SendQueue: d.SendQueue, RecvQueue: d.RecvQueue, SendWindow: d.SendWindow, RecvWindow: d.RecvWindow}
+	}
+	j.Other = e.Other
 	return j
 }
 
@@ -193,7 +213,7 @@ func (a *Admin) handleConnections(w http.ResponseWriter, r *http.Request) {
 	}
 	if format == "json" {
 		h.Set("Content-Type", "application/json")
-		out := make([]connJSON, len(list))
+		out := make([]ConnDoc, len(list))
 		for i := range list {
 			out[i] = list[i].json()
 		}

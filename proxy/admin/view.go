@@ -187,6 +187,20 @@ type ConnEntry struct {
 	SRTT              time.Duration
 	Cwnd              int
 	BytesIn, BytesOut uint64
+
+	// TCP is what `xdproxy ss` shows of a connection's TCP state (nil for
+	// TIME_WAIT entries); Other is the session's other leg, "local->remote".
+	TCP   *TCPDetail
+	Other string
+}
+
+// TCPDetail is a connection's TCP state as ss -tni shows the kernel's.
+type TCPDetail struct {
+	RTTVar, RTO            time.Duration
+	MSS, Ssthresh          int
+	Retransmits            uint64
+	SendQueue, RecvQueue   int    // bytes not yet acknowledged or sent; received, not yet read
+	SendWindow, RecvWindow uint32 // the peer's window; ours as advertised
 }
 
 // Legs: what a connection is to the proxy (the leg label of
