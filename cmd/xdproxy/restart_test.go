@@ -89,6 +89,9 @@ func TestRestartUnderLoad(t *testing.T) {
 			gaugeWith(m, "xdproxy_tcp_events_total", "counter", "tx_resets"))
 		// A stall (the backend answering SYNs with its TIME_WAIT ACK, 1 s
 		// SYN timeouts) took this to 0.01x; the rest is this machine's noise.
+		if rxt := gaugeWith(m, "xdproxy_tcp_events_total", "counter", "syn_retransmits"); rxt > rate*restartWindow.Seconds()/100 {
+			t.Errorf("restart %d: %v SYNs retransmitted", i+1, rxt)
+		}
 		if rate < 0.5*fresh || failed > 0 {
 			t.Errorf("restart %d: %.0f conn/s in the first %v, %.2fx the fresh %.0f, %d failed", i+1, rate, restartWindow, rate/fresh, fresh, failed)
 		}
@@ -149,8 +152,16 @@ backend b
 		gaugeWith(m, "xdproxy_tcp_events_total", "counter", "syn_retransmits"))
 	fresh, _ := connRate(topo.Client, url, 16, restartWindow)
 	t.Logf("xdproxy 3 s later: %.0f conn/s", fresh)
-	if rate < 0.7*fresh || failed > 0 {
-		t.Errorf("right after HAProxy: %.0f conn/s, %.2fx xdproxy's own rate %.0f (want >= 0.7x), %d failed", rate, rate/fresh, fresh, failed)
+	// The stall this guards against is a 1 s SYN timeout per collision
+	// (0.01x-0.42x measured before): every collision answered at once
+	// leaves no SYN retransmitted. The rates are this shared box's noise.
+	synRxt := gaugeWith(m, "xdproxy_tcp_events_total", "counter", "syn_retransmits")
+	accepted := gaugeWith(m, "xdproxy_accepted_total", "", "")
+	if synRxt > accepted/100 {
+		t.Errorf("right after HAProxy: %v SYNs retransmitted for %v sessions (collisions waiting for the SYN timeout)", synRxt, accepted)
+	}
+	if rate < 0.5*max(fresh, before) || failed > 0 {
+		t.Errorf("right after HAProxy: %.0f conn/s, %.2fx xdproxy's own later rate %.0f (want >= 0.5x), %d failed", rate, rate/fresh, fresh, failed)
 	}
 }
 
