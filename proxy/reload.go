@@ -90,8 +90,16 @@ func (p *Proxy) Reload(cfg Config) (ReloadResult, error) {
 			res.Added = append(res.Added, spec.Name)
 		}
 	}
-	// Addresses: start the new ones before anything else changes, so a
-	// failure leaves the running configuration whole.
+	// Every shard takes the new listeners between two batches — before the
+	// new addresses are steered, so that a client's first SYN to one finds
+	// its session logic there.
+	setAll := func(ls []*Listener) {
+		for _, a := range p.apps {
+			a.sh.Do(func(sh *dataplane.Shard) { a.setListeners(ls) })
+		}
+	}
+	setAll(next)
+	// New addresses; a failure puts the running configuration back whole.
 	oldAddrs, newAddrs := map[netip.AddrPort]bool{}, map[netip.AddrPort]bool{}
 	for _, l := range old {
 		oldAddrs[l.Spec.Addr] = true
@@ -109,13 +117,10 @@ func (p *Proxy) Reload(cfg Config) (ReloadResult, error) {
 			for _, a := range started {
 				p.dp.RemoveListener(a)
 			}
+			setAll(old)
 			return ReloadResult{Restart: res.Restart}, fmt.Errorf("reload: listener %s: %w", l.Spec.Name, err)
 		}
 		started = append(started, ap)
-	}
-	// Every shard takes the new listeners between two batches.
-	for _, a := range p.apps {
-		a.sh.Do(func(sh *dataplane.Shard) { a.setListeners(next) })
 	}
 	p.listeners.Store(&next)
 	p.startGeneration(next)
