@@ -247,12 +247,12 @@ type simResult struct {
 }
 
 func (r simResult) row() string {
-	return fmt.Sprintf("| %-16s | %10.2f | %11d | %10d | %10d | %12.3f |",
+	return fmt.Sprintf("| %-23s | %10.2f | %11d | %10d | %10d | %12.3f |",
 		r.name, r.goodput, r.retransmits, r.framesSent, r.framesLost, r.simTime.Seconds())
 }
 
-const simHeader = "| condition        | Mbit/s/dir | retransmits | frames     | lost       | sim seconds  |\n" +
-	"|------------------|------------|-------------|------------|------------|--------------|"
+const simHeader = "| condition               | Mbit/s/dir | retransmits | frames     | lost       | sim seconds  |\n" +
+	"|-------------------------|------------|-------------|------------|------------|--------------|"
 
 func runSim(t *testing.T, name string, link linkConfig) simResult {
 	t.Helper()
@@ -408,4 +408,26 @@ func TestSimDuplicate1(t *testing.T) {
 
 func TestSimWAN50msRTT10Mbit(t *testing.T) {
 	checkSimGolden(t, runSim(t, "50ms RTT 10Mbit", linkConfig{delay: 25 * time.Millisecond, rate: 10e6}))
+}
+
+// TestSimWANPaths: the paths real clients sit on — 20 and 100 ms RTT at
+// 100 Mbit/s, with 0.1%, 1% and 3% random loss or 5% reordering — the
+// baseline the engine's loss recovery is measured against (issue 12).
+func TestSimWANPaths(t *testing.T) {
+	for _, rtt := range []time.Duration{20 * time.Millisecond, 100 * time.Millisecond} {
+		for _, c := range []struct {
+			name string
+			link linkConfig
+		}{
+			{"0.1% loss", linkConfig{loss: 0.001}},
+			{"1% loss", linkConfig{loss: 0.01}},
+			{"3% loss", linkConfig{loss: 0.03}},
+			{"5% reordering", linkConfig{reorder: 0.05}},
+		} {
+			l := c.link
+			l.delay, l.rate = rtt/2, 100e6
+			name := fmt.Sprintf("%dms RTT %s", rtt.Milliseconds(), c.name)
+			t.Run(name, func(t *testing.T) { checkSimGolden(t, runSim(t, name, l)) })
+		}
+	}
 }
