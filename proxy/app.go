@@ -27,7 +27,8 @@ type ListenerSpec struct {
 	ProxyProtocol  int // 0 none, 1 or 2
 	ConnectTimeout time.Duration
 	IdleTimeout    time.Duration
-	MaxConnections int // 0: unlimited
+	ClientTimeout  time.Duration // a client that takes none of the data sent to it this long is closed (0: off)
+	MaxConnections int           // 0: unlimited
 	Health         *HealthSpec
 	Backends       []BackendSpec
 	SndBuffer      int // bound of a kernel leg's write buffer
@@ -53,6 +54,7 @@ type ListenerStats struct {
 	ConnectFailed   atomic.Uint64 // backend refused or unreachable: client reset
 	ConnectTimeouts atomic.Uint64 // backend did not answer within connect_timeout: client reset
 	IdleTimeouts    atomic.Uint64 // both legs reset after idle_timeout
+	ClientTimeouts  atomic.Uint64 // both legs reset: the client took nothing of its response for client_timeout
 	ClientResets    atomic.Uint64 // the client reset (or timed out): backend leg reset
 	BackendResets   atomic.Uint64 // the backend reset (or timed out): client leg reset
 	Completed       atomic.Uint64 // sessions closed by FINs both ways
@@ -375,8 +377,12 @@ type session struct {
 
 	deadline     stack.Time
 	lastActivity stack.Time
-	heapIdx      int
-	startedAt    stack.Time
+	// client_timeout: when the client last took something of what we sent
+	// it (SND.UNA of its leg moved) or sent us something (RCV.NXT moved).
+	clientProgress       stack.Time
+	clientUna, clientRcv uint32
+	heapIdx              int
+	startedAt            stack.Time
 }
 
 func (a *shardApp) newSession(sl *shardListener, c *stack.Conn) {
@@ -406,7 +412,9 @@ func (a *shardApp) newSession(sl *shardListener, c *stack.Conn) {
 		return
 	}
 	b := l.Backends[i]
-	s := &session{app: a, sl: sl, backend: b, client: c, heapIdx: -1, startedAt: now, lastActivity: now}
+	s := &session{app: a, sl: sl, backend: b, client: c, heapIdx: -1, startedAt: now, lastActivity: now, clientProgress: now}
+	in := c.Info()
+	s.clientUna, s.clientRcv = in.SndUna, in.RcvNxt
 	if err := s.dialBackend(now); err != nil {
 		l.active.Add(-1)
 		l.Stats.ConnectFailed.Add(1)
@@ -646,18 +654,54 @@ func (s *session) onTimer(now stack.Time) {
 		s.resetAll()
 		return
 	}
-	idle := l.Spec.IdleTimeout
-	if idle <= 0 {
+	next := stack.Never
+	if idle := l.Spec.IdleTimeout; idle > 0 {
+		at := s.lastActivity.Add(idle)
+		if at <= now {
+			l.Stats.IdleTimeouts.Add(1)
+			s.resetAll()
+			return
+		}
+		next = at
+	}
+	if ct := l.Spec.ClientTimeout; ct > 0 {
+		at, stalled := s.clientCheck(now, ct)
+		if stalled {
+			l.Stats.ClientTimeouts.Add(1)
+			l.log.Debug("client took none of its response for client_timeout: session reset", "client", s.client.Key().Remote(), "client_timeout", ct)
+			s.resetAll()
+			return
+		}
+		next = min(next, at)
+	}
+	if next == stack.Never {
 		heap.Remove(&s.app.timers, s.heapIdx)
 		return
 	}
-	if at := s.lastActivity.Add(idle); at > now {
-		s.deadline = at
-		heap.Fix(&s.app.timers, s.heapIdx)
-		return
+	s.deadline = next
+	heap.Fix(&s.app.timers, s.heapIdx)
+}
+
+// clientCheck samples the client leg for client_timeout: progress is the
+// client acknowledging data we sent it or sending us data. A client with
+// data of ours outstanding (sent or queued) and no progress for ct is
+// stalled — a reader that stopped reading holds the session's buffers on
+// both legs. At L4 a request has no end to wait for: a client that stops
+// sending is idle_timeout's. It returns when to look again.
+func (s *session) clientCheck(now stack.Time, ct time.Duration) (next stack.Time, stalled bool) {
+	in := s.client.Info()
+	if in.SndUna != s.clientUna || in.RcvNxt != s.clientRcv {
+		s.clientUna, s.clientRcv, s.clientProgress = in.SndUna, in.RcvNxt, now
 	}
-	l.Stats.IdleTimeouts.Add(1)
-	s.resetAll()
+	if in.SndQueued == 0 {
+		return now.Add(ct), false // nothing of ours waits on the client
+	}
+	at := s.clientProgress.Add(ct)
+	if at <= now {
+		return 0, true
+	}
+	// Look again at the deadline, or sooner, so that progress moves it.
+	return min(at, now.Add(ct/4+time.Millisecond)), false
 }
 
 // sessionHeap orders sessions by deadline; entries move later lazily (the

@@ -48,7 +48,7 @@ func FromConfig(c *config.Config, log *slog.Logger) (Config, error) {
 		spec := ListenerSpec{
 			Name: l.Name, Addr: l.Address, Balance: l.Balance, DialKernel: l.Dial == "kernel",
 			Source: l.Source, ConnectTimeout: l.ConnectTimeout, IdleTimeout: l.IdleTimeout,
-			MaxConnections: l.MaxConnections, SndBuffer: c.TCP.SndBuffer,
+			MaxConnections: l.MaxConnections, SndBuffer: c.TCP.SndBuffer, ClientTimeout: c.ClientTimeout,
 		}
 		switch l.ProxyProtocol {
 		case "v1":

@@ -26,7 +26,7 @@ func (p *Proxy) Listeners() []admin.ListenerView {
 		v := admin.ListenerView{
 			Name:     l.Spec.Name,
 			Accepted: s.Accepted.Load(), Refused: s.Refused.Load(), NoBackend: s.NoBackend.Load(),
-			ConnectFailed: s.ConnectFailed.Load(), ConnectTimeouts: s.ConnectTimeouts.Load(), IdleTimeouts: s.IdleTimeouts.Load(),
+			ConnectFailed: s.ConnectFailed.Load(), ConnectTimeouts: s.ConnectTimeouts.Load(), IdleTimeouts: s.IdleTimeouts.Load(), ClientTimeouts: s.ClientTimeouts.Load(),
 			ClientResets: s.ClientResets.Load(), BackendResets: s.BackendResets.Load(), Completed: s.Completed.Load(),
 			BytesIn: s.BytesIn.Load(), BytesOut: s.BytesOut.Load(),
 			Active:   l.Active(),

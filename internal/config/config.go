@@ -57,8 +57,12 @@ type Config struct {
 	// timestamps, SYN cookies), so a restarted daemon's SYNs are newer than
 	// its predecessor's TIME_WAIT 4-tuples. An absolute path.
 	StateDir string
-	Admin    Admin
-	Log      Log
+	// ClientTimeout closes a session whose client has left data we sent
+	// it unacknowledged, without taking a byte of it, this long (a client
+	// that stopped reading its response). 0: off.
+	ClientTimeout time.Duration
+	Admin         Admin
+	Log           Log
 
 	// Lines is the line of each field's value in the file, by field path
 	// as errors name it ("interfaces[0].name", "listeners[1].address",
@@ -194,6 +198,7 @@ const (
 	DefaultBuffer            = 256 << 10
 	DefaultDrainTimeout      = 30 * time.Second
 	DefaultStateDir          = "/var/lib/xdproxy"
+	DefaultClientTimeout     = 60 * time.Second
 	DefaultAdminAddress      = "127.0.0.1:9100"
 	DefaultLogLevel          = "info"
 	DefaultLogFormat         = "text"

@@ -56,11 +56,12 @@ func TestExampleConfigValues(t *testing.T) {
 				{Address: netip.MustParseAddrPort("10.10.2.3:8080"), Weight: 2},
 			},
 		}},
-		TCP:          DefaultTCP(),
-		DrainTimeout: 30 * time.Second,
-		StateDir:     "/var/lib/xdproxy",
-		Admin:        Admin{Address: "127.0.0.1:9100"},
-		Log:          Log{Level: "info", Format: "text"},
+		TCP:           DefaultTCP(),
+		DrainTimeout:  30 * time.Second,
+		StateDir:      "/var/lib/xdproxy",
+		ClientTimeout: time.Minute,
+		Admin:         Admin{Address: "127.0.0.1:9100"},
+		Log:           Log{Level: "info", Format: "text"},
 	}
 	cfg.Lines = nil // the example's comments move its lines; TestDefaults checks Lines
 	if !reflect.DeepEqual(cfg, want) {
@@ -135,10 +136,11 @@ func TestDefaults(t *testing.T) {
 			RcvBuffer:         256 << 10,
 			SndBuffer:         256 << 10,
 		},
-		DrainTimeout: 30 * time.Second,
-		StateDir:     "/var/lib/xdproxy",
-		Admin:        Admin{Address: "127.0.0.1:9100"},
-		Log:          Log{Level: "info", Format: "text"},
+		DrainTimeout:  30 * time.Second,
+		StateDir:      "/var/lib/xdproxy",
+		ClientTimeout: time.Minute,
+		Admin:         Admin{Address: "127.0.0.1:9100"},
+		Log:           Log{Level: "info", Format: "text"},
 		Lines: map[string]int{
 			"interfaces": 2, "interfaces[0].name": 2,
 			"listeners": 4, "listeners[0].name": 4, "listeners[0].address": 5,

@@ -494,13 +494,14 @@ func (m *mapping) list(key string) (items []*yaml.Node, v *yaml.Node, ok bool) {
 
 func (d *decoder) config(root *yaml.Node) *Config {
 	cfg := &Config{
-		TCP:          DefaultTCP(),
-		DrainTimeout: DefaultDrainTimeout,
-		StateDir:     DefaultStateDir,
-		Admin:        Admin{Address: DefaultAdminAddress},
-		Log:          Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		TCP:           DefaultTCP(),
+		DrainTimeout:  DefaultDrainTimeout,
+		StateDir:      DefaultStateDir,
+		ClientTimeout: DefaultClientTimeout,
+		Admin:         Admin{Address: DefaultAdminAddress},
+		Log:           Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 	}
-	m := d.mapping(root, "", "interfaces", "listeners", "tcp", "drain_timeout", "state_dir", "admin", "log")
+	m := d.mapping(root, "", "interfaces", "listeners", "tcp", "drain_timeout", "client_timeout", "state_dir", "admin", "log")
 
 	d.interfaces(m, cfg)
 	d.listeners(m, cfg)
@@ -508,6 +509,7 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		d.tcp(v, &cfg.TCP)
 	}
 	m.duration("drain_timeout", &cfg.DrainTimeout, 0, 0)
+	m.duration("client_timeout", &cfg.ClientTimeout, 0, 0)
 	if v := m.get("state_dir"); v != nil {
 		if s, ok := m.scalar(v, "state_dir", "a directory path"); ok {
 			switch {

@@ -38,6 +38,7 @@ var (
 	mConnectFailures = desc("connect_failures_total", "Backend connections refused or unreachable (the client was reset).", "listener")
 	mConnectTimeouts = desc("connect_timeouts_total", "Backend connections not established within connect_timeout (the client was reset).", "listener")
 	mIdleTimeouts    = desc("idle_timeouts_total", "Sessions reset after idle_timeout without traffic.", "listener")
+	mClientTimeouts  = desc("client_timeouts_total", "Sessions reset because the client took nothing of the data sent to it for client_timeout (a reader that stopped reading).", "listener")
 	mResets          = desc("resets_total", "Sessions ended by a reset or timeout of one leg (side), passed on to the other leg as a reset.", "listener", "side")
 	mCompleted       = desc("sessions_completed_total", "Sessions closed by FINs in both directions.", "listener")
 	mBytes           = desc("bytes_total", "Bytes spliced: in is client to backend, out is backend to client.", "listener", "direction")
@@ -119,7 +120,7 @@ var (
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		mReady, mDraining, mAdminUnauthorized, mReloads, mConfigInfo,
-		mAccepted, mRefused, mNoBackend, mConnectFailures, mConnectTimeouts, mIdleTimeouts, mResets, mCompleted, mBytes, mActive,
+		mAccepted, mRefused, mNoBackend, mConnectFailures, mConnectTimeouts, mIdleTimeouts, mClientTimeouts, mResets, mCompleted, mBytes, mActive,
 		mBackendUp, mBackendActive, mBackendSessions, mBackendFailures, mBackendState, mBackendWeight, mBackendChecks,
 		mConnections, mTCPConnections, mTCPEvents, mSYNCookies,
 		mXDPPackets,
@@ -183,6 +184,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- counter(mConnectFailures, l.ConnectFailed, n)
 		ch <- counter(mConnectTimeouts, l.ConnectTimeouts, n)
 		ch <- counter(mIdleTimeouts, l.IdleTimeouts, n)
+		ch <- counter(mClientTimeouts, l.ClientTimeouts, n)
 		ch <- counter(mResets, l.ClientResets, n, "client")
 		ch <- counter(mResets, l.BackendResets, n, "backend")
 		ch <- counter(mCompleted, l.Completed, n)

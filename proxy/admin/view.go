@@ -63,6 +63,7 @@ type ListenerView struct {
 	ConnectFailed   uint64 // backend refused or unreachable: client reset
 	ConnectTimeouts uint64 // backend did not answer within connect_timeout: client reset
 	IdleTimeouts    uint64 // both legs reset after idle_timeout
+	ClientTimeouts  uint64 // both legs reset: the client took nothing of its response for client_timeout
 	ClientResets    uint64 // the client reset (or timed out): backend leg reset
 	BackendResets   uint64 // the backend reset (or timed out): client leg reset
 	Completed       uint64 // sessions closed by FINs both ways
