@@ -25,7 +25,7 @@ vet: deps
 # when missing. The tests would install them one by one too; doing it first
 # keeps that out of their timeouts.
 LAB_TOOLS := ip:iproute2 ss:iproute2 iptables:iptables ethtool:ethtool tcpdump:tcpdump \
-	ping:iputils-ping curl:curl redis-server:redis-server redis-benchmark:redis-tools iperf3:iperf3
+	ping:iputils-ping curl:curl redis-server:redis-server redis-benchmark:redis-tools iperf3:iperf3 haproxy:haproxy
 
 test-deps:
 	@if [ "$$(id -u)" = 0 ]; then scripts/deps.sh $(LAB_TOOLS); fi
