@@ -31,13 +31,7 @@ func newLabLink(t *testing.T, queues int) *labLink {
 		t.Fatal(err)
 	}
 	el := &labLink{}
-	if el.client, err = l.NS("client"); err != nil {
-		t.Fatal(err)
-	}
-	if el.proxy, err = l.NS("proxy"); err != nil {
-		t.Fatal(err)
-	}
-	if el.veth, err = l.Link(el.client, "c0", el.proxy, "p0", lab.LinkOpts{
+	if el.client, el.proxy, el.veth, err = l.Pair("client", "c0", "proxy", "p0", lab.LinkOpts{
 		Queues: queues, AAddrs: []netip.Prefix{clientPrefix}, BAddrs: []netip.Prefix{proxyPrefix}, DisableTxChecksum: true,
 	}); err != nil {
 		t.Fatal(err)

@@ -926,17 +926,7 @@ func concurrentEcho(t *testing.T, topo *lab.Topology, n, size int) ([]netip.Addr
 			}
 		}
 	}()
-	failed := 0
-	for i, err := range errs {
-		if err != nil {
-			if failed++; failed <= 5 {
-				t.Errorf("connection %d: %v", i, err)
-			}
-		}
-	}
-	if failed > 0 {
-		t.Fatalf("%d of %d connections failed to open", failed, n)
-	}
+	fatalIfAny(t, errs, func(i int) string { return fmt.Sprintf("connection %d", i) }, "connections failed to open")
 	start := time.Now()
 	for i, c := range conns {
 		wg.Go(func() {
@@ -963,16 +953,7 @@ func concurrentEcho(t *testing.T, topo *lab.Topology, n, size int) ([]netip.Addr
 		})
 	}
 	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			if failed++; failed <= 5 {
-				t.Errorf("connection %d (%v, %s): %v", i, addrs[i], names[i], err)
-			}
-		}
-	}
-	if failed > 0 {
-		t.Fatalf("%d of %d exchanges failed", failed, n)
-	}
+	fatalIfAny(t, errs, func(i int) string { return fmt.Sprintf("connection %d (%v, %s)", i, addrs[i], names[i]) }, "exchanges failed")
 	t.Logf("%d exchanges of %d KiB each way in %v", n, size>>10, time.Since(start).Round(time.Millisecond))
 	return addrs, names
 }
@@ -1027,6 +1008,23 @@ func TestRedisBenchmark(t *testing.T) {
 		summary = append(summary, m[1]+" "+m[2]+" rps")
 	}
 	t.Logf("redis-benchmark -n 20000 -c 20 through xdproxy: %s", strings.Join(summary, ", "))
+}
+
+// fatalIfAny reports the first five errors of errs, each named by label,
+// and fails the test when there is any ("N of M what").
+func fatalIfAny(t *testing.T, errs []error, label func(i int) string, what string) {
+	t.Helper()
+	failed := 0
+	for i, err := range errs {
+		if err != nil {
+			if failed++; failed <= 5 {
+				t.Errorf("%s: %v", label(i), err)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d %s", failed, len(errs), what)
+	}
 }
 
 func waitFor(t *testing.T, p *lab.Proc, s string, limit time.Duration) {

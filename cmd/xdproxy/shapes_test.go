@@ -269,17 +269,7 @@ func shapeConcurrent(t *testing.T, ns *lab.NS, addr netip.AddrPort, n int) {
 		})
 	}
 	wg.Wait()
-	failed := 0
-	for i, err := range errs {
-		if err != nil {
-			if failed++; failed <= 5 {
-				t.Errorf("request %d: %v", i, err)
-			}
-		}
-	}
-	if failed > 0 {
-		t.Fatalf("%d of %d concurrent requests failed", failed, n)
-	}
+	fatalIfAny(t, errs, func(i int) string { return fmt.Sprintf("request %d", i) }, "concurrent requests failed")
 	t.Logf("%d concurrent requests in %v", n, time.Since(start).Round(time.Millisecond))
 }
 

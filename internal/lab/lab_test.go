@@ -67,22 +67,6 @@ func pair(t *testing.T, l *Lab, o LinkOpts) (*NS, *NS, *Veth) {
 	return a, b, v
 }
 
-// echoServer accepts connections on ln and echoes them until ln closes.
-func echoServer(ln net.Listener) {
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-}
-
 // roundTrip dials addr from ns and checks that an echo comes back.
 func roundTrip(ns *NS, addr string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -160,7 +144,7 @@ func TestLink(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			echoServer(ln)
+			ServeEcho(ln)
 			for _, addr := range []string{"10.77.0.2:7000", "[fd77::2]:7000"} {
 				if err := roundTrip(a, addr, 5*time.Second); err != nil {
 					t.Errorf("%s: %v", addr, err)
@@ -233,7 +217,7 @@ func TestLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	echoServer(ln)
+	ServeEcho(ln)
 	if err := roundTrip(a, "10.77.0.2:7001", 5*time.Second); err != nil {
 		t.Fatal("before loss: ", err)
 	}
@@ -306,7 +290,7 @@ func TestRouting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	echoServer(ln)
+	ServeEcho(ln)
 	addrs := []string{"10.78.2.2:7002", "[fd78:2::2]:7002"}
 	for _, addr := range addrs {
 		if err := roundTrip(cli, addr, 700*time.Millisecond); err == nil {
@@ -753,7 +737,7 @@ func TestConcurrentLabs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		echoServer(ln)
+		ServeEcho(ln)
 		if err := roundTrip(l.byName["a"], "10.77.0.2:7005", 5*time.Second); err != nil {
 			t.Errorf("lab %s: %v", l.Prefix(), err)
 		}
@@ -781,7 +765,7 @@ func TestChecksums(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			echoServer(ln)
+			ServeEcho(ln)
 			if err := roundTrip(a, "10.77.0.2:7006", 5*time.Second); err != nil {
 				t.Fatal(err)
 			}

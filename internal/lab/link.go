@@ -246,3 +246,18 @@ func noLinkLocalDAD(e *End) error {
 		return nil
 	})
 }
+
+// Pair is the smallest lab: namespaces aName and bName joined by one veth
+// (aIf in a, bIf in b), as Link makes it with o.
+func (l *Lab) Pair(aName, aIf, bName, bIf string, o LinkOpts) (a, b *NS, v *Veth, err error) {
+	if a, err = l.NS(aName); err != nil {
+		return nil, nil, nil, err
+	}
+	if b, err = l.NS(bName); err != nil {
+		return nil, nil, nil, err
+	}
+	if v, err = l.Link(a, aIf, b, bIf, o); err != nil {
+		return nil, nil, nil, err
+	}
+	return a, b, v, nil
+}

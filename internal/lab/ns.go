@@ -462,6 +462,13 @@ func (n *NS) EchoTCP(tb testing.TB, addr string) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { ln.Close() })
+	ServeEcho(ln)
+}
+
+// ServeEcho echoes every connection accepted on ln, on goroutines of its
+// own, until ln closes: what a connection sends comes back, then a FIN
+// after the client's.
+func ServeEcho(ln net.Listener) {
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -471,7 +478,9 @@ func (n *NS) EchoTCP(tb testing.TB, addr string) {
 			go func() {
 				defer c.Close()
 				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
+				if tc, ok := c.(*net.TCPConn); ok {
+					tc.CloseWrite()
+				}
 			}()
 		}
 	}()

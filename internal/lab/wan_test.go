@@ -255,7 +255,7 @@ func TestWANOnTopology(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	echoServer(ln)
+	ServeEcho(ln)
 	if err := roundTrip(topo.Client, netip.AddrPortFrom(topo.ProxyAddr6, 7603).String(), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}

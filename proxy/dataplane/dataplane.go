@@ -288,7 +288,6 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 		d.restore = append(d.restore, res.undo)
 	}
 
-	d.hashClients = false
 	handoffSlot := 0
 	for _, f := range d.ifs {
 		d.hashClients = d.hashClients || f.link.Type() == "veth"

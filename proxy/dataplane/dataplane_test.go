@@ -87,15 +87,7 @@ func newLabLink(t *testing.T, queues int) *echoLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := l.NS("client")
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := l.NS("proxy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := l.Link(client, "c0", proxy, "p0", lab.LinkOpts{
+	client, proxy, v, err := l.Pair("client", "c0", "proxy", "p0", lab.LinkOpts{
 		Queues: queues, AAddrs: []netip.Prefix{clientPrefix}, BAddrs: []netip.Prefix{proxyPrefix},
 		// The client kernel's frames must carry full checksums for the engine
 		// (see internal/lab's package doc on CHECKSUM_PARTIAL over veth).
