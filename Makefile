@@ -4,6 +4,10 @@ PKGS      := ./...
 # Tests too slow under the race detector (the network simulations, which are
 # single-goroutine anyway) run without it.
 NORACE    := ^TestSim
+# Tests that compare latencies loaded and unloaded run last, alone, without
+# the race detector (their helper processes also hold more goroutines than
+# it allows).
+ALONE     := ^TestMemoryBudget
 FUZZTIME  ?= 30s
 BIN       := bin/xdproxy
 
@@ -31,8 +35,9 @@ test-deps:
 	@if [ "$$(id -u)" = 0 ]; then scripts/deps.sh $(LAB_TOOLS); fi
 
 test: vet test-deps
-	$(GO) test -race -count=1 -skip '$(NORACE)' $(PKGS)
-	$(GO) test -count=1 -run '$(NORACE)' $(PKGS)
+	$(GO) test -race -count=1 -skip '$(NORACE)|$(ALONE)' $(PKGS)
+	$(GO) test -count=1 -run '$(NORACE)' -skip '$(ALONE)' $(PKGS)
+	$(GO) test -count=1 -run '$(ALONE)' ./cmd/xdproxy/
 
 # The side-by-side comparison (bench/cmd/sidebyside): xdproxy (dial: xdp and
 # dial: kernel), HAProxy, nginx stream, a Go io.Copy proxy and the direct path

@@ -55,6 +55,7 @@ type ListenerStats struct {
 	ConnectTimeouts atomic.Uint64 // backend did not answer within connect_timeout: client reset
 	IdleTimeouts    atomic.Uint64 // both legs reset after idle_timeout
 	ClientTimeouts  atomic.Uint64 // both legs reset: the client took nothing of its response for client_timeout
+	MemoryResets    atomic.Uint64 // both legs reset: the engine freed the session's buffers at its memory high mark
 	ClientResets    atomic.Uint64 // the client reset (or timed out): backend leg reset
 	BackendResets   atomic.Uint64 // the backend reset (or timed out): client leg reset
 	Completed       atomic.Uint64 // sessions closed by FINs both ways
@@ -424,6 +425,12 @@ func (a *shardApp) newSession(sl *shardListener, c *stack.Conn) {
 		c.Abort()
 		return
 	}
+	if bc := s.backConn; bc != nil {
+		// Each leg's window bounded by the room in the other's send
+		// buffer: a stalled reader holds one buffer per direction.
+		c.Splice(bc)
+		bc.Splice(c)
+	}
 	b.active.Add(1)
 	b.Sessions.Add(1)
 	l.Stats.Accepted.Add(1)
@@ -473,8 +480,7 @@ func (s *session) onConnEvent(c *stack.Conn, ev stack.Events) {
 	}
 	if c == s.client {
 		if ev&(stack.EventReset|stack.EventTimedOut) != 0 {
-			s.sl.l.Stats.ClientResets.Add(1)
-			s.resetAll()
+			s.legReset(c, &s.sl.l.Stats.ClientResets)
 			return
 		}
 		if ev&(stack.EventReadable|stack.EventPeerClosed) != 0 {
@@ -491,8 +497,7 @@ func (s *session) onConnEvent(c *stack.Conn, ev stack.Events) {
 		s.onBackendFailed(c.Err())
 		return
 	case ev&(stack.EventReset|stack.EventTimedOut) != 0:
-		s.sl.l.Stats.BackendResets.Add(1)
-		s.resetAll()
+		s.legReset(c, &s.sl.l.Stats.BackendResets)
 		return
 	}
 	if ev&stack.EventConnected != 0 {
@@ -504,6 +509,18 @@ func (s *session) onConnEvent(c *stack.Conn, ev stack.Events) {
 	if ev&stack.EventWritable != 0 {
 		s.pumpClient()
 	}
+}
+
+// legReset ends the session after one leg was reset or timed out: counted
+// as the leg's side (side), or as a memory reset when the engine reset the
+// leg to free its buffers.
+func (s *session) legReset(c *stack.Conn, side *atomic.Uint64) {
+	if errors.Is(c.Err(), stack.ErrMemoryPressure) {
+		s.sl.l.Stats.MemoryResets.Add(1)
+	} else {
+		side.Add(1)
+	}
+	s.resetAll()
 }
 
 func (s *session) onBackendConnected() {

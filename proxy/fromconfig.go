@@ -90,5 +90,14 @@ func FromConfig(c *config.Config, log *slog.Logger) (Config, error) {
 		return out, fmt.Errorf("tcp.congestion_control: unknown %q", t.CongestionControl)
 	}
 	out.Engine = e
+	out.MemoryLimit = int64(t.MemoryLimit)
+	if out.MemoryLimit == 0 {
+		n, from, err := AutoMemoryLimit()
+		if err != nil {
+			return out, fmt.Errorf("tcp.memory_limit: auto: %w (set a size)", err)
+		}
+		out.MemoryLimit = n
+		log.Debug("tcp.memory_limit: auto", "bytes", n, "from", from)
+	}
 	return out, nil
 }

@@ -35,6 +35,7 @@ type Config struct {
 	Listeners   []ListenerSpec
 	SourcePorts [2]uint16 // the engine's ports for backend legs (one range for all listeners)
 	Engine      stack.Config
+	MemoryLimit int64  // the engines' buffer budget in bytes (tcp.memory_limit resolved; 0: none)
 	StateDir    string // where host changes are recorded before they are made (dataplane.Config.StateDir)
 	Logger      *slog.Logger
 }
@@ -82,9 +83,12 @@ func Start(cfg Config) (_ *Proxy, err error) {
 			p.Stop()
 		}
 	}()
+	ecfg := cfg.Engine
+	ecfg.ConnOverhead = sessionOverhead / 2
 	dcfg := dataplane.Config{
 		SourcePorts:  cfg.SourcePorts,
-		Engine:       cfg.Engine,
+		Engine:       ecfg,
+		MemoryLimit:  cfg.MemoryLimit,
 		ReservePorts: true,
 		StateDir:     cfg.StateDir,
 		Logger:       p.log,

@@ -138,6 +138,10 @@ func (p *Proxy) Reload(cfg Config) (ReloadResult, error) {
 			}()
 		}
 	}
+	if p.dp != nil && cfg.MemoryLimit != p.dp.MemoryLimit() {
+		p.log.Info("memory limit changed", "from", p.dp.MemoryLimit(), "to", cfg.MemoryLimit)
+		p.dp.SetMemoryLimit(cfg.MemoryLimit)
+	}
 	p.log.Info("configuration reloaded", "added", res.Added, "removed", res.Removed, "changed", res.Changed,
 		"unchanged", len(res.Kept), "take_a_restart", res.Restart)
 	return res, nil

@@ -26,7 +26,7 @@ func (p *Proxy) Listeners() []admin.ListenerView {
 		v := admin.ListenerView{
 			Name:     l.Spec.Name,
 			Accepted: s.Accepted.Load(), Refused: s.Refused.Load(), NoBackend: s.NoBackend.Load(),
-			ConnectFailed: s.ConnectFailed.Load(), ConnectTimeouts: s.ConnectTimeouts.Load(), IdleTimeouts: s.IdleTimeouts.Load(), ClientTimeouts: s.ClientTimeouts.Load(),
+			ConnectFailed: s.ConnectFailed.Load(), ConnectTimeouts: s.ConnectTimeouts.Load(), IdleTimeouts: s.IdleTimeouts.Load(), ClientTimeouts: s.ClientTimeouts.Load(), MemoryResets: s.MemoryResets.Load(),
 			ClientResets: s.ClientResets.Load(), BackendResets: s.BackendResets.Load(), Completed: s.Completed.Load(),
 			BytesIn: s.BytesIn.Load(), BytesOut: s.BytesOut.Load(),
 			Active:   l.Active(),
@@ -287,6 +287,7 @@ func (p *Proxy) View(ctx context.Context, q admin.ConnQuery) admin.PlaneView {
 		tw = newTWOwners(p.lis())
 	}
 	shards := dp.Shards()
+	out.MemoryLimit = dp.MemoryLimit()
 	out.Shards = make([]admin.ShardView, len(shards))
 	var wg sync.WaitGroup
 	for i, sh := range shards {
@@ -331,6 +332,11 @@ func viewShard(ctx context.Context, sh *dataplane.Shard, q admin.ConnQuery, tw *
 	v := admin.ShardView{ID: sh.ID(), Loop: loadLoop(sh.Stats())}
 	if e := sh.Engine(); e != nil {
 		e.Counters().Snapshot(v.Counters[:])
+		m := e.Memory()
+		for k := range stack.NumMemoryKinds {
+			v.Memory.Bytes[k] = m.Bytes(k)
+		}
+		v.Memory.Share, v.Memory.Level = m.Share(), m.Level()
 		for st := range stack.NumStates {
 			v.States[st] = e.Stats().Connections(stack.State(st))
 		}

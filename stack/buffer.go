@@ -21,6 +21,10 @@ type ring struct {
 	n    int
 	hi   int // bytes from head that hold data: n plus out-of-order data beyond it
 	max  int
+
+	// The engine's account the storage is charged to (nil: not accounted).
+	acct *memAcct
+	kind MemoryKind
 }
 
 func (r *ring) Len() int  { return r.n }
@@ -37,7 +41,9 @@ func (r *ring) grow(need int) {
 	}
 	size = min(size, r.max)
 	bb := bufferPool.Get()
-	if cap(bb.B) < size {
+	if cap(bb.B) < size || cap(bb.B) > 2*size {
+		// Too small, or so large that a small ring would pin it (and be
+		// charged for it): a buffer of the size wanted instead.
 		bb.B = make([]byte, size)
 	}
 	nb := bb.B[:size]
@@ -47,6 +53,9 @@ func (r *ring) grow(need int) {
 	}
 	r.releaseStorage()
 	r.bb, r.buf, r.head = bb, nb, 0
+	if r.acct != nil {
+		r.acct.add(r.kind, int64(cap(nb)))
+	}
 }
 
 func (r *ring) releaseStorage() {
@@ -56,6 +65,9 @@ func (r *ring) releaseStorage() {
 		// length 0 every ring would count as 64 bytes, and from then on
 		// every ring would allocate anew. Report the real size.
 		r.bb.B = r.bb.B[:cap(r.bb.B)]
+		if r.acct != nil {
+			r.acct.add(r.kind, -int64(cap(r.buf)))
+		}
 		bufferPool.Put(r.bb)
 		r.bb, r.buf = nil, nil
 	}

@@ -129,6 +129,13 @@ type Config struct {
 	Congestion    CongestionControl
 	RcvBuffer     int // per-connection receive buffer bound (default 256 KiB)
 	SndBuffer     int // per-connection send buffer bound (default 256 KiB)
+	// MemoryLimit is the engine's share of the memory budget in bytes (0:
+	// no limit): ring storage and connection records, with pressure near it
+	// (memory.go). The owner may move it later with SetMemoryShare.
+	MemoryLimit int64
+	// ConnOverhead is what the owner keeps per connection (its session
+	// state), charged to the budget with each connection record.
+	ConnOverhead int
 
 	// EphemeralPorts is the source-port range for active opens (default 20000-59999).
 	EphemeralPorts [2]uint16
@@ -267,6 +274,10 @@ func (c *Config) Validate() error {
 	neg("Keepalive.Probes", c.Keepalive.Probes)
 	neg("RcvBuffer", c.RcvBuffer)
 	neg("SndBuffer", c.SndBuffer)
+	neg("ConnOverhead", c.ConnOverhead)
+	if c.MemoryLimit < 0 {
+		errs = append(errs, fmt.Errorf("MemoryLimit: must not be negative, got %d", c.MemoryLimit))
+	}
 	neg("ChallengeACKBurst", c.ChallengeACKBurst)
 	negDur("TimeWait", c.TimeWait)
 	negDur("MinRTO", c.MinRTO)

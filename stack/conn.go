@@ -47,6 +47,13 @@ type Conn struct {
 	rcvBuf    ring
 	finQueued bool // the application closed its write side; FIN follows the buffered data
 
+	// Memory (memory.go): the partner a proxy splices our bytes into and
+	// out of (Splice), when data last moved either way, and whether the
+	// record is still charged to the engine's account.
+	spliceTo, spliceFrom *Conn
+	progressAt           Time
+	memCharged           bool
+
 	// Timers: one heap entry per connection, under the earliest deadline.
 	deadline     Time
 	heapIdx      int
@@ -220,7 +227,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	default:
 		return 0, ErrClosed
 	}
-	n := c.sndBuf.Write(p)
+	n := c.sndBuf.Write(p[:min(len(p), c.sndSpace())])
 	c.wantWritable = n < len(p)
 	c.bytesOut += uint64(n)
 	if n > 0 {
@@ -236,7 +243,7 @@ func (c *Conn) WriteSpace() int {
 	if c.finQueued || c.err != nil || c.appClosed {
 		return 0
 	}
-	free := c.sndBuf.Free()
+	free := c.sndSpace()
 	if free == 0 {
 		c.wantWritable = true
 	}
@@ -325,6 +332,10 @@ func (c *Conn) abort() {
 	if c.state != Closed && c.state != TimeWait {
 		c.e.releaseConn(c, Closed)
 	}
+	// Released before (a reset, a timeout) with unread bytes kept for
+	// the application, which is done with them now.
+	c.rcvBuf.reset()
+	c.ooo.reset()
 }
 
 // SetKeepalive turns keepalive probes on or off for c (on by default unless

@@ -80,6 +80,14 @@ const (
 	SYNCookiesSent
 	SYNCookiesAccepted
 	SYNCookiesRejected
+	SYNCookiesMemory // SYNs answered by cookie because memory was above the high mark
+	SYNDropsMemory   // SYNs dropped because memory had reached the engine's share
+
+	// Memory (memory.go).
+	MemoryPressureEntered // normal to pressure (the low mark crossed)
+	MemoryHighEntered     // the high mark crossed
+	MemoryNormalEntered   // back under the low mark
+	MemoryResets          // connections reset at the high mark, stalest first
 
 	// TIME_WAIT.
 	TimeWaitEntered
@@ -130,6 +138,8 @@ var counterNames = [numCounters]string{
 	HalfOpenTimeouts: "half_open_timeouts", FinWait2Timeouts: "fin_wait2_timeouts", EphemeralPortsExhausted: "ephemeral_ports_exhausted", ConnectNoRoute: "connect_no_route",
 	SYNQueueOverflow: "syn_queue_overflow", AcceptQueueOverflow: "accept_queue_overflow",
 	SYNCookiesSent: "syn_cookies_sent", SYNCookiesAccepted: "syn_cookies_accepted", SYNCookiesRejected: "syn_cookies_rejected",
+	SYNCookiesMemory: "syn_cookies_memory", SYNDropsMemory: "syn_drops_memory",
+	MemoryPressureEntered: "memory_pressure_entered", MemoryHighEntered: "memory_high_entered", MemoryNormalEntered: "memory_normal_entered", MemoryResets: "memory_resets",
 	TimeWaitEntered: "time_wait_entered", TimeWaitExpired: "time_wait_expired", TimeWaitRecycled: "time_wait_recycled",
 	TimeWaitReopened: "time_wait_reopened", TimeWaitReused: "time_wait_reused", TimeWaitRSTIgnored: "time_wait_rst_ignored", TimeWaitFINReACKed: "time_wait_fin_reacked",
 	TimeWaitACKs: "time_wait_acks", TimeWaitDupACKs: "time_wait_dup_acks",

@@ -161,7 +161,7 @@ func (c *Conn) windowUpdateAfterRead() {
 	if c.rcvAdvEdge.GreaterThan(c.rcvNxt) {
 		open = int(c.rcvNxt.Size(c.rcvAdvEdge))
 	}
-	free := c.rcvBuf.Free()
+	free := c.rcvSpace()
 	if 2*open <= c.rcvBuf.max && free >= 2*open && free-open >= min(c.rcvBuf.max/2, int(c.ourMSS())) {
 		c.sendACK()
 	}

@@ -31,6 +31,7 @@ type Engine struct {
 	isnHash flowHasher
 	tsHash  flowHasher
 	cookies cookieJar
+	mem     memAcct
 
 	rcvWScale   uint8
 	portCounter uint32
@@ -85,6 +86,8 @@ func New(cfg Config) (*Engine, error) {
 	} else {
 		e.isnHash, e.tsHash = newFlowHasher(cfg.Rand), newFlowHasher(cfg.Rand)
 	}
+	e.mem.counters = &e.counters
+	e.mem.pub.share.Store(cfg.MemoryLimit)
 	e.tw.init(cfg.TimeWaitMax)
 	e.neigh.init()
 	for _, ifc := range cfg.Interfaces {
@@ -218,6 +221,7 @@ func (e *Engine) EndBatch(now Time) {
 // Tick runs every timer due at now. Call it at NextDeadline (or later).
 func (e *Engine) Tick(now Time) {
 	e.now = now
+	e.mem.relevel() // the share may have moved (SetMemoryShare)
 	for {
 		c := e.timers.peek()
 		if c == nil || c.deadline > now {
@@ -243,6 +247,9 @@ func (e *Engine) NextDeadline() Time {
 		d = c.deadline
 		break
 	}
+	if e.mem.level == MemoryHigh {
+		d = min(d, e.mem.reapAt)
+	}
 	return min(d, e.tw.nextExpiry())
 }
 
@@ -251,6 +258,9 @@ func (e *Engine) NextDeadline() Time {
 func (e *Engine) flush() {
 	if e.dispatching {
 		return
+	}
+	if e.mem.level == MemoryHigh && e.now >= e.mem.reapAt {
+		e.reap()
 	}
 	if e.handler == nil {
 		for _, c := range e.connEvents {
@@ -390,6 +400,10 @@ func (e *Engine) releaseConn(c *Conn, final State) {
 	}
 	c.deadline = Never
 	e.timers.remove(c)
+	if c.memCharged {
+		c.memCharged = false
+		e.mem.add(MemConn, -(connBytes + int64(e.cfg.ConnOverhead)))
+	}
 	if l := c.listener; l != nil {
 		// Never accepted: the application has not seen c and hears nothing of it.
 		c.appClosed = true
@@ -430,6 +444,10 @@ func (e *Engine) newConn(k FlowKey, to hop) *Conn {
 	c.cc = c.ccState.init(e.cfg.Congestion, int(defaultMSS(k)))
 	c.sndBuf.max = e.cfg.SndBuffer
 	c.rcvBuf.max = e.cfg.RcvBuffer
+	c.sndBuf.acct, c.sndBuf.kind = &e.mem, MemSend
+	c.rcvBuf.acct, c.rcvBuf.kind = &e.mem, MemReceive
+	c.progressAt, c.memCharged = e.now, true
+	e.mem.add(MemConn, connBytes+int64(e.cfg.ConnOverhead))
 	e.stats.states[Closed].Add(1)
 	return c
 }

@@ -15,7 +15,7 @@ const (
 	EventPeerClosed                       // the peer's FIN arrived: Read returns io.EOF once drained
 	EventConnected                        // an active open reached ESTABLISHED
 	EventConnectFailed                    // an active open failed: Err says why (refused, timed out, no route)
-	EventReset                            // the peer reset the connection (Err is ErrReset)
+	EventReset                            // the peer reset the connection (Err is ErrReset), or the engine did under memory pressure (ErrMemoryPressure)
 	EventTimedOut                         // retransmissions or keepalive probes went unanswered (Err is ErrTimeout)
 	EventClosed                           // the engine is done with the connection (CLOSED or TIME_WAIT)
 )
@@ -42,6 +42,7 @@ var (
 	ErrTimeout        = errors.New("connection timed out")
 	ErrNoRoute        = errors.New("no route to host: no route, or the next hop never answered")
 	ErrAborted        = errors.New("connection aborted")
+	ErrMemoryPressure = errors.New("connection reset under memory pressure: it had made no progress for longest")
 	ErrClosed         = errors.New("use of closed connection")
 	ErrWriteClosed    = errors.New("write after close-write")
 	ErrNotEstablished = errors.New("connection not yet established")

@@ -167,6 +167,17 @@ func (l *Listener) handleSYN(s *segment, iss seqnum.Value, haveISS bool) {
 		return
 	}
 	mode := e.cfg.SYNCookies
+	switch {
+	case e.mem.full():
+		e.counters.inc(SYNDropsMemory)
+		return
+	case e.mem.level == MemoryHigh && mode != SYNCookiesNever:
+		// No state, no buffers until the handshake completes (memory.go).
+		if mode != SYNCookiesAlways {
+			e.counters.inc(SYNCookiesMemory)
+		}
+		mode = SYNCookiesAlways
+	}
 	if l.synQLen >= e.cfg.SYNBacklog {
 		e.counters.inc(SYNQueueOverflow)
 		if mode == SYNCookiesNever {

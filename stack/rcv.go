@@ -319,6 +319,7 @@ func (c *Conn) ackAdvance(s *segment) {
 		acked = int(c.sndBufSeq.Size(ack))
 	}
 	if acked > 0 {
+		c.progressAt = e.now
 		c.sndBuf.Discard(acked)
 		c.sndBufSeq = c.sndBufSeq.Add(seqnum.Size(acked))
 	}
@@ -389,9 +390,14 @@ func (c *Conn) ackAdvance(s *segment) {
 	c.tlpOut, c.tlpAt = false, Never
 	c.armTLP()
 	c.rearm()
-	if c.wantWritable && c.sndBuf.Free() >= c.sndBuf.max/3 && !c.finQueued {
+	if c.wantWritable && c.sndSpace() >= c.sndLimit()/3 && !c.finQueued {
 		c.wantWritable = false
 		c.notify(EventWritable)
+	}
+	if f := c.spliceFrom; f != nil && f.spliceTo == c && f.rcvBuf.Len() == 0 {
+		// Room here is window there (Splice): with nothing waiting in f
+		// for the application to move, no read will reopen it.
+		f.windowUpdateAfterRead()
 	}
 	if !finAcked {
 		return
@@ -494,6 +500,9 @@ func (c *Conn) receiveText(s *segment) {
 		c.notify(EventReadable)
 	}
 	c.unackedRcv += n
+	if n > 0 {
+		c.progressAt = e.now
+	}
 	if filled || c.ooo.n > 0 {
 		c.ackNeeded = true
 		if filled {

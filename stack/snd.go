@@ -74,7 +74,7 @@ func (c *Conn) sendSYN() {
 		ack = c.rcvNxt
 	}
 	// The window in a SYN is never scaled.
-	wnd := uint16(min(c.rcvBuf.Free(), 0xffff))
+	wnd := uint16(min(c.rcvSpace(), 0xffff))
 	c.rcvAdvEdge = c.rcvNxt.Add(seqnum.Size(wnd))
 	c.e.sendSegment(c.key, c.peer, c.iss, ack, flags, wnd, &o, nil, nil)
 	c.lastAckSent = c.rcvNxt
@@ -82,13 +82,14 @@ func (c *Conn) sendSYN() {
 	c.armRTO()
 }
 
-// rcvWindow is the window to advertise: the free receive buffer, scaled. The
+// rcvWindow is the window to advertise: the free receive buffer (rcvSpace:
+// pressure's cap and a splice partner's room included), scaled. The
 // right edge never moves left of what was already advertised (RFC 9293
 // section 3.8.6.2.2 forbids shrinking the window), and — receiver silly
 // window avoidance, same section — it moves right only in steps of at least
 // min(buffer/2, MSS).
 func (c *Conn) rcvWindow() uint16 {
-	free := uint32(c.rcvBuf.Free())
+	free := uint32(c.rcvSpace())
 	adv := uint32(0)
 	if c.rcvAdvEdge.GreaterThan(c.rcvNxt) {
 		adv = uint32(c.rcvNxt.Size(c.rcvAdvEdge))

@@ -43,6 +43,9 @@ import (
 var xdproxyBin string
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(memHelperEnv); spec != "" {
+		os.Exit(memHelper(spec))
+	}
 	dir, err := os.MkdirTemp("", "xdproxy-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

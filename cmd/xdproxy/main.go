@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -120,6 +121,15 @@ func serve(cfg *config.Config, path string, withPreflight bool, stderr io.Writer
 		fmt.Fprintf(stderr, "xdproxy: %v\n", err)
 		return 1
 	}
+	// The Go runtime's soft limit follows the budget unless the
+	// environment sets its own (GOMEMLIMIT).
+	goLimit := "GOMEMLIMIT"
+	if os.Getenv("GOMEMLIMIT") == "" && pcfg.MemoryLimit > 0 {
+		n := proxy.GoMemoryLimit(pcfg.MemoryLimit)
+		debug.SetMemoryLimit(n)
+		goLimit = strconv.FormatInt(n, 10)
+	}
+	log.Info("memory budget", "tcp.memory_limit", pcfg.MemoryLimit, "go_memory_limit", goLimit)
 	// The engine's keys outlive the process (see internal/statedir).
 	state, err := statedir.Open(cfg.StateDir)
 	if err == nil {

@@ -139,6 +139,10 @@ type TCP struct {
 	NoDelay           bool
 	RcvBuffer         int // bytes
 	SndBuffer         int // bytes
+	// MemoryLimit is the engine's whole buffer budget in bytes; 0 is
+	// "auto": a quarter of the machine's or the cgroup's memory, resolved
+	// when the daemon starts.
+	MemoryLimit int
 }
 
 // Keepalive configures TCP keepalive probes.
@@ -206,15 +210,18 @@ const (
 
 // Limits enforced by validation.
 const (
-	MinBuffer    = 4 << 10 // tcp.rcv_buffer, tcp.snd_buffer
-	MaxBuffer    = 1 << 30 // the TCP window-scale limit
-	MaxWeight    = 65535
-	MinMinRTO    = time.Millisecond
-	MaxMinRTO    = 120 * time.Second // the engine's maximum RTO
-	MaxRetries   = 255
-	MaxProbes    = 255
-	MaxIfNameLen = 15 // IFNAMSIZ - 1
-	MaxNameLen   = 64 // listener names
+	MinBuffer = 4 << 10 // tcp.rcv_buffer, tcp.snd_buffer
+	// tcp.memory_limit bounds.
+	MinMemoryLimit = 8 << 20
+	MaxMemoryLimit = 1 << 40
+	MaxBuffer      = 1 << 30 // the TCP window-scale limit
+	MaxWeight      = 65535
+	MinMinRTO      = time.Millisecond
+	MaxMinRTO      = 120 * time.Second // the engine's maximum RTO
+	MaxRetries     = 255
+	MaxProbes      = 255
+	MaxIfNameLen   = 15 // IFNAMSIZ - 1
+	MaxNameLen     = 64 // listener names
 )
 
 // Allowed values of the enumerated fields, in the order messages list them.

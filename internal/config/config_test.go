@@ -234,6 +234,7 @@ tcp:
   nodelay: false
   rcv_buffer: 4096
   snd_buffer: 1 MB
+  memory_limit: 64MiB
 drain_timeout: 0s
 admin:
   address: ":9200"
@@ -280,7 +281,7 @@ log: {level: debug, format: json}
 		SYNCookies: "always", SYNBacklog: 128, AcceptBacklog: 256, TimeWait: 30 * time.Second,
 		TimeWaitMax: 1000, CongestionControl: "newreno", MinRTO: time.Millisecond, MaxRetries: 5,
 		Keepalive: Keepalive{Idle: 10 * time.Minute, Interval: 10 * time.Second, Probes: 3},
-		NoDelay:   false, RcvBuffer: 4096, SndBuffer: 1000000,
+		NoDelay:   false, RcvBuffer: 4096, SndBuffer: 1000000, MemoryLimit: 64 << 20,
 	}
 	if cfg.TCP != wantTCP {
 		t.Errorf("tcp = %+v, want %+v", cfg.TCP, wantTCP)
@@ -561,6 +562,10 @@ func TestBadConfigs(t *testing.T) {
 			"t.yaml:11: tcp.rcv_buffer: must be between 4KiB and 1GiB (got 2GiB)"},
 		{"rcv_buffer bad unit", "256KiB", "256kb",
 			`t.yaml:11: tcp.rcv_buffer: invalid size "256kb"; use bytes (4096) or a unit: KiB, MiB, GiB, KB, MB, GB`},
+		{"memory_limit too small", "  rcv_buffer: 256KiB\n", "  memory_limit: 1MiB\n",
+			"t.yaml:11: tcp.memory_limit: must be between 8MiB and 1024GiB (got 1MiB)"},
+		{"memory_limit a word", "  rcv_buffer: 256KiB\n", "  memory_limit: lots\n",
+			`t.yaml:11: tcp.memory_limit: invalid size "lots"; use bytes (4096) or a unit: KiB, MiB, GiB, KB, MB, GB`},
 		{"nodelay not a bool", "  rcv_buffer: 256KiB\n", "  nodelay: yes\n",
 			`t.yaml:11: tcp.nodelay: expected true or false, got "yes"`},
 

@@ -829,7 +829,7 @@ func (d *decoder) backends(lm *mapping, l *Listener) {
 
 func (d *decoder) tcp(v *yaml.Node, t *TCP) {
 	tm := d.mapping(v, "tcp", "syn_cookies", "syn_backlog", "accept_backlog", "time_wait", "time_wait_max",
-		"congestion_control", "min_rto", "max_retries", "keepalive", "nodelay", "rcv_buffer", "snd_buffer")
+		"congestion_control", "min_rto", "max_retries", "keepalive", "nodelay", "rcv_buffer", "snd_buffer", "memory_limit")
 	if tm == nil {
 		return
 	}
@@ -851,6 +851,11 @@ func (d *decoder) tcp(v *yaml.Node, t *TCP) {
 	tm.boolean("nodelay", &t.NoDelay)
 	tm.size("rcv_buffer", &t.RcvBuffer, MinBuffer, MaxBuffer)
 	tm.size("snd_buffer", &t.SndBuffer, MinBuffer, MaxBuffer)
+	if v := tm.get("memory_limit"); v != nil && v.Kind == yaml.ScalarNode && strings.TrimSpace(v.Value) == "auto" {
+		t.MemoryLimit = 0
+	} else {
+		tm.size("memory_limit", &t.MemoryLimit, MinMemoryLimit, MaxMemoryLimit)
+	}
 }
 
 func (d *decoder) admin(v *yaml.Node, a *Admin) {

@@ -39,6 +39,7 @@ var (
 	mConnectTimeouts = desc("connect_timeouts_total", "Backend connections not established within connect_timeout (the client was reset).", "listener")
 	mIdleTimeouts    = desc("idle_timeouts_total", "Sessions reset after idle_timeout without traffic.", "listener")
 	mClientTimeouts  = desc("client_timeouts_total", "Sessions reset because the client took nothing of the data sent to it for client_timeout (a reader that stopped reading).", "listener")
+	mMemoryResets    = desc("memory_resets_total", "Sessions reset because the engine was above its memory high mark and they had made no progress for longest (tcp.memory_limit).", "listener")
 	mResets          = desc("resets_total", "Sessions ended by a reset or timeout of one leg (side), passed on to the other leg as a reset.", "listener", "side")
 	mCompleted       = desc("sessions_completed_total", "Sessions closed by FINs in both directions.", "listener")
 	mBytes           = desc("bytes_total", "Bytes spliced: in is client to backend, out is backend to client.", "listener", "direction")
@@ -62,6 +63,10 @@ var (
 	mConnections    = desc("connections", "Engine connections by listener, leg (client, backend, health_check, other) and TCP state; TIME_WAIT entries are in xdproxy_tcp_connections.", "listener", "leg", "state")
 	mTCPConnections = desc("tcp_connections", "Engine connections by TCP state (TIME_WAIT counts the compact entries), summed over shards.", "state")
 	mTCPEvents      = desc("tcp_events_total", "Engine counters (every drop and notable event), summed over shards and interfaces.", "counter")
+	mMemoryBytes    = desc("memory_bytes", "What the engines hold, summed over shards: send and receive ring storage, and connection records with the sessions' state (kind); all of it counts against tcp.memory_limit.", "kind")
+	mMemoryLimit    = desc("memory_limit_bytes", "The engines' memory budget (tcp.memory_limit; 0: none).")
+	mMemoryPressure = desc("memory_pressure", "The highest pressure level of any shard: 0 normal, 1 pressure (above 3/4 of its share: windows clamped, rings held small), 2 high (above 7/8: SYN cookies, stalest sessions reset).")
+	mMemoryTransits = desc("memory_pressure_transitions_total", "Changes of a shard's memory pressure level, by the level entered.", "to")
 	mSYNCookies     = desc("syn_cookies_total", "SYN cookies sent, accepted (a valid cookie completed a handshake) and rejected, summed over shards.", "kind")
 
 	// XDP.
@@ -120,9 +125,9 @@ var (
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		mReady, mDraining, mAdminUnauthorized, mReloads, mConfigInfo,
-		mAccepted, mRefused, mNoBackend, mConnectFailures, mConnectTimeouts, mIdleTimeouts, mClientTimeouts, mResets, mCompleted, mBytes, mActive,
+		mAccepted, mRefused, mNoBackend, mConnectFailures, mConnectTimeouts, mIdleTimeouts, mClientTimeouts, mMemoryResets, mResets, mCompleted, mBytes, mActive,
 		mBackendUp, mBackendActive, mBackendSessions, mBackendFailures, mBackendState, mBackendWeight, mBackendChecks,
-		mConnections, mTCPConnections, mTCPEvents, mSYNCookies,
+		mConnections, mTCPConnections, mTCPEvents, mSYNCookies, mMemoryBytes, mMemoryLimit, mMemoryPressure, mMemoryTransits,
 		mXDPPackets,
 		mShardInfo, mShardUp, mShardRxFrames, mShardHandoffs, mShardHandoffDrops, mShardTxHandoffs, mShardTxHandoffDrops,
 		mShardSleeps, mShardWakeups, mShardFlushErrors, mShardControlDrops,
@@ -185,6 +190,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- counter(mConnectTimeouts, l.ConnectTimeouts, n)
 		ch <- counter(mIdleTimeouts, l.IdleTimeouts, n)
 		ch <- counter(mClientTimeouts, l.ClientTimeouts, n)
+		ch <- counter(mMemoryResets, l.MemoryResets, n)
 		ch <- counter(mResets, l.ClientResets, n, "client")
 		ch <- counter(mResets, l.BackendResets, n, "backend")
 		ch <- counter(mCompleted, l.Completed, n)
@@ -223,6 +229,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 
 	var events [stack.NumCounters]uint64
 	var states [stack.NumStates]int64
+	var memBytes [stack.NumMemoryKinds]int64
+	memLevel := stack.MemoryNormal
 	conns := map[ConnGroup]int{}
 	for _, l := range ls {
 		for _, leg := range legsZero {
@@ -256,6 +264,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for i, v := range sv.States {
 			states[i] += v
 		}
+		for k, v := range sv.Memory.Bytes {
+			memBytes[k] += v
+		}
+		memLevel = max(memLevel, sv.Memory.Level)
 		ch <- gauge(mShardUp, b2f(sv.Answered), shard)
 		ch <- counter(mShardRxFrames, sv.Loop.RxFrames, shard)
 		ch <- counter(mShardHandoffs, sv.Loop.HandoffsIn, shard, "in")
@@ -287,6 +299,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- counter(mTCPEvents, v, name)
 		}
 	}
+	for k, v := range memBytes {
+		ch <- gauge(mMemoryBytes, float64(v), stack.MemoryKind(k).String())
+	}
+	ch <- gauge(mMemoryLimit, float64(pv.MemoryLimit))
+	ch <- gauge(mMemoryPressure, float64(memLevel))
+	ch <- counter(mMemoryTransits, events[stack.MemoryNormalEntered], "normal")
+	ch <- counter(mMemoryTransits, events[stack.MemoryPressureEntered], "pressure")
+	ch <- counter(mMemoryTransits, events[stack.MemoryHighEntered], "high")
 	ch <- counter(mSYNCookies, events[stack.SYNCookiesSent], "sent")
 	ch <- counter(mSYNCookies, events[stack.SYNCookiesAccepted], "accepted")
 	ch <- counter(mSYNCookies, events[stack.SYNCookiesRejected], "rejected")

@@ -64,6 +64,7 @@ type ListenerView struct {
 	ConnectTimeouts uint64 // backend did not answer within connect_timeout: client reset
 	IdleTimeouts    uint64 // both legs reset after idle_timeout
 	ClientTimeouts  uint64 // both legs reset: the client took nothing of its response for client_timeout
+	MemoryResets    uint64 // both legs reset: the engine freed the session's buffers at its memory high mark
 	ClientResets    uint64 // the client reset (or timed out): backend leg reset
 	BackendResets   uint64 // the backend reset (or timed out): client leg reset
 	Completed       uint64 // sessions closed by FINs both ways
@@ -109,8 +110,16 @@ func (q *ConnQuery) Wants(st stack.State, listener string) bool {
 
 // PlaneView is the data plane at one moment: every interface, every shard.
 type PlaneView struct {
-	Ifaces []IfaceView
-	Shards []ShardView
+	Ifaces      []IfaceView
+	Shards      []ShardView
+	MemoryLimit int64 // the engines' budget (tcp.memory_limit), 0 for none
+}
+
+// MemoryView is one engine's memory at one moment (stack.MemoryStats).
+type MemoryView struct {
+	Bytes [stack.NumMemoryKinds]int64
+	Share int64 // the engine's share of the budget
+	Level stack.MemoryLevel
 }
 
 // IfaceView is one interface at one moment.
@@ -139,6 +148,7 @@ type ShardView struct {
 	Counters [stack.NumCounters]uint64
 	States   [stack.NumStates]int64
 	Loop     LoopStats
+	Memory   MemoryView
 
 	// Read on the shard: valid when Answered.
 	Answered bool

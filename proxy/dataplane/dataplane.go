@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -57,9 +58,12 @@ type Config struct {
 	SourcePorts [2]uint16
 
 	// Engine is the template for each shard's engine; Interfaces,
-	// Addresses, Handler, Rand, EphemeralPorts and PortFilter are filled in
-	// per shard.
+	// Addresses, Handler, Rand, EphemeralPorts, PortFilter and MemoryLimit
+	// are filled in per shard.
 	Engine stack.Config
+	// MemoryLimit is the budget of all the engines together, in bytes (0:
+	// none): see memory.go.
+	MemoryLimit int64
 
 	// NewHandler returns the application for a shard (called on Start, before
 	// the shard runs).
@@ -139,6 +143,7 @@ type Dataplane struct {
 	// an RTO or duplicate data), so client flows are owned by a hash of
 	// their address instead of by the queue they happen to arrive on.
 	hashClients bool
+	memLimit    atomic.Int64 // Config.MemoryLimit, or SetMemoryLimit's
 	log         *slog.Logger
 	stopOnce    sync.Once
 }
@@ -358,6 +363,7 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 		ecfg.Addresses = addrs
 		ecfg.Rand = newRand()
 		ecfg.EphemeralPorts = cfg.SourcePorts
+		ecfg.MemoryLimit = cfg.MemoryLimit / int64(len(d.shards))
 		if n := len(d.shards); n > 1 {
 			id := i
 			ecfg.PortFilter = func(p uint16) bool { return int(p)%n == id }
@@ -415,6 +421,12 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 	go func() {
 		defer d.wg.Done()
 		d.watchChecksums(end)
+	}()
+	d.memLimit.Store(cfg.MemoryLimit)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.watchMemory(end)
 	}()
 	for _, s := range d.shards {
 		d.wg.Add(1)
