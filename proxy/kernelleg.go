@@ -26,6 +26,8 @@ type kernelLeg struct {
 	wbuf      []byte // pending bytes: wbuf[whead:]
 	whead     int
 	wmax      int
+	eng       *stack.Engine // charged for wbuf's storage (charged bytes so far)
+	charged   int64
 	shutWant  bool // CloseWrite called: shut down once wbuf drains
 	shutDone  bool
 	closed    bool
@@ -59,6 +61,9 @@ func (a *shardApp) dialKernel(addr netip.AddrPort, wmax int) (*kernelLeg, error)
 		return nil, err
 	}
 	k := &kernelLeg{fd: fd, wmax: wmax}
+	if a.sh != nil {
+		k.eng = a.sh.Engine()
+	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
 	if err := unix.EpollCtl(a.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		unix.Close(fd)
@@ -140,8 +145,19 @@ func (k *kernelLeg) Write(p []byte) (int, error) {
 		k.wbuf, k.whead = k.wbuf[:0], 0
 	}
 	k.wbuf = append(k.wbuf, p[:n]...)
+	k.charge()
 	k.flush()
 	return n, nil
+}
+
+// charge keeps the engine's memory account in step with wbuf's storage:
+// the splice's buffer on this leg counts against the budget as the rings
+// of an engine leg do.
+func (k *kernelLeg) charge() {
+	if c := int64(cap(k.wbuf)); c != k.charged && k.eng != nil {
+		k.eng.ChargeMemory(stack.MemSend, c-k.charged)
+		k.charged = c
+	}
 }
 
 // WriteSpace is the room left in the write buffer.
@@ -191,6 +207,8 @@ func (k *kernelLeg) Close() error {
 		return nil
 	}
 	k.closed = true
+	k.wbuf, k.whead = nil, 0
+	k.charge()
 	return unix.Close(k.fd)
 }
 

@@ -128,6 +128,13 @@ func (e *Engine) Memory() *MemoryStats { return &e.mem.pub }
 // allocation or Tick.
 func (e *Engine) SetMemoryShare(n int64) { e.mem.pub.share.Store(max(n, 0)) }
 
+// ChargeMemory adds delta bytes of kind k that the application holds for
+// the engine's connections (a proxy's own buffers: the write buffer of a
+// backend leg on an OS socket) to the account, and to the pressure it
+// drives. Engine goroutine only; the application gives back what it
+// charged.
+func (e *Engine) ChargeMemory(k MemoryKind, delta int64) { e.mem.add(k, delta) }
+
 // memAcct is the engine's side of MemoryStats: plain counts owned by the
 // engine goroutine, published to the atomics as they change.
 type memAcct struct {

@@ -320,6 +320,12 @@ func TestMemoryAccounting(t *testing.T) {
 		t.Fatalf("receive %d, send %d bytes held, want at least 1000 and 3000", m.Bytes(MemReceive), m.Bytes(MemSend))
 	}
 	h.c.Abort()
+	// What the application charges (a proxy's own buffers) counts too.
+	h.e.ChargeMemory(MemSend, 5000)
+	if got := m.Bytes(MemSend); got != 5000 {
+		t.Fatalf("send bytes %d after the application charged 5000, want 5000", got)
+	}
+	h.e.ChargeMemory(MemSend, -5000)
 	for k := range NumMemoryKinds {
 		if got := m.Bytes(k); got != 0 {
 			t.Errorf("%v: %d bytes held after the connection ended, want 0", k, got)
