@@ -152,12 +152,14 @@ func (e *Engine) traceOpen(c *Conn, s *segment) {
 	if s != nil {
 		l = e.listeners[s.key.Local()]
 	}
-	t := e.tr.tracer.TraceConn(c.key, l)
-	if t == nil {
+	if e.tr.active >= MaxTracedConns {
+		// Refused before asking: a trace the tracer hands out is always
+		// attached, so it always hears TraceDone.
+		e.tr.refused++
 		return
 	}
-	if e.tr.active >= MaxTracedConns {
-		e.tr.refused++
+	t := e.tr.tracer.TraceConn(c.key, l)
+	if t == nil {
 		return
 	}
 	e.tr.active++
