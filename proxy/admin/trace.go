@@ -17,7 +17,8 @@ import (
 // count sessions have been sent, when the reader goes away, or after
 // duration (default 10m); a session the reader was too slow for is
 // dropped, never waited for, and a last line says how many were
-// ("# N sessions dropped", or {"dropped": N}). A bad parameter is a 400
+// ("# 1 of 3 sessions traced; 2 dropped (...)", or TraceEndDoc), as it
+// does when the time ran out. A bad parameter is a 400
 // naming it (ErrorDoc); a listener that does not exist is one too.
 
 // TraceSource is what /trace needs of the source: *proxy.Proxy has it.
@@ -97,7 +98,10 @@ func (a *Admin) handleTrace(w http.ResponseWriter, r *http.Request) {
 		if format == trace.FormatJSON {
 			json.NewEncoder(w).Encode(TraceEndDoc{Sessions: sent, Dropped: d, TimedOut: timedOut})
 		} else {
-			fmt.Fprintf(w, "# %d sessions traced, %d dropped (the reader was too slow)", sent, d)
+			fmt.Fprintf(w, "# %d of %d sessions traced", sent, f.Count)
+			if d > 0 {
+				fmt.Fprintf(w, "; %d dropped (the reader was too slow)", d)
+			}
 			if timedOut {
 				fmt.Fprintf(w, "; stopped after %v", f.Duration)
 			}

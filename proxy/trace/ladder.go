@@ -308,12 +308,16 @@ func ladderRows(s *Session) []row {
 			rows = append(rows, r)
 		case stack.TraceState:
 			st := ev.To.String()
+			// SYN_SENT, FIN_WAIT_1 and LAST_ACK are entered to send the
+			// next segment (SYN, FIN); the others are caused by the
+			// segment just received (or, TIME_WAIT and CLOSED after an
+			// abort, just sent).
+			sending := ev.To == stack.SynSent || ev.To == stack.FinWait1 || ev.To == stack.LastAck
 			switch {
-			case i > 0 && items[i-1].leg == l && items[i-1].isSeg() && rows[rowOf[i-1]].ownState[l] == "":
-				// Caused by the segment just received or sent.
+			case sending && i+1 < len(items) && items[i+1].leg == l && items[i+1].ev.Kind == stack.TraceSent:
+				pending[l] = st
+			case !sending && i > 0 && items[i-1].leg == l && items[i-1].isSeg() && rows[rowOf[i-1]].ownState[l] == "":
 				rows[rowOf[i-1]].ownState[l] = st
-			case i+1 < len(items) && items[i+1].leg == l && items[i+1].ev.Kind == stack.TraceSent:
-				pending[l] = st // entered to send the next segment
 			default:
 				var r row
 				r.ownState[l] = st
