@@ -39,9 +39,12 @@ func (p *Proxy) installTracers() {
 func (a *shardApp) TraceConn(k stack.FlowKey, l *stack.Listener) *stack.ConnTrace {
 	if l == nil {
 		client := a.dialTrace
+		if client == nil {
+			return nil
+		}
 		a.dialTrace = nil
 		st, ok := client.User.(*sessionTrace)
-		if client == nil || !ok {
+		if !ok {
 			return nil
 		}
 		ct := &stack.ConnTrace{User: st}
