@@ -47,7 +47,7 @@ func (a *shardApp) TraceConn(k stack.FlowKey, l *stack.Listener) *stack.ConnTrac
 		if !ok {
 			return nil
 		}
-		ct := &stack.ConnTrace{User: st}
+		ct := &stack.ConnTrace{User: st, FollowTimeWait: client.FollowTimeWait}
 		st.open++
 		st.s.Backend = ct
 		return ct
@@ -66,7 +66,7 @@ func (a *shardApp) TraceConn(k stack.FlowKey, l *stack.Listener) *stack.ConnTrac
 	}
 	st := &sessionTrace{w: w, open: 1, kernel: sl.l.Spec.DialKernel,
 		s: &trace.Session{ID: hub.NextID(), Listener: sl.l.Spec.Name, Shard: a.sh.ID()}}
-	ct := &stack.ConnTrace{User: st}
+	ct := &stack.ConnTrace{User: st, FollowTimeWait: w.Filter.TimeWait}
 	st.s.Client = ct
 	return ct
 }

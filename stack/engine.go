@@ -228,6 +228,9 @@ func (e *Engine) Tick(now Time) {
 		c.onTimer()
 	}
 	e.tw.expire(e, now)
+	if len(e.tr.tw) != 0 {
+		e.traceTimeWaitEnds(now)
+	}
 	e.flush()
 }
 
@@ -316,6 +319,9 @@ func (e *Engine) handleTCP(p *wire.Packet) {
 		return
 	}
 	if i, ok := e.tw.lookup(s.key); ok {
+		if len(e.tr.tw) != 0 {
+			e.traceTimeWaitIn(s)
+		}
 		e.timeWaitInput(i, s)
 		return
 	}

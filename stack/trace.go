@@ -12,9 +12,10 @@ import (
 // Dial), whether to trace that connection. A traced connection records every
 // segment it receives and sends, every state it enters and every timer that
 // fires, with the engine's current time, until the engine is done with it
-// (CLOSED, or TIME_WAIT). Then its trace is Done and the Tracer hears of it
-// (TraceDone); from then on the engine never touches it again, so the owner
-// may hand it to another goroutine.
+// (CLOSED, or TIME_WAIT; with FollowTimeWait, the end of TIME_WAIT). Then
+// its trace is Done and the Tracer hears of it (TraceDone); from then on
+// the engine never touches it again, so the owner may hand it to another
+// goroutine.
 //
 // Cost when no connection is traced: a nil check per segment received (the
 // Conn's trace pointer, on the connection already looked up), a zero check
@@ -24,13 +25,20 @@ import (
 // Truncated) and an engine traces at most MaxTracedConns connections at
 // once (further ones are refused, TracesRefused).
 //
-// The hooks elsewhere in the package are one line each: handleTCP and
-// sendSegment (engine.go), setState (conn.go), releaseConn (engine.go),
-// onTimer (snd.go), and the three places that make connection records
-// (listen.go, dial.go).
+// The hooks elsewhere in the package are one line each: handleTCP (for a
+// connection and for a TIME_WAIT entry), sendSegment, releaseConn and Tick
+// (engine.go), setState (conn.go), onTimer (snd.go), and the three places
+// that make connection records (listen.go, dial.go).
+//
+// TIME_WAIT entries are compact records without a Conn (timewait.go), so
+// a trace that follows one (FollowTimeWait) sits in a small map of the
+// engine's, keyed by 4-tuple, while the entry lives: the segments it
+// answers are recorded, and at the first Tick after the entry is gone its
+// end — the TIME_WAIT expiry timer, or the 4-tuple taken over early (a new
+// SYN, a reused port, the table recycling its oldest) — and CLOSED.
 
 // MaxTracedConns bounds the connections an engine traces at once.
-const MaxTracedConns = 256
+const MaxTracedConns = 128
 
 // DefaultTraceEvents is a trace's event cap when the Tracer sets none.
 const DefaultTraceEvents = 1024
@@ -76,9 +84,10 @@ const (
 	TimerDelayedACK                           // delayed ACK
 	TimerKeepalive                            // keepalive probe due
 	TimerFinWait2                             // the FIN_WAIT_2 limit of a closed connection
+	TimerTimeWait                             // TIME_WAIT expiry (2MSL)
 )
 
-var timerNames = [...]string{"", "RTO", "TLP", "reordering", "persist", "delayed ACK", "keepalive", "FIN_WAIT_2 timeout"}
+var timerNames = [...]string{"", "RTO", "TLP", "reordering", "persist", "delayed ACK", "keepalive", "FIN_WAIT_2 timeout", "TIME_WAIT expiry"}
 
 func (k TraceTimerKind) String() string {
 	if int(k) < len(timerNames) && k != 0 {
@@ -129,9 +138,13 @@ type ConnTrace struct {
 	Truncated int  // events past the cap, not recorded
 	Done      bool // the engine is done with it
 	User      any  // the tracer's own state
-	engine    *Engine
-	sndShift  uint8 // window shifts: the peer's (segments received), ours (sent)
-	rcvShift  uint8
+	// FollowTimeWait keeps the trace going through TIME_WAIT: the
+	// segments the TIME_WAIT entry receives and answers, then its expiry.
+	// Set by the Tracer; without it the trace ends on entering TIME_WAIT.
+	FollowTimeWait bool
+	engine         *Engine
+	sndShift       uint8 // window shifts: the peer's (segments received), ours (sent)
+	rcvShift       uint8
 }
 
 // Trace returns c's trace, or nil.
@@ -143,6 +156,13 @@ type engineTrace struct {
 	active  int // traced connections not yet done
 	refused uint64
 	order   uint64
+	tw      map[FlowKey]*twTrace // traces following a TIME_WAIT entry (counted in active)
+}
+
+// twTrace is a trace following a TIME_WAIT entry.
+type twTrace struct {
+	t       *ConnTrace
+	expires Time // the entry's expiry as last seen
 }
 
 // traceOpen asks the tracer about c, just made; s is the segment that made
@@ -237,19 +257,25 @@ func (c *Conn) traceIn(s *segment) {
 // traceOut records the segment just encoded into e.txf (hook: sendSegment),
 // if it belongs to a traced connection.
 func (e *Engine) traceOut(k FlowKey, n int) {
+	var t *ConnTrace
 	c := e.flows[k]
-	if c == nil || c.trace == nil {
+	switch {
+	case c != nil && c.trace != nil:
+		t = c.trace
+		c.traceSeqs()
+	case c == nil && e.tr.tw[k] != nil:
+		t = e.tr.tw[k].t // a TIME_WAIT entry's ACK
+	default:
 		return
 	}
 	h := &e.txf.TCP
-	shift := c.rcvWScale
+	shift := t.rcvShift
 	if h.Flags&wire.FlagSYN != 0 {
 		shift = 0
 	}
 	g := TraceSegment{Seq: h.Seq, Ack: h.Ack, Len: uint32(n), Window: uint32(h.Window) << shift, Flags: h.Flags}
 	g.setOptions(&h.Options)
-	c.traceSeqs()
-	c.trace.add(e, TraceEvent{Kind: TraceSent, Seg: g})
+	t.add(e, TraceEvent{Kind: TraceSent, Seg: g})
 }
 
 // traceState records c moving to s (hooks: setState, releaseConn). Moving
@@ -265,14 +291,59 @@ func (c *Conn) traceState(s State) {
 	}
 	c.traceSeqs()
 	t.add(e, ev)
+	if s == TimeWait && t.FollowTimeWait {
+		if e.tr.tw == nil {
+			e.tr.tw = make(map[FlowKey]*twTrace)
+		}
+		e.tr.tw[c.key] = &twTrace{t: t, expires: e.now.Add(e.cfg.TimeWait)}
+		c.trace = nil
+		return
+	}
 	if s == Closed || s == TimeWait {
 		c.trace = nil
-		t.Done = true
-		t.engine = nil
-		e.tr.active--
-		if e.tr.tracer != nil {
-			e.tr.tracer.TraceDone(t)
+		e.traceDone(t)
+	}
+}
+
+func (e *Engine) traceDone(t *ConnTrace) {
+	t.Done = true
+	t.engine = nil
+	e.tr.active--
+	if e.tr.tracer != nil {
+		e.tr.tracer.TraceDone(t)
+	}
+}
+
+// traceTimeWaitIn records a segment arriving for a TIME_WAIT entry (hook:
+// handleTCP), if a trace follows it.
+func (e *Engine) traceTimeWaitIn(s *segment) {
+	tw := e.tr.tw[s.key]
+	if tw == nil {
+		return
+	}
+	shift := tw.t.sndShift
+	if s.has(wire.FlagSYN) {
+		shift = 0
+	}
+	g := TraceSegment{Seq: uint32(s.seq), Ack: uint32(s.ack), Len: uint32(len(s.payload)), Window: uint32(s.wnd) << shift, Flags: s.flags}
+	g.setOptions(s.opts)
+	tw.t.add(e, TraceEvent{Kind: TraceRecv, Seg: g})
+}
+
+// traceTimeWaitEnds ends the traces whose TIME_WAIT entry is gone (hook:
+// Tick, after the table's expiry): by its expiry, or taken over early.
+func (e *Engine) traceTimeWaitEnds(now Time) {
+	for k, tw := range e.tr.tw {
+		if i, ok := e.tw.lookup(k); ok {
+			tw.expires = e.tw.entry(i).expires // a retransmitted FIN restarts it
+			continue
 		}
+		if now >= tw.expires {
+			tw.t.add(e, TraceEvent{Kind: TraceTimer, Timer: TimerTimeWait})
+		}
+		tw.t.add(e, TraceEvent{Kind: TraceState, From: TimeWait, To: Closed})
+		delete(e.tr.tw, k)
+		e.traceDone(tw.t)
 	}
 }
 

@@ -4,20 +4,21 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // testTracer traces every connection (or none) and collects finished traces.
 type testTracer struct {
-	on   bool
-	max  int
-	done []*ConnTrace
+	on, follow bool // trace; follow TIME_WAIT
+	max        int
+	done       []*ConnTrace
 }
 
 func (t *testTracer) TraceConn(k FlowKey, l *Listener) *ConnTrace {
 	if !t.on {
 		return nil
 	}
-	return &ConnTrace{Max: t.max}
+	return &ConnTrace{Max: t.max, FollowTimeWait: t.follow}
 }
 
 func (t *testTracer) TraceDone(c *ConnTrace) { t.done = append(t.done, c) }
@@ -150,6 +151,42 @@ state FIN_WAIT_2>TIME_WAIT %v
 `, h.e.cfg.TimeWait)
 	if got != want {
 		t.Fatalf("trace:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// Following TIME_WAIT: the entry's re-ACK of a retransmitted FIN, then
+// its expiry — 2MSL after the restart the retransmission caused.
+func TestTraceFollowTimeWait(t *testing.T) {
+	h := newHarness(t)
+	tr := &testTracer{on: true, follow: true}
+	h.e.SetTracer(tr)
+	h.timeWait()
+	if len(tr.done) != 0 {
+		t.Fatal("trace done on entering TIME_WAIT")
+	}
+	h.advance(time.Second)
+	h.send(seg{flags: FIN | ACK, seq: 1, ack: 2})
+	h.expect(seg{flags: ACK, seq: 2, ack: 2})
+	h.advance(h.e.cfg.TimeWait - time.Millisecond)
+	if len(tr.done) != 0 {
+		t.Fatal("trace done before the restarted 2MSL")
+	}
+	h.advance(time.Millisecond)
+	if len(tr.done) != 1 {
+		t.Fatalf("%d traces done after TIME_WAIT expired, want 1", len(tr.done))
+	}
+	got := traceLines(tr.done[0])
+	want := fmt.Sprintf(`state FIN_WAIT_2>TIME_WAIT %v
+in  FIN|ACK seq=1 ack=2
+out ACK seq=2 ack=2
+timer TIME_WAIT expiry
+state TIME_WAIT>CLOSED
+`, h.e.cfg.TimeWait)
+	if !strings.HasSuffix(got, want) {
+		t.Fatalf("trace:\n%s\nwant it to end:\n%s", got, want)
+	}
+	if a, _ := h.e.TraceStats(); a != 0 {
+		t.Fatalf("%d traces active, want 0", a)
 	}
 }
 

@@ -46,7 +46,7 @@ const usage = `usage: xdproxy run --config FILE [--no-preflight]
        xdproxy reload [--admin ADDR] [--config FILE]
        xdproxy ss [--admin ADDR] [--config FILE] [state S] [sport = :P] [dport = :P] [src A] [dst A]
        xdproxy backends [--admin ADDR] [--config FILE] [--json]
-       xdproxy trace [--admin ADDR] [--config FILE] [--listener L] [--client A[/len]] [--port P] [--count N] [--duration D] [--json]
+       xdproxy trace [--admin ADDR] [--config FILE] [--listener L] [--client A[/len]] [--port P] [--count N] [--duration D] [--time-wait] [--json]
        xdproxy backend set LISTENER BACKEND [--state ready|drain|maint] [--weight N] [--admin ADDR] [--config FILE]`
 
 func run(args []string, stdout, stderr io.Writer) int {

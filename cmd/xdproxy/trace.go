@@ -22,6 +22,7 @@ func traceCmd(args []string, stdout, stderr io.Writer) int {
 	port := fs.Uint("port", 0, "only sessions whose client port or listener port is this")
 	count := fs.Int("count", 1, fmt.Sprintf("how many sessions to trace (1-%d)", trace.MaxCount))
 	duration := fs.Duration("duration", trace.DefaultDuration, "stop waiting for sessions after this long")
+	timeWait := fs.Bool("time-wait", false, "follow legs in TIME_WAIT to its expiry (each session arrives time_wait later)")
 	asJSON := fs.Bool("json", false, "one JSON object per session instead of the ladder")
 	rest, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -31,7 +32,7 @@ func traceCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "xdproxy trace: unexpected argument %q\n%s\n", rest[0], usage)
 		return 2
 	}
-	f := trace.Filter{Listener: *listener, Count: *count, Duration: *duration, Port: uint16(*port)}
+	f := trace.Filter{Listener: *listener, Count: *count, Duration: *duration, Port: uint16(*port), TimeWait: *timeWait}
 	if *client != "" {
 		if f.Client, err = trace.ParseClient(*client); err != nil {
 			fmt.Fprintf(stderr, "xdproxy trace: --client: %v\n", err)

@@ -10,9 +10,10 @@ import (
 	"github.com/xdproxy/xdproxy/proxy/trace"
 )
 
-// /trace?listener=&client=&port=&count=&duration=&format=text|json streams
+// /trace?listener=&client=&port=&count=&duration=&time_wait=&format=text|json streams
 // the ladders of the next count sessions that match (CONFIG.md), each as
-// soon as the engine is done with both its legs: text ladders separated by
+// soon as the engine is done with both its legs (with time_wait=1, a leg in
+// TIME_WAIT is followed to its expiry): text ladders separated by
 // a blank line, or one JSON object (trace.SessionDoc) a line. It ends when
 // count sessions have been sent, when the reader goes away, or after
 // duration (default 10m); a session the reader was too slow for is

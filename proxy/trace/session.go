@@ -43,6 +43,9 @@ type Filter struct {
 	Port     uint16       // 0: any; the client's port or the listener's
 	Count    int
 	Duration time.Duration // how long a reader waits for Count sessions
+	// TimeWait follows a leg that ends in TIME_WAIT to its expiry (the
+	// session is delivered 2MSL later, time_wait in the configuration).
+	TimeWait bool
 }
 
 // ParamError is a bad query parameter, named.
@@ -62,8 +65,9 @@ const (
 )
 
 // ParseQuery reads /trace's parameters: listener, client (A or A/len),
-// port, count (default 1), duration (Go syntax, default 10m) and format
-// (text | json). Errors are *ParamError naming the parameter.
+// port, count (default 1), duration (Go syntax, default 10m), time_wait
+// (1 or true: follow TIME_WAIT to its expiry) and format (text | json).
+// Errors are *ParamError naming the parameter.
 func ParseQuery(q url.Values) (Filter, Format, error) {
 	f := Filter{Count: 1, Duration: DefaultDuration}
 	format := FormatText
@@ -97,13 +101,17 @@ func ParseQuery(q url.Values) (Filter, Format, error) {
 			if err != nil || f.Duration <= 0 || f.Duration > MaxDuration {
 				err = fmt.Errorf("%q is not a duration above 0 and at most %v (Go syntax: 30s, 5m)", v, MaxDuration)
 			}
+		case "time_wait":
+			if f.TimeWait, err = strconv.ParseBool(v); err != nil {
+				err = fmt.Errorf("%q is not 1, 0, true or false", v)
+			}
 		case "format":
 			format = Format(v)
 			if format != FormatText && format != FormatJSON {
 				err = fmt.Errorf("%q is not text or json", v)
 			}
 		default:
-			err = fmt.Errorf("unknown parameter (listener, client, port, count, duration, format)")
+			err = fmt.Errorf("unknown parameter (listener, client, port, count, duration, time_wait, format)")
 		}
 		if err != nil {
 			return f, format, &ParamError{name, err.Error()}
@@ -146,6 +154,9 @@ func (f Filter) Query(format Format) url.Values {
 	}
 	if f.Duration > 0 && f.Duration != DefaultDuration {
 		q.Set("duration", f.Duration.String())
+	}
+	if f.TimeWait {
+		q.Set("time_wait", "1")
 	}
 	if format != "" && format != FormatText {
 		q.Set("format", string(format))

@@ -214,6 +214,7 @@ func TestParseQuery(t *testing.T) {
 		{"duration=-1s", "duration"},
 		{"duration=soon", "duration"},
 		{"format=xml", "format"},
+		{"time_wait=maybe", "time_wait"},
 		{"colour=red", "colour"},
 		{"count=1&count=2", "count"},
 	} {
@@ -224,10 +225,10 @@ func TestParseQuery(t *testing.T) {
 			t.Errorf("%s: %v, want an error naming %s", tc.query, err, tc.param)
 		}
 	}
-	q, _ := url.ParseQuery("listener=web&client=10.0.0.0/8&port=80&count=3&duration=30s&format=json")
+	q, _ := url.ParseQuery("listener=web&client=10.0.0.0/8&port=80&count=3&duration=30s&time_wait=1&format=json")
 	f, format, err := ParseQuery(q)
 	if err != nil || f.Listener != "web" || f.Client != netip.MustParsePrefix("10.0.0.0/8") || f.Port != 80 ||
-		f.Count != 3 || f.Duration != 30*time.Second || format != FormatJSON {
+		f.Count != 3 || f.Duration != 30*time.Second || !f.TimeWait || format != FormatJSON {
 		t.Fatalf("%+v %v %v", f, format, err)
 	}
 	if back, _, _ := ParseQuery(f.Query(format)); back != f {
