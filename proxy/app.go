@@ -462,7 +462,7 @@ func (s *session) dialBackend(now stack.Time) error {
 	// interface, and that interface's address.
 	s.app.dialTrace = s.client.Trace() // a traced session's backend leg joins its trace
 	c, err := s.app.sh.Engine().Dial(now, l.Spec.Source, addr)
-	s.app.dialTrace = nil
+	s.app.dialDone(err == nil)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"fmt"
+
 	"github.com/xdproxy/xdproxy/proxy/dataplane"
 	"github.com/xdproxy/xdproxy/proxy/trace"
 	"github.com/xdproxy/xdproxy/stack"
@@ -18,10 +20,11 @@ import (
 
 // sessionTrace is a session's trace while its legs run.
 type sessionTrace struct {
-	w      *trace.Watch
-	s      *trace.Session
-	open   int  // legs traced and not yet done
-	kernel bool // the listener dials with OS sockets
+	w       *trace.Watch
+	s       *trace.Session
+	open    int  // legs traced and not yet done
+	kernel  bool // the listener dials with OS sockets
+	refused bool // the backend leg was dialed but not traced (the engine's cap)
 }
 
 // Trace opens a watch for the sessions f matches (admin.TraceSource).
@@ -71,6 +74,17 @@ func (a *shardApp) TraceConn(k stack.FlowKey, l *stack.Listener) *stack.ConnTrac
 	return ct
 }
 
+// dialDone follows a Dial made with dialTrace set: a trace the engine did
+// not ask for (at its MaxTracedConns) is noted.
+func (a *shardApp) dialDone(dialed bool) {
+	if a.dialTrace != nil && dialed {
+		if st, ok := a.dialTrace.User.(*sessionTrace); ok {
+			st.refused = true
+		}
+	}
+	a.dialTrace = nil
+}
+
 // TraceDone implements stack.Tracer: when the last traced leg of a
 // session is done, the session trace goes to its reader.
 func (a *shardApp) TraceDone(ct *stack.ConnTrace) {
@@ -84,8 +98,11 @@ func (a *shardApp) TraceDone(ct *stack.ConnTrace) {
 	}
 	if st.s.Backend == nil {
 		st.s.BackendNote = "none: the session never dialed its backend"
-		if st.kernel {
+		switch {
+		case st.kernel:
 			st.s.BackendNote = "dial: kernel (an OS socket, not traced)"
+		case st.refused:
+			st.s.BackendNote = fmt.Sprintf("not traced: the shard was tracing %d connections, its most", stack.MaxTracedConns)
 		}
 	}
 	st.w.Deliver(st.s)

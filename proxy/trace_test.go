@@ -3,6 +3,7 @@ package proxy
 import (
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/xdproxy/xdproxy/proxy/dataplane"
@@ -52,6 +53,17 @@ func TestTraceSelection(t *testing.T) {
 	a.TraceDone(bt)
 	s := <-w.C
 	if s.Client != ct || s.Backend != bt || s.Listener != "web" || s.ID == 0 {
+		t.Fatalf("session trace %+v", s)
+	}
+
+	// A backend leg the engine did not trace (its cap) is said so.
+	w2 := prx.Trace(trace.Filter{Count: 1})
+	defer w2.Close()
+	ct = a.TraceConn(client, p.listenerA)
+	a.dialTrace = ct
+	a.dialDone(true) // Dial returned a connection without asking TraceConn
+	a.TraceDone(ct)
+	if s := <-w2.C; s.Backend != nil || !strings.Contains(s.BackendNote, "not traced") {
 		t.Fatalf("session trace %+v", s)
 	}
 }
