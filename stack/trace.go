@@ -18,12 +18,13 @@ import (
 // goroutine.
 //
 // Cost when no connection is traced: a nil check per segment received (the
-// Conn's trace pointer, on the connection already looked up), a zero check
-// of an engine field per segment sent, and a nil check on the Tracer per
+// Conn's trace pointer, on the connection already looked up; a map length
+// for one to a TIME_WAIT entry), a zero check of an engine field per
+// segment sent, a map length per Tick and a nil check on the Tracer per
 // connection made. Nothing is allocated. Memory while tracing is bounded:
 // each trace keeps at most its Max events (then only counts the rest,
 // Truncated) and an engine traces at most MaxTracedConns connections at
-// once (further ones are refused, TracesRefused).
+// once (further ones are not offered to the Tracer; TraceStats counts them).
 //
 // The hooks elsewhere in the package are one line each: handleTCP (for a
 // connection and for a TIME_WAIT entry), sendSegment, releaseConn and Tick
