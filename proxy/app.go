@@ -255,6 +255,8 @@ type shardApp struct {
 
 	probes *balance.Prober // active health checks, on shard 0 only
 
+	dialTrace *stack.ConnTrace // the trace the next Dial joins (trace.go)
+
 	buf [64 << 10]byte
 }
 
@@ -465,7 +467,9 @@ func (s *session) dialBackend(now stack.Time) error {
 	}
 	// With no source configured the engine picks it: the route's
 	// interface, and that interface's address.
+	s.app.dialTrace = s.client.Trace() // a traced session's backend leg joins its trace
 	c, err := s.app.sh.Engine().Dial(now, l.Spec.Source, addr)
+	s.app.dialDone(err == nil)
 	if err != nil {
 		return err
 	}

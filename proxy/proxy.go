@@ -16,6 +16,7 @@ import (
 	"github.com/xdproxy/xdproxy/bpf"
 	"github.com/xdproxy/xdproxy/proxy/balance"
 	"github.com/xdproxy/xdproxy/proxy/dataplane"
+	"github.com/xdproxy/xdproxy/proxy/trace"
 	"github.com/xdproxy/xdproxy/stack"
 	"github.com/xdproxy/xdproxy/xsk"
 )
@@ -56,6 +57,7 @@ type Proxy struct {
 	reloadMu  sync.Mutex         // one reload at a time
 	wg        sync.WaitGroup
 	stopOnce  sync.Once
+	traces    trace.Hub // ladder traces' watches (trace.go)
 }
 
 // lis is the listeners now (a reload replaces the slice, never changes it).
@@ -134,6 +136,7 @@ func Start(cfg Config) (_ *Proxy, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.ctx, p.cancel = ctx, cancel
 	p.startGeneration(p.lis())
+	p.installTracers()
 	return p, nil
 }
 

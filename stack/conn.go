@@ -127,6 +127,7 @@ type Conn struct {
 	bytesIn       uint64
 	bytesOut      uint64
 	retransmitted uint64
+	trace         *ConnTrace // nil unless traced (trace.go)
 }
 
 // State returns the connection's state. After the engine is done with it,
@@ -359,6 +360,9 @@ func (c *Conn) notify(ev Events) {
 
 // setState moves c to s and keeps the per-state gauges.
 func (c *Conn) setState(s State) {
+	if c.trace != nil {
+		c.traceState(s)
+	}
 	c.e.stats.states[c.state].Add(-1)
 	c.state = s
 	c.e.stats.states[s].Add(1)

@@ -61,6 +61,9 @@ func (e *Engine) Dial(now Time, local netip.Addr, remote netip.AddrPort) (*Conn,
 	c.sndUna, c.sndNxt = c.iss, c.iss
 	c.sndBufSeq = c.iss.Add(1)
 	c.setState(SynSent)
+	if e.tr.tracer != nil {
+		e.traceOpen(c, nil)
+	}
 	e.flows[k] = c
 	if known {
 		c.sendSYN()

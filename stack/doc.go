@@ -27,6 +27,7 @@
 //	buffer.go    pooled send/receive rings
 //	neighbor.go  ARP, ICMP echo and path MTU
 //	counters.go  every drop and notable event, readable from other goroutines
+//	trace.go     connection traces (segments, states, timers) for ladder diagrams
 //
 // Timers: one binary heap per engine holds each connection once, under its
 // earliest deadline. Deadlines that move later (the RTO restarted by every

@@ -43,6 +43,8 @@ type Engine struct {
 
 	inIf uint8 // the interface of the frame being handled
 
+	tr engineTrace // connection traces (trace.go)
+
 	// Scratch space, reused for every frame so that input and output never allocate.
 	pkt wire.Packet
 	seg segment
@@ -230,6 +232,9 @@ func (e *Engine) Tick(now Time) {
 		c.onTimer()
 	}
 	e.tw.expire(e, now)
+	if len(e.tr.tw) != 0 {
+		e.traceTimeWaitEnds(now)
+	}
 	e.flush()
 }
 
@@ -317,10 +322,16 @@ func (e *Engine) handleTCP(p *wire.Packet) {
 	s := &e.seg
 	s.load(p, e.inIf)
 	if c := e.flows[s.key]; c != nil {
+		if c.trace != nil {
+			c.traceIn(s)
+		}
 		c.input(s)
 		return
 	}
 	if i, ok := e.tw.lookup(s.key); ok {
+		if len(e.tr.tw) != 0 {
+			e.traceTimeWaitIn(s)
+		}
 		e.timeWaitInput(i, s)
 		return
 	}
@@ -386,6 +397,9 @@ func (e *Engine) sendSegment(k FlowKey, to hop, seq, ack seqnum.Value, flags uin
 		return false
 	}
 	ifc.Sink.Commit(n)
+	if e.tr.active != 0 {
+		e.traceOut(k, len(p1)+len(p2))
+	}
 	e.counters.inc(TxFrames)
 	e.counters.inc(TxSegments)
 	return true
@@ -408,6 +422,9 @@ func (e *Engine) releaseConn(c *Conn, final State) {
 		// Never accepted: the application has not seen c and hears nothing of it.
 		c.appClosed = true
 		l.forget(c)
+	}
+	if c.trace != nil {
+		c.traceState(final)
 	}
 	// Gauges count live connections only; a TIME_WAIT entry is counted by the table.
 	e.stats.states[c.state].Add(-1)

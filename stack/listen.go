@@ -199,6 +199,9 @@ func (l *Listener) handleSYN(s *segment, iss seqnum.Value, haveISS bool) {
 	c.iss, c.sndUna, c.sndNxt = iss, iss, iss
 	c.sndBufSeq = iss.Add(1)
 	c.setState(SynReceived)
+	if e.tr.tracer != nil {
+		e.traceOpen(c, s)
+	}
 	e.flows[s.key] = c
 	c.sendSYN()
 }
@@ -284,6 +287,9 @@ func (l *Listener) cookieACK(s *segment) {
 	c.lastAckSent = c.rcvNxt
 	c.cc.setMSS(c.effectiveMSS())
 	c.setState(Established)
+	if e.tr.tracer != nil {
+		e.traceOpen(c, s)
+	}
 	e.flows[s.key] = c
 	e.counters.inc(SYNCookiesAccepted)
 	e.counters.inc(PassiveOpens)

@@ -382,6 +382,9 @@ func (c *Conn) rearmNow() {
 func (c *Conn) onTimer() {
 	e := c.e
 	now := e.now
+	if c.trace != nil {
+		c.traceTimers(now)
+	}
 	released := func() bool { return c.state == Closed || c.state == TimeWait }
 	if c.rtoAt <= now {
 		c.rtoAt = Never

@@ -47,6 +47,7 @@ const usage = `usage: xdproxy run --config FILE [--no-preflight]
        xdproxy reload [--admin ADDR] [--config FILE]
        xdproxy ss [--admin ADDR] [--config FILE] [state S] [sport = :P] [dport = :P] [src A] [dst A]
        xdproxy backends [--admin ADDR] [--config FILE] [--json]
+       xdproxy trace [--admin ADDR] [--config FILE] [--listener L] [--client A[/len]] [--port P] [--count N] [--duration D] [--time-wait] [--json]
        xdproxy backend set LISTENER BACKEND [--state ready|drain|maint] [--weight N] [--admin ADDR] [--config FILE]`
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -101,6 +102,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return ssCmd(args[1:], stdout, stderr)
 	case "backends":
 		return backendsCmd(args[1:], stdout, stderr)
+	case "trace":
+		return traceCmd(args[1:], stdout, stderr)
 	case "backend":
 		if len(args) < 2 || args[1] != "set" {
 			fmt.Fprintf(stderr, "xdproxy backend: expected \"set\"\n%s\n", usage)

@@ -2,7 +2,8 @@
 // backend network namespaces), starts two backends and the xdproxy daemon
 // with XDP on the proxy's veth, sends real traffic from the client
 // namespace (curl, then a burst of a few thousand connections), prints a
-// short summary and tears everything down — also on Ctrl-C and on failure.
+// short summary ending with one connection's ladder (`xdproxy trace`) and
+// tears everything down — also on Ctrl-C and on failure.
 // It exits 0 only when the traffic really went through the daemon.
 package main
 
@@ -218,6 +219,14 @@ func run(bin, cfgPath string, burst int) (err error) {
 	} {
 		fmt.Printf("    %-58s %s\n", m, metrics[m])
 	}
+	ladder, err := traceOne(ctx, topo, absBin)
+	if err != nil {
+		return fmt.Errorf("xdproxy trace: %w", err)
+	}
+	fmt.Println("    one connection's ladder (xdproxy trace --count 1, then curl http://10.10.1.1/hello):")
+	for _, line := range strings.Split(strings.TrimRight(ladder, "\n"), "\n") {
+		fmt.Println("    " + line)
+	}
 	if failed.Load() > 0 {
 		return fmt.Errorf("%d of %d burst requests failed", failed.Load(), burst)
 	}
@@ -235,6 +244,38 @@ func run(bin, cfgPath string, burst int) (err error) {
 }
 
 func step(s string) { fmt.Printf("==> %s\n", s) }
+
+// traceOne runs `xdproxy trace --count 1` in the proxy namespace, makes
+// one request once it is waiting, and returns the session's ladder.
+func traceOne(ctx context.Context, topo *lab.Topology, bin string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := topo.Proxy.Command(ctx, bin, "trace", "--admin", "127.0.0.1:9100", "--listener", "web", "--count", "1")
+	var out strings.Builder
+	cmd.Stdout = &out
+	errPipe, err := cmd.StderrPipe()
+	if err != nil {
+		return "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	sc := bufio.NewScanner(errPipe)
+	if !sc.Scan() || !strings.Contains(sc.Text(), "waiting for") {
+		cmd.Wait()
+		return "", fmt.Errorf("did not start: %s", sc.Text())
+	}
+	go io.Copy(io.Discard, errPipe)
+	if _, err := topo.Client.Run(ctx, "curl", "-sS", "--max-time", "5", "http://10.10.1.1/hello"); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return "", fmt.Errorf("curl: %w", err)
+	}
+	if err := cmd.Wait(); err != nil {
+		return "", err
+	}
+	return out.String(), nil
+}
 
 func (b *backend) handler() http.Handler {
 	mux := http.NewServeMux()

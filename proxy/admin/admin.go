@@ -24,6 +24,7 @@ import (
 //	/metrics       Prometheus text format, collected at scrape time
 //	/connections   one line per engine connection and TIME_WAIT entry (?format=json)
 //	/backends      the runtime API (backends.go): GET lists, POST /backends/L/B changes
+//	/trace         ladder traces of the next matching sessions, streamed (trace.go)
 //	/debug/pprof/  Go profiles
 //
 // On an address that is not loopback every path but /healthz and /metrics
@@ -86,6 +87,7 @@ func New(src Source, addr string, log *slog.Logger) *Admin {
 	a.mux.HandleFunc("/backends", a.handleBackends)
 	a.mux.HandleFunc("/backends/", a.handleBackendsOther)
 	a.mux.HandleFunc("/backends/{listener}/{backend}", a.handleSetBackend)
+	a.mux.HandleFunc("/trace", a.handleTrace)
 	a.mux.HandleFunc("/debug/pprof/", pprof.Index)
 	a.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	a.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -210,7 +212,7 @@ func (l slogPrintln) Println(v ...any) {
 
 func (a *Admin) handleIndex(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprint(w, "xdproxy admin\n\n/healthz\n/metrics\n/connections  (?format=json, ?state=ESTABLISHED,TIME_WAIT, ?listener=NAME, ?limit=N, ?time_wait=0)\n/backends  (GET; POST /backends/LISTENER/BACKEND {\"state\": \"ready|drain|maint\", \"weight\": N})\n/debug/pprof/\n")
+	fmt.Fprint(w, "xdproxy admin\n\n/healthz\n/metrics\n/connections  (?format=json, ?state=ESTABLISHED,TIME_WAIT, ?listener=NAME, ?limit=N, ?time_wait=0)\n/backends  (GET; POST /backends/LISTENER/BACKEND {\"state\": \"ready|drain|maint\", \"weight\": N})\n/trace  (?listener=NAME, ?client=A[/len], ?port=P, ?count=N, ?duration=D, ?time_wait=1, ?format=text|json)\n/debug/pprof/\n")
 }
 
 func (a *Admin) handleHealthz(w http.ResponseWriter, r *http.Request) {
