@@ -51,6 +51,13 @@
 // them. With -pprof DIR, xdproxy's CPU profile over each workload's window
 // is saved as DIR/<shape>-r<round>-<contender>-<workload>.pprof.
 //
+// -workloads loss is a run of its own (loss.go): a lab with the WAN
+// emulator on the client leg, xdproxy (dial: xdp) against kernel-to-kernel
+// downloads over the same emulated path at each loss rate and RTT
+// (-loss-rates, -loss-rtts, -loss-repeats, -loss-mib, -loss-bottleneck,
+// -loss-buffer-kib), with each side's retransmits and RTOs; it writes
+// loss.json and loss.md (`make bench-loss`).
+//
 // Needs root. Everything lives in the lab's namespaces and is removed on
 // exit, failure or Ctrl-C.
 //
