@@ -217,6 +217,16 @@ type LossResults struct {
 	Runs     []LossRun         `json:"runs"`
 	Cells    []LossCell        `json:"cells"`
 	Notes    []string          `json:"notes,omitempty"`
+	// LoadAvg is /proc/loadavg at the start and at the end of the run
+	// (other work on the machine).
+	LoadAvg []string `json:"loadavg"`
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 var lossSides = []string{"xdproxy", "kernel"}
@@ -321,7 +331,7 @@ log:
 	}
 
 	res := &LossResults{Date: time.Now().UTC().Format(time.RFC3339), Command: o.Command, Machine: machineInfo(),
-		Versions: versions(bin), Settings: *lo, Queues: o.Queues}
+		Versions: versions(bin), Settings: *lo, Queues: o.Queues, LoadAvg: []string{loadAvg()}}
 	size := int64(lo.MiB) << 20
 	total := len(lo.RTTs) * len(lo.Losses) * lo.Repeats * 2
 	logf("loss workload: lab %s, %d MiB downloads, %d cells × %d repeats × 2 sides, emulator seed %d",
@@ -352,6 +362,7 @@ log:
 		}
 	}
 	res.Seconds = time.Since(start).Seconds()
+	res.LoadAvg = append(res.LoadAvg, loadAvg())
 	res.summarize()
 	for _, line := range strings.Split(p.Output(), "\n") {
 		if strings.Contains(line, "level=ERROR") {
@@ -597,7 +608,7 @@ func (res *LossResults) markdown() string {
 			w("- %s\n", n)
 		}
 	}
-	w("\nRun time %.0f s.\n", res.Seconds)
+	w("\nRun time %.0f s; load average %s at the start, %s at the end.\n", res.Seconds, get(res.LoadAvg, 0), get(res.LoadAvg, 1))
 	return b.String()
 }
 
@@ -618,4 +629,12 @@ func (res *LossResults) write(dir, md string) error {
 		return err
 	}
 	return writeFiles(dir, map[string][]byte{"loss.json": append(b, '\n'), "loss.md": []byte(md)})
+}
+
+// get is s[i], or "?" past its end.
+func get(s []string, i int) string {
+	if i < len(s) {
+		return s[i]
+	}
+	return "?"
 }
