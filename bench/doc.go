@@ -24,6 +24,12 @@
 //     Results: bench/results/latest-two-armed.json, latest-two-armed.md,
 //     latency-two-armed.svg, beside the one-armed files.
 //
+// -workloads loss (`make bench-loss`) is a run of its own: 50 MiB
+// downloads through xdproxy and kernel-to-kernel over the lab's WAN
+// emulator on the client leg, at 0%, 1% and 3% loss each way and 1 and
+// 50 ms RTT, with each side's retransmissions and RTOs. Results:
+// bench/results/loss.json, loss.md.
+//
 // Every results file records its shape (latest*.json: settings.shape; the
 // Markdown's heading). To compare the shapes, run both back to back with
 // the same flags and compare within the session; the box's noise between

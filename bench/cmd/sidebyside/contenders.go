@@ -155,7 +155,13 @@ func startXdproxy(ctx context.Context, h *harness, dial string) (*instance, erro
 	if err := os.WriteFile(path, []byte(xdproxyConfig(h.topo.ProxyIfs, dial, h.topo.BackendAddrs)), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := h.topo.Proxy.Start(ctx, h.bin, "run", "--config", path)
+	return runXdproxy(ctx, h.topo.Proxy, h.bin, path)
+}
+
+// runXdproxy starts `bin run --config path` in ns and waits for its
+// msg=ready log line.
+func runXdproxy(ctx context.Context, ns *lab.NS, bin, path string) (*instance, error) {
+	p, err := ns.Start(ctx, bin, "run", "--config", path)
 	if err != nil {
 		return nil, err
 	}

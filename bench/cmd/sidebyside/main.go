@@ -51,6 +51,13 @@
 // them. With -pprof DIR, xdproxy's CPU profile over each workload's window
 // is saved as DIR/<shape>-r<round>-<contender>-<workload>.pprof.
 //
+// -workloads loss is a run of its own (loss.go): a lab with the WAN
+// emulator on the client leg, xdproxy (dial: xdp) against kernel-to-kernel
+// downloads over the same emulated path at each loss rate and RTT
+// (-loss-rates, -loss-rtts, -loss-repeats, -loss-mib, -loss-bottleneck,
+// -loss-buffer-kib), with each side's retransmits and RTOs; it writes
+// loss.json and loss.md (`make bench-loss`).
+//
 // Needs root. Everything lives in the lab's namespaces and is removed on
 // exit, failure or Ctrl-C.
 //
@@ -107,6 +114,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "sidebyside: %v\n", err)
 		os.Exit(2)
 	}
+	run := run
+	if o.Workloads == "loss" {
+		run = func(o *options, _ []contender) error { return runLoss(o) }
+	}
 	if err := run(o, contenders); err != nil {
 		fmt.Fprintf(os.Stderr, "sidebyside: FAILED: %v\n", err)
 		os.Exit(1)
@@ -136,6 +147,7 @@ type options struct {
 	Raw         time.Duration `json:"raw_xsk_ns"`
 	Pprof       string        `json:"-"`
 	Command     string        `json:"command"`
+	Loss        lossOptions   `json:"-"` // -workloads loss
 }
 
 // flagError is an error of the flag package, which has printed it with
@@ -170,6 +182,7 @@ func parseArgs(args []string, out io.Writer) (*options, []contender, error) {
 	fs.StringVar(&o.Only, "contenders", "", "comma list of contenders to run (default all: "+contenderNames()+")")
 	fs.DurationVar(&o.Raw, "raw", 2*time.Second, "raw XSK frame rate of the proxy's (front) veth, TX and RX, measured this long each at the start of every round (0: skip)")
 	fs.StringVar(&o.Pprof, "pprof", "", "directory for CPU profiles of xdproxy (its /debug/pprof/profile over each workload's window; \"\": none)")
+	o.Loss.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, nil, err
@@ -210,8 +223,23 @@ func parseArgs(args []string, out io.Writer) (*options, []contender, error) {
 		return nil, nil, errors.New("-back-queues needs -shape two-armed")
 	}
 	for _, w := range strings.Split(o.Workloads, ",") {
-		if o.Workloads != "" && !slices.Contains(allWorkloads, w) {
-			return nil, nil, fmt.Errorf("-workloads: unknown %q (have %s)", w, strings.Join(allWorkloads, ","))
+		if o.Workloads != "" && !slices.Contains(allWorkloads, w) && w != "loss" {
+			return nil, nil, fmt.Errorf("-workloads: unknown %q (have %s, and loss on its own)", w, strings.Join(allWorkloads, ","))
+		}
+	}
+	if slices.Contains(strings.Split(o.Workloads, ","), "loss") {
+		switch {
+		case o.Workloads != "loss":
+			return nil, nil, errors.New("-workloads loss runs on its own (a lab with the WAN emulator on the client leg): give it alone")
+		case o.Only != "":
+			return nil, nil, errors.New("-workloads loss compares xdproxy (dial: xdp) with the kernel alone: no -contenders")
+		case shape != lab.OneArmed:
+			return nil, nil, errors.New("-workloads loss runs in the one-armed lab only")
+		case o.MTU > 2030:
+			return nil, nil, errors.New("-workloads loss: the WAN emulator's MTU is at most 2030")
+		}
+		if err := o.Loss.check(); err != nil {
+			return nil, nil, err
 		}
 	}
 	contenders := allContenders
@@ -367,20 +395,16 @@ func run(o *options, contenders []contender) (err error) {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 
-	if h.tmp, err = os.MkdirTemp("", "sidebyside-"); err != nil {
-		return err
-	}
-	defer os.RemoveAll(h.tmp)
-	l, err := lab.New(nil)
+	l, tmp, done, err := newRunLab()
 	if err != nil {
 		return err
 	}
 	defer func() {
-		logf("tearing down the lab")
-		if cerr := l.Close(); cerr != nil && err == nil {
+		if cerr := done(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}()
+	h.tmp = tmp
 	topts := lab.TopologyOpts{Shape: o.shape(), Queues: o.Queues, MTU: o.MTU}
 	if topts.Shape == lab.TwoArmed {
 		topts.BackQueues = o.BackQueues
@@ -439,6 +463,23 @@ func run(o *options, contenders []contender) (err error) {
 	f := outputFiles(o.shape())
 	logf("wrote %s/%s, %s, %s in %.0fs", o.Out, f.JSON, f.Markdown, f.SVG, h.res.Seconds)
 	return nil
+}
+
+// newRunLab makes a run's lab and temporary directory; done tears the lab
+// down and removes the directory.
+func newRunLab() (l *lab.Lab, tmp string, done func() error, err error) {
+	if tmp, err = os.MkdirTemp("", "sidebyside-"); err != nil {
+		return nil, "", nil, err
+	}
+	if l, err = lab.New(nil); err != nil {
+		os.RemoveAll(tmp)
+		return nil, "", nil, err
+	}
+	return l, tmp, func() error {
+		logf("tearing down the lab")
+		defer os.RemoveAll(tmp)
+		return l.Close()
+	}, nil
 }
 
 // linkQueues says which proxy interfaces the run has and their queues.

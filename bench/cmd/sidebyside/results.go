@@ -288,9 +288,6 @@ func outputFiles(shape lab.Shape) resultFiles {
 }
 
 func (res *Results) write(dir, md string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
 	b, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
@@ -300,6 +297,15 @@ func (res *Results) write(dir, md string) error {
 		names.JSON:     append(b, '\n'),
 		names.Markdown: []byte(md),
 		names.SVG:      []byte(res.svg()),
+	}
+	return writeFiles(dir, files)
+}
+
+// writeFiles writes each file into dir (made if missing), each whole or
+// not at all (a temporary file renamed).
+func writeFiles(dir string, files map[string][]byte) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
 	for name, data := range files {
 		tmp := filepath.Join(dir, "."+name+".tmp")

@@ -353,3 +353,87 @@ func TestXdproxyConfig(t *testing.T) {
 		t.Errorf("one-armed config: %v %+v", err, one)
 	}
 }
+
+func TestLossArgs(t *testing.T) {
+	o, _, err := parseArgs([]string{"-workloads", "loss", "-loss-repeats", "2", "-loss-rates", "0, 1.5", "-loss-rtts", "1ms,100ms"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo := o.Loss
+	if lo.Repeats != 2 || lo.MiB != 50 || !slices.Equal(lo.Losses, []float64{0, 1.5}) ||
+		!slices.Equal(lo.RTTs, []time.Duration{time.Millisecond, 100 * time.Millisecond}) || lo.Rate != 1e9 || lo.BufferKiB != 4096 {
+		t.Errorf("loss options %+v", lo)
+	}
+	c := lo.lossConfig(100*time.Millisecond, 1.5)
+	if c.AtoB != c.BtoA || c.AtoB.Delay != 50*time.Millisecond || c.AtoB.Loss != 0.015 || c.AtoB.Rate != 1e9 {
+		t.Errorf("WAN config %+v", c)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-workloads", "loss,bulk1"}, "runs on its own"},
+		{[]string{"-workloads", "loss", "-contenders", "haproxy"}, "no -contenders"},
+		{[]string{"-workloads", "loss", "-shape", "two-armed"}, "one-armed lab only"},
+		{[]string{"-workloads", "loss", "-loss-rates", "1,x"}, `-loss-rates: bad rate "x"`},
+		{[]string{"-workloads", "loss", "-loss-rtts", "50"}, `-loss-rtts: bad RTT "50"`},
+		{[]string{"-workloads", "loss", "-loss-repeats", "0"}, "must be positive"},
+	} {
+		if _, _, err := parseArgs(c.args, io.Discard); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("parseArgs(%q) = %v, want %q", c.args, err, c.want)
+		}
+	}
+	// The loss flags are not looked at without -workloads loss.
+	if _, _, err := parseArgs([]string{"-loss-rates", "x"}, io.Discard); err != nil {
+		t.Errorf("-loss-rates x without -workloads loss: %v", err)
+	}
+}
+
+func TestLossCounters(t *testing.T) {
+	re, to, err := parseNstat("#kernel\nTcpRetransSegs                  258                0.0\nTcpExtTCPTimeouts               3                  0.0\n")
+	if err != nil || re != 258 || to != 3 {
+		t.Errorf("parseNstat: %v %v %v", re, to, err)
+	}
+	if _, _, err := parseNstat("#kernel\n"); err == nil {
+		t.Error("parseNstat of nothing: no error")
+	}
+	metrics := `# TYPE xdproxy_tcp_events_total counter
+xdproxy_tcp_events_total{counter="retransmits"} 80
+xdproxy_tcp_events_total{counter="rto_recoveries"} 2
+xdproxy_tcp_events_total{counter="tail_loss_probes"} 7
+`
+	re, to, err = parseEngineCounters(strings.NewReader(metrics))
+	if err != nil || re != 80 || to != 2 {
+		t.Errorf("parseEngineCounters: %v %v %v", re, to, err)
+	}
+	if _, _, err := parseEngineCounters(strings.NewReader("# TYPE x counter\nx 1\n")); err == nil {
+		t.Error("parseEngineCounters without the engine's counters: no error")
+	}
+}
+
+func TestLossSummary(t *testing.T) {
+	res := &LossResults{Settings: lossOptions{Repeats: 3, MiB: 50, Losses: []float64{1}, RTTs: []time.Duration{50 * time.Millisecond}, Rate: 1e9, BufferKiB: 4096}}
+	for i, s := range []float64{3, 1, 2} {
+		res.Runs = append(res.Runs,
+			LossRun{RTTms: 50, LossPct: 1, Repeat: i, Side: "xdproxy", Seconds: num(s), Retransmits: num(100 * s), RTOs: num(s - 1)},
+			LossRun{RTTms: 50, LossPct: 1, Repeat: i, Side: "kernel", Seconds: num(s / 4), Retransmits: num(90), RTOs: 0})
+	}
+	res.Runs[5].Seconds, res.Runs[5].Error = nan, "timed out"
+	res.summarize()
+	if len(res.Cells) != 1 {
+		t.Fatalf("cells %+v", res.Cells)
+	}
+	c := res.Cells[0]
+	if c.Seconds["xdproxy"] != 2 || c.MinSeconds["xdproxy"] != 1 || c.MaxSeconds["xdproxy"] != 3 || c.Retransmits["xdproxy"] != 200 || c.RTOs["xdproxy"] != 1 {
+		t.Errorf("xdproxy: %+v", c)
+	}
+	if c.OK["kernel"] != 2 || c.Seconds["kernel"] != 0.5 || c.Ratio != 4 {
+		t.Errorf("kernel: %+v", c)
+	}
+	md := res.markdown()
+	for _, want := range []string{"| 50 ms, 1% | 2.00 (1.00-3.00) | 0.50 (0.25-0.75) | 4.00× | 200 / 90 | 1 / 0 |", "50 ms, 1%, kernel: 1 of 3 downloads failed"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}
