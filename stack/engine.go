@@ -42,6 +42,8 @@ type Engine struct {
 
 	inIf uint8 // the interface of the frame being handled
 
+	sentRings [][]sentSeg // free sent-queue storage (sentq.go)
+
 	// Scratch space, reused for every frame so that input and output never allocate.
 	pkt wire.Packet
 	seg segment
@@ -399,6 +401,7 @@ func (e *Engine) releaseConn(c *Conn, final State) {
 	e.stats.states[c.state].Add(-1)
 	c.state = final
 	c.sndBuf.reset()
+	c.sent.release(e)
 	if c.appClosed {
 		c.rcvBuf.reset()
 		c.ooo.reset()
@@ -420,7 +423,7 @@ func (e *Engine) newConn(k FlowKey, to hop) *Conn {
 		peer: to, macKnown: true,
 		persistAt: Never, delackAt: Never, tlpAt: Never, reoAt: Never,
 		quickAcks:  maxQuickAcks,
-		reordering: dupThresh,
+		reordering: dupThresh, rack: rackState{reoWndMult: 1},
 		rcvMSSSeen: int(defaultMSS(k)),
 		rto:        e.cfg.InitialRTO,
 		keepalive:  !e.cfg.Keepalive.Disabled,
