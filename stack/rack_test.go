@@ -8,6 +8,7 @@ package stack
 // judges by send times, and a round trip here is rackRTT.
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -351,4 +352,47 @@ func TestRTTFromSendTimes(t *testing.T) {
 	if want := 157375 * time.Nanosecond; h.c.rtt.srtt != want {
 		t.Fatalf("SRTT %v after the ACK of a retransmission sooner than the minimum RTT, want %v (no sample)", h.c.rtt.srtt, want)
 	}
+}
+
+// sentQueueError checks the sent queue against the connection (the fuzzer
+// runs it after every step): once the handshake is done its records cover
+// [SND.UNA, SND.NXT) without gap or overlap, and the SACKed, lost and
+// retransmitted counts are the sums of their marks.
+func (c *Conn) sentQueueError() string {
+	if !c.sndUna.GreaterThan(c.iss) {
+		if c.sent.n != 0 {
+			return fmt.Sprintf("%d records before the handshake completed", c.sent.n)
+		}
+		return ""
+	}
+	at := c.sndUna
+	var sacked, segs, lost, rxt int
+	for i := 0; i < c.sent.n; i++ {
+		s := c.sent.at(i)
+		if s.start != at || !s.start.LessThan(s.end) {
+			return fmt.Sprintf("record %d is [%d, %d), expected to start at %d", i, s.start, s.end, at)
+		}
+		if s.flags&segSACKed != 0 {
+			sacked += s.len()
+			segs++
+			if s.flags&(segLost|segRxtOut) != 0 {
+				return fmt.Sprintf("record %d SACKed and marked %b", i, s.flags)
+			}
+		}
+		if s.flags&segLost != 0 {
+			lost += s.len()
+		}
+		if s.flags&segRxtOut != 0 {
+			rxt += s.len()
+		}
+		at = s.end
+	}
+	switch {
+	case at != c.sndNxt:
+		return fmt.Sprintf("records end at %d, SND.NXT is %d", at, c.sndNxt)
+	case sacked != c.sackedOut || segs != c.sackedSegs || lost != c.lostOut || rxt != c.rxtOut:
+		return fmt.Sprintf("counts SACKed %d/%d lost %d retransmitted %d; the marks sum to %d/%d, %d, %d",
+			c.sackedOut, c.sackedSegs, c.lostOut, c.rxtOut, sacked, segs, lost, rxt)
+	}
+	return ""
 }

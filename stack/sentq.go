@@ -37,7 +37,7 @@ type sentQueue struct {
 }
 
 // minSentQueue is the first ring size; it doubles as the flight grows.
-const minSentQueue = 64
+const minSentQueue = 16
 
 // maxFreeSentRings bounds the engine's free list of rings.
 const maxFreeSentRings = 256
