@@ -201,6 +201,58 @@ func TestRACKTailLossProbe(t *testing.T) {
 	}
 }
 
+// The probe's episode (RFC 8985 section 7.4): a probe that resent the
+// last segment either repaired a loss — the window is reduced once the ACKs
+// go past it, as for any loss (Linux's tcp_process_tlp_ack) — or was not
+// needed, which the peer's D-SACK of it shows: the window stands.
+func TestRACKTLPEpisode(t *testing.T) {
+	for _, repaired := range []bool{false, true} {
+		t.Run(map[bool]string{false: "dsack", true: "repaired"}[repaired], func(t *testing.T) {
+			h, data := rackFlight(t, 10, 10)
+			h.advance(rackRTT)
+			// peer: ACK(ack=seg 10): the last segment, 10, is missing
+			h.send(seg{flags: ACK, seq: 1, ack: seqOf(10)})
+			h.expectNone()
+			// One segment in flight: the probe waits for a delayed ACK
+			// too (2*SRTT + WCDelAckT), capped at the RTO.
+			h.expectDeadline(h.c.rto)
+			h.advance(h.c.rto)
+			h.expectData(data, seqOf(10), smss, PSH, 1) // the probe: nothing new to send
+			h.expectNone()
+			// peer: ACK(ack=seg 11), at the probe's end
+			h.advance(rackRTT)
+			h.send(seg{flags: ACK, seq: 1, ack: seqOf(11)})
+			h.expectNone()
+			cwnd := h.c.cc.cwnd()
+			if !h.c.tlpEpisode {
+				t.Fatal("the episode ended on the ACK of the probe's end, before its D-SACK could come")
+			}
+			if !repaired {
+				// peer: ACK D-SACK(seg 10): it had the original
+				h.send(seg{flags: ACK, seq: 1, ack: seqOf(11), opts: h.peerSACK(block{seqOf(10), seqOf(11)})})
+				h.expectNone()
+				if h.c.tlpEpisode || h.c.cc.cwnd() != cwnd {
+					t.Fatalf("episode open %v, cwnd %d after the probe's D-SACK; want false, %d", h.c.tlpEpisode, h.c.cc.cwnd(), cwnd)
+				}
+				h.expectCounter(TLPRecoveries, 0)
+				return
+			}
+			// No D-SACK: the probe repaired segment 10. New data and its
+			// ACK past the probe end the episode with a reduction.
+			more := relData(11*smss, smss)
+			h.writeAll(h.c, string(more))
+			h.expect(seg{flags: PSH | ACK, seq: seqOf(11), ack: 1, data: more})
+			h.advance(rackRTT)
+			h.send(seg{flags: ACK, seq: 1, ack: seqOf(12)})
+			h.expectNone()
+			h.expectCounter(TLPRecoveries, 1)
+			if h.c.tlpEpisode || h.c.cc.cwnd() >= cwnd {
+				t.Fatalf("episode open %v, cwnd %d (was %d) after the ACK past the probe; want false, reduced", h.c.tlpEpisode, h.c.cc.cwnd(), cwnd)
+			}
+		})
+	}
+}
+
 // A spurious retransmission undone (RFC 8985 section 6.2 step 4, RFC 2883
 // section 5, RFC 3708): segment 1 is delayed past the reordering window;
 // the timer resends it and cwnd is cut. The original arrives, then the

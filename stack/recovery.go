@@ -150,19 +150,27 @@ func (c *Conn) uncount(s *sentSeg, n int) {
 // markLost deems s lost: it waits for a retransmission. A retransmission
 // found lost leaves the retransmitted count.
 func (c *Conn) markLost(s *sentSeg) {
+	if c.setLost(s) {
+		c.e.counters.inc(LostRetransmits)
+	}
+	if s.start.LessThan(c.rxtHint) {
+		c.rxtHint = s.start
+	}
+}
+
+// setLost marks s lost; it reports whether a retransmission of it was in flight.
+func (c *Conn) setLost(s *sentSeg) bool {
 	n := s.len()
-	if s.flags&segRxtOut != 0 {
+	rxt := s.flags&segRxtOut != 0
+	if rxt {
 		s.flags &^= segRxtOut
 		c.rxtOut -= n
-		c.e.counters.inc(LostRetransmits)
 	}
 	if s.flags&segLost == 0 {
 		s.flags |= segLost
 		c.lostOut += n
 	}
-	if s.start.LessThan(c.rxtHint) {
-		c.rxtHint = s.start
-	}
+	return rxt
 }
 
 // markAllLost deems every un-SACKed segment lost (after an RTO, or a
@@ -170,7 +178,7 @@ func (c *Conn) markLost(s *sentSeg) {
 func (c *Conn) markAllLost() {
 	for i := 0; i < c.sent.n; i++ {
 		if s := c.sent.at(i); s.flags&segSACKed == 0 {
-			c.markLost(s)
+			c.setLost(s)
 		}
 	}
 	c.rxtHint = c.sndUna
@@ -460,7 +468,8 @@ func (c *Conn) tlpProcessACK(s *segment) {
 	}
 	switch {
 	case !c.tlpRetrans:
-	case c.rack.ackDSACK && c.rack.ackDSACKEnd == c.tlpEndSeq:
+	case c.rack.ackDSACK && (c.rack.ackDSACKEnd == c.tlpEndSeq || c.finSent && c.rack.ackDSACKEnd.Add(1) == c.tlpEndSeq):
+		// (A D-SACK covers data only, not a FIN the probe carried.)
 	case s.ack.GreaterThan(c.tlpEndSeq):
 		if !c.inRecovery {
 			c.cc.onLoss(c.e.now, int(c.sndUna.Size(c.sndNxt)))

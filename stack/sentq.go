@@ -44,8 +44,6 @@ const maxFreeSentRings = 256
 
 func (q *sentQueue) at(i int) *sentSeg { return &q.r[(q.head+i)&(len(q.r)-1)] }
 
-func (q *sentQueue) last() *sentSeg { return q.at(q.n - 1) }
-
 func (q *sentQueue) push(e *Engine, s sentSeg) {
 	if q.n == len(q.r) {
 		q.grow(e)
