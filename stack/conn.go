@@ -89,7 +89,6 @@ type Conn struct {
 	persistAt                                     Time         // zero-window probe timer
 	tlpAt                                         Time         // tail loss probe timer (RFC 8985 section 7)
 	tlpEpisode                                    bool         // a probe was sent and its episode is not over (TLP.end_seq set)
-	tlpRetrans                                    bool         // TLP.is_retrans
 	tlpEndSeq                                     seqnum.Value // TLP.end_seq
 	reoAt                                         Time         // RACK's reordering timer (RFC 8985 section 6.3)
 	reordering                                    int          // DupThresh in segments: 3, raised when D-SACKs show reordering (Linux's tp->reordering)

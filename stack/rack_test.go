@@ -162,7 +162,7 @@ func TestRACKLostRetransmission(t *testing.T) {
 // Tail loss (RFC 8985 section 3.2 and 7): the last two segments of a
 // flight are lost. No later segment is delivered for RACK to judge them
 // by; the tail loss probe, 2*SRTT after the last ACK, resends the last
-// segment (no new data is waiting) and restarts the RTO. Its SACK shows
+// segment and restarts the RTO. Its SACK shows
 // segment 9, sent before it, lost: fast recovery resends it — one round
 // trip after the probe, not an RTO.
 func TestRACKTailLossProbe(t *testing.T) {
@@ -217,7 +217,7 @@ func TestRACKTLPEpisode(t *testing.T) {
 			// too (2*SRTT + WCDelAckT), capped at the RTO.
 			h.expectDeadline(h.c.rto)
 			h.advance(h.c.rto)
-			h.expectData(data, seqOf(10), smss, PSH, 1) // the probe: nothing new to send
+			h.expectData(data, seqOf(10), smss, PSH, 1) // the probe: the last segment again
 			h.expectNone()
 			// peer: ACK(ack=seg 11), at the probe's end
 			h.advance(rackRTT)

@@ -583,10 +583,10 @@ func TestCwndAfterLoss(t *testing.T) {
 		recoverySsth, rtoSsth float64 // segments
 	}{
 		// Fast recovery from cwnd 20 with 22 segments in flight; the RTO
-		// with cwnd at the recovery's ssthresh and one more segment in
-		// flight (the tail loss probe's new one).
-		{NewReno, 11, 6}, // 22/2; 12/2
-		{CUBIC, 14, 9},   // 20*0.7; 14*0.7 = 9.8, whole segments
+		// with cwnd at the recovery's ssthresh, that many in flight (the
+		// tail loss probe resent the last, adding none).
+		{NewReno, 11, 5.5}, // 22/2; 11/2
+		{CUBIC, 14, 9},     // 20*0.7; 14*0.7 = 9.8, whole segments
 	} {
 		t.Run(tc.cc.String(), func(t *testing.T) {
 			h := newHarness(t, withConfig(func(c *Config) { c.Congestion = tc.cc }))
@@ -634,14 +634,12 @@ func TestCwndAfterLoss(t *testing.T) {
 				t.Fatal("in recovery after the recovery point was acknowledged")
 			}
 			// Nothing comes back. The tail loss probe (2*SRTT, at least
-			// minPTO) sends new
-			// data, which the peer's window allows (RFC 8985 section 7.3),
-			// and restarts the RTO; the RTO then resends the first
-			// unacknowledged segment with cwnd = 1.
+			// minPTO) resends the last segment and restarts the RTO; the
+			// RTO then resends the first unacknowledged segment with cwnd = 1.
 			pto, rto := max(2*h.c.rtt.srtt, minPTO), h.c.rto
 			h.expectDeadline(pto)
 			h.advance(pto)
-			h.expectData(stream, seqOf(32+n), smss, 0, 1)
+			h.expectData(stream, seqOf(32+n-1), smss, 0, 1)
 			h.expectNone()
 			h.expectCounter(TailLossProbes, 1)
 			h.expectDeadline(rto)
@@ -660,7 +658,7 @@ func TestCwndAfterLoss(t *testing.T) {
 			// start grew cwnd to 4 on it (byte counting caps an ACK's
 			// credit at 2 SMSS); leaving a timeout's recovery keeps that
 			// — it is not a reduction ending at ssthresh.
-			end := 32 + n + 1 // the probe's segment too
+			end := 32 + n
 			h.send(seg{flags: ACK, seq: 1, ack: seqOf(end)})
 			for i := 0; i < 4; i++ {
 				h.expectData(stream, seqOf(end+i), smss, 0, 1)
