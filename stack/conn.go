@@ -72,33 +72,37 @@ type Conn struct {
 	inAcceptQ    bool
 	cookieOpen   bool // created from a SYN cookie (no SYN_RCVD record existed)
 
-	// Reliability and congestion control (part 2).
-	cc          congestion
-	ccState     ccState // cc points into it
-	rtt         rttEstimator
-	rttTiming   bool         // a segment is being timed (Karn's algorithm; no timestamps)
-	rttSeq      seqnum.Value // the timed segment's end
-	rttAt       Time
-	sacked      oooSet // the SACK scoreboard: SACKed ranges above SND.UNA
-	dupAcks     int
-	inRecovery  bool
-	rtoRecovery bool
+	// Reliability and congestion control (part 2): RACK-TLP loss recovery
+	// (recovery.go, rack.go) over the sent queue and the SACK scoreboard.
+	cc         congestion
+	ccState    ccState // cc points into it
+	rtt        rttEstimator
+	synXmit    Time         // when our SYN or SYN-ACK went, for the handshake's RTT; 0: resent (Karn)
+	sent       sentQueue    // a record per segment in flight, with its send time
+	rack       rackState    // RFC 8985 section 5.2
+	ackTSecr   uint32       // TSecr of the ACK being processed (0: none)
+	sacked     oooSet       // the SACK scoreboard: SACKed ranges above SND.UNA
+	sackedOut  int          // bytes of records SACKed
+	sackedSegs int          // records SACKed
+	lostOut    int          // bytes of records deemed lost (retransmitted or not)
+	rxtOut     int          // bytes of retransmissions in flight
+	rxtHint    seqnum.Value // no record below this is lost and waiting to be resent
+	dupAcks    int
+	inRecovery bool
 	// Proportional rate reduction during fast recovery (RFC 6937), in bytes.
 	prrDelivered, prrOut, prrRecoverFS, prrBudget int
+	rtoRecovery                                   bool
 	recoverySeq                                   seqnum.Value // RFC 6675 RecoveryPoint / RFC 6582 "recover"
-	highRxt                                       seqnum.Value // RFC 6675 HighRxt
-	rxtMark                                       seqnum.Value // SND.NXT when the current round of retransmissions began
 	persistAt                                     Time         // zero-window probe timer
 	tlpAt                                         Time         // tail loss probe timer (RFC 8985 section 7)
-	tlpOut                                        bool         // a tail loss probe is in flight
-	reoAt                                         Time         // RACK's reordering timer for the first hole; in fast recovery, the silence probe
-	lostTo                                        seqnum.Value // in recovery: every hole below this is lost (a probe's SACK showed it)
-	holeSince                                     Time         // when SACKs first showed a hole at holeSeq (SND.UNA); 0: no hole
-	holeSeq                                       seqnum.Value
-	reordering                                    int // DupThresh in segments: 3, raised when D-SACKs show reordering (Linux's tp->reordering)
-	undoRetrans                                   int // retransmissions of the last reduction not yet shown spurious by a D-SACK
-	priorCwnd                                     int // cwnd and ssthresh before the last reduction, for undo
+	tlpEpisode                                    bool         // a probe was sent and its episode is not over (TLP.end_seq set)
+	tlpEndSeq                                     seqnum.Value // TLP.end_seq
+	reoAt                                         Time         // RACK's reordering timer (RFC 8985 section 6.3)
+	reordering                                    int          // DupThresh in segments: 3, raised when D-SACKs show reordering (Linux's tp->reordering)
+	undoRetrans                                   int          // retransmissions of the last reduction not yet shown spurious by a D-SACK
+	priorCwnd                                     int          // cwnd and ssthresh before the last reduction, for undo
 	priorSsth                                     int
+	undone                                        bool // the last reduction was undone
 	rxtTSval                                      uint32
 	probes                                        int // unanswered zero-window probes
 	persistShift                                  int // persist timer backoff
@@ -110,6 +114,8 @@ type Conn struct {
 	ooo                                           oooSet   // out-of-order ranges held in rcvBuf past RCV.NXT
 	dsack                                         seqRange // a duplicate to report in the next ACK (RFC 2883)
 	hasDSACK                                      bool
+	oooFIN                                        seqnum.Value // the sequence number of a FIN held out of order
+	hasOOOFIN                                     bool
 
 	// RFC 5961 section 7 challenge ACK rate limit.
 	challengeWindowAt Time

@@ -43,20 +43,23 @@ const (
 	RxNoFlags        // segment with neither SYN, RST nor ACK on a synchronized connection
 	ChallengeACKs    // RFC 5961 challenge ACKs sent
 	ChallengeACKsLimited
-	Retransmits        // segments sent again (timeout or fast retransmit)
-	FastRecoveries     // loss recoveries entered on duplicate ACKs / SACK (RFC 6675, RFC 6582)
-	RTORecoveries      // retransmission timeouts with data outstanding
-	RxDSACKs           // D-SACK blocks received (RFC 2883): the peer got something twice
-	LostRetransmits    // retransmissions found lost by later data being SACKed
-	SpuriousRecoveries // window reductions undone: every retransmission came back D-SACKed
-	RxDuplicate        // data segments entirely below RCV.NXT (answered with a D-SACK)
-	RxOOOOverflow      // out-of-order segments dropped because the hole list was full
-	RxPAWSRejected     // segments with a timestamp older than TS.Recent (RFC 7323 section 5)
-	DelayedACKs        // ACKs sent by the delayed-ACK timer
+	Retransmits         // segments sent again (timeout, loss recovery or probe)
+	FastRecoveries      // loss recoveries entered on losses found by RACK (RFC 8985) or duplicate ACKs (RFC 6582)
+	RTORecoveries       // retransmission timeouts with data outstanding
+	RxDSACKs            // D-SACK blocks received (RFC 2883): the peer got something twice
+	LostRetransmits     // retransmissions found lost (by RACK: sent before data delivered since, and out too long)
+	SpuriousRecoveries  // window reductions undone: every retransmission came back D-SACKed, or timestamps showed the originals arrived
+	RACKLosses          // segments RACK deemed lost (RFC 8985 section 6.2 step 5)
+	RACKReoWndIncreases // D-SACK rounds that widened RACK's reordering window (section 6.2 step 4)
+	RxDuplicate         // data segments entirely below RCV.NXT (answered with a D-SACK)
+	RxOOOOverflow       // out-of-order segments dropped because the hole list was full
+	RxPAWSRejected      // segments with a timestamp older than TS.Recent (RFC 7323 section 5)
+	DelayedACKs         // ACKs sent by the delayed-ACK timer
 	ZeroWindowProbes
 	TailLossProbes  // RFC 8985 section 7 probes sent
-	ReorderTimeouts // a SACK hole outlived the reordering window with no ACK after: recovery started by the timer
-	RecoveryProbes  // fast recovery heard no ACK for 2 SRTT: the first hole sent again
+	TLPRecoveries   // probes that repaired a loss (their ACK went past them): cwnd reduced (section 7.4.2)
+	ReorderTimeouts // RACK's reordering timer found segments lost with no ACK after (section 6.3)
+	RecoveryProbes  // fast recovery heard no ACK for a probe timeout: the segment at SND.UNA sent again
 	SYNRetransmits  // SYN and SYN-ACK retransmissions
 	// SYNTimeWaitCollisions: an active open's SYN drew the bare ACK of a
 	// peer's TIME_WAIT for the same 4-tuple; RST sent and the SYN again at once.
@@ -131,8 +134,8 @@ var counterNames = [numCounters]string{
 	RxBadSYN: "rx_bad_syn", RxNoFlags: "rx_no_flags",
 	ChallengeACKs: "challenge_acks", ChallengeACKsLimited: "challenge_acks_limited",
 	Retransmits: "retransmits", FastRecoveries: "fast_recoveries", RTORecoveries: "rto_recoveries",
-	RxDSACKs: "rx_dsacks", LostRetransmits: "lost_retransmits", SpuriousRecoveries: "spurious_recoveries", RxDuplicate: "rx_duplicate", RxOOOOverflow: "rx_ooo_overflow", RxPAWSRejected: "rx_paws_rejected",
-	DelayedACKs: "delayed_acks", ZeroWindowProbes: "zero_window_probes", TailLossProbes: "tail_loss_probes", ReorderTimeouts: "reorder_timeouts", RecoveryProbes: "recovery_probes", SYNRetransmits: "syn_retransmits", SYNTimeWaitCollisions: "syn_tw_collisions",
+	RxDSACKs: "rx_dsacks", LostRetransmits: "lost_retransmits", SpuriousRecoveries: "spurious_recoveries", RACKLosses: "rack_losses", RACKReoWndIncreases: "rack_reo_wnd_increases", RxDuplicate: "rx_duplicate", RxOOOOverflow: "rx_ooo_overflow", RxPAWSRejected: "rx_paws_rejected",
+	DelayedACKs: "delayed_acks", ZeroWindowProbes: "zero_window_probes", TailLossProbes: "tail_loss_probes", TLPRecoveries: "tlp_recoveries", ReorderTimeouts: "reorder_timeouts", RecoveryProbes: "recovery_probes", SYNRetransmits: "syn_retransmits", SYNTimeWaitCollisions: "syn_tw_collisions",
 	ActiveOpens: "active_opens", PassiveOpens: "passive_opens", EstablishedResets: "established_resets",
 	ConnectRefused: "connect_refused", ConnectTimeouts: "connect_timeouts", RetransmitTimeouts: "retransmit_timeouts",
 	HalfOpenTimeouts: "half_open_timeouts", FinWait2Timeouts: "fin_wait2_timeouts", EphemeralPortsExhausted: "ephemeral_ports_exhausted", ConnectNoRoute: "connect_no_route",

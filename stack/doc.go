@@ -17,9 +17,12 @@
 //	rcv.go       segment arrival (RFC 9293 section 3.10.7), RFC 5961 checks, PAWS, delayed ACKs
 //	reassembly.go out-of-order data held in place in the receive ring; SACK/D-SACK blocks
 //	snd.go       segment output, RTO, persist timer, sender/receiver silly window avoidance
-//	recovery.go  RFC 6675 SACK loss recovery (NewReno without SACK), limited transmit, tail loss probe
+//	sentq.go     the sent queue: a record per segment in flight with its send time and SACK/lost marks
+//	rack.go      RACK (RFC 8985 section 6): loss detection by send time, reordering window and timer
+//	recovery.go  loss recovery around it: SACK scoreboard, pipe, PRR (RFC 6937), tail loss probe
+//	             (RFC 8985 section 7), undo; NewReno (RFC 6582) without SACK; limited transmit
 //	cc.go        congestion control interface, NewReno; cubic.go CUBIC (RFC 9438)
-//	rtt.go       RTT estimation (RFC 6298)
+//	rtt.go       RTT estimation (RFC 6298) from send times; the minimum RTT filter
 //	conn.go      the connection record and the application side
 //	timewait.go  the compact TIME_WAIT table
 //	timer.go     the per-shard timer heap
@@ -28,6 +31,15 @@
 //	neighbor.go  ARP, ICMP echo and path MTU
 //	counters.go  every drop and notable event, readable from other goroutines
 //	trace.go     connection traces (segments, states, timers) for ladder diagrams
+//
+// Loss recovery is RACK-TLP (RFC 8985), as Linux's: each segment in flight
+// is stamped with its send time on the engine's nanosecond clock, a segment
+// sent before one since delivered and out longer than the RTT plus a
+// reordering window (adapted from D-SACKs) is lost — first transmission or
+// retransmission alike — and a tail loss probe makes the receiver show
+// losses at the end of a flight. RTT samples come from the same send times
+// (Karn-safe), so SRTT is exact to the microsecond on a LAN; the
+// timestamp option serves PAWS and the peer.
 //
 // Timers: one binary heap per engine holds each connection once, under its
 // earliest deadline. Deadlines that move later (the RTO restarted by every

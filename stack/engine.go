@@ -45,6 +45,8 @@ type Engine struct {
 
 	tr engineTrace // connection traces (trace.go)
 
+	sentRings [][]sentSeg // free sent-queue storage (sentq.go)
+
 	// Scratch space, reused for every frame so that input and output never allocate.
 	pkt wire.Packet
 	seg segment
@@ -430,6 +432,7 @@ func (e *Engine) releaseConn(c *Conn, final State) {
 	e.stats.states[c.state].Add(-1)
 	c.state = final
 	c.sndBuf.reset()
+	c.sent.release(e)
 	if c.appClosed {
 		c.rcvBuf.reset()
 		c.ooo.reset()
@@ -451,7 +454,7 @@ func (e *Engine) newConn(k FlowKey, to hop) *Conn {
 		peer: to, macKnown: true,
 		persistAt: Never, delackAt: Never, tlpAt: Never, reoAt: Never,
 		quickAcks:  maxQuickAcks,
-		reordering: dupThresh,
+		reordering: dupThresh, rack: rackState{reoWndMult: 1},
 		rcvMSSSeen: int(defaultMSS(k)),
 		rto:        e.cfg.InitialRTO,
 		keepalive:  !e.cfg.Keepalive.Disabled,

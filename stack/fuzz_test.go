@@ -898,6 +898,9 @@ func (w *fzWorld) check() {
 		if end := c.sndBufSeq.Add(seqnum.Size(c.sndBuf.Len()) + fin); c.sndNxt.GreaterThan(end) {
 			w.fatalf("%v (%v): SND.NXT %d past the end of the data %d", k, c.state, c.sndNxt, end)
 		}
+		if msg := c.sentQueueError(); msg != "" {
+			w.fatalf("%v (%v): sent queue: %s", k, c.state, msg)
+		}
 		if c.sndBuf.Len() > c.sndBuf.max || len(c.sndBuf.buf) > c.sndBuf.max || c.sndBuf.max != e.cfg.SndBuffer {
 			w.fatalf("%v: send buffer %d (storage %d) over its bound %d", k, c.sndBuf.Len(), len(c.sndBuf.buf), c.sndBuf.max)
 		}

@@ -301,7 +301,8 @@ func (e *Engine) pathMTU(ic *wire.ICMP) {
 	// without a congestion response (Linux's tcp_simple_retransmit).
 	if c.sndNxt != c.sndUna && c.state.synchronized() {
 		c.inRecovery, c.rtoRecovery = true, true
-		c.recoverySeq, c.highRxt = c.sndNxt, c.sndUna
+		c.recoverySeq = c.sndNxt
+		c.markAllLost()
 		c.output()
 	}
 }

@@ -170,7 +170,7 @@ func (c *Conn) input(s *segment) {
 	c.receiveText(s)
 
 	// Eighth: FIN.
-	if s.has(wire.FlagFIN) && c.state != Closed {
+	if (s.has(wire.FlagFIN) || c.hasOOOFIN && c.oooFIN == c.rcvNxt) && c.state != Closed {
 		c.receiveFIN(s)
 	}
 	if c.state != Closed && c.state != TimeWait {
@@ -230,19 +230,31 @@ func (c *Conn) processACK(s *segment) bool {
 		c.challengeACK()
 		return false
 	}
-	// What this ACK delivers, for PRR (an empty scoreboard adds nothing:
-	// the common case skips the sum).
-	priorUna, priorSACKed := c.sndUna, 0
-	if c.sacked.n > 0 {
-		priorSACKed = c.sacked.bytes()
+	// What this ACK delivers, for PRR: SND.UNA's advance and the change in
+	// SACKed bytes.
+	priorUna, priorSACKed := c.sndUna, c.sackedOut
+	c.rackNewACK()
+	c.ackTSecr = 0
+	if c.tsOK && s.opts.HasTimestamps {
+		c.ackTSecr = s.opts.TSEcr
+	}
+	// RFC 8985 section 6.2 takes what the ACK newly delivers in sequence
+	// order: the cumulatively acknowledged records, then the SACKed ones.
+	if s.ack.GreaterThan(c.sndUna) {
+		c.ackRecords(s.ack)
 	}
 	newSACK := false
 	if c.sackOK && s.opts.NumSACK > 0 {
 		newSACK = c.updateScoreboard(s.opts, s.ack)
 	}
+	rtt, sampled := c.rackTakeSamples()
+	if sampled {
+		c.rtt.sample(rtt, e.cfg.MinRTO, e.cfg.MaxRTO)
+	}
+	c.tlpProcessACK(s) // before ackAdvance arms the next probe
 	switch {
 	case s.ack.GreaterThan(c.sndUna):
-		c.ackAdvance(s)
+		c.ackAdvance(s, rtt)
 	case s.ack == c.sndUna && c.sndNxt != c.sndUna && len(s.payload) == 0 && !s.has(wire.FlagSYN|wire.FlagFIN) &&
 		(newSACK || (!c.sackOK && uint32(s.wnd)<<c.sndWScale == c.sndWnd)):
 		// A duplicate ACK: RFC 5681 section 2's definition, or with SACK
@@ -267,39 +279,27 @@ func (c *Conn) processACK(s *segment) bool {
 	if c.state == Closed || c.state == TimeWait {
 		return false
 	}
-	// Loss detection: DupThresh duplicate ACKs (RFC 5681 section 3.2,
-	// RFC 6582) or, with SACK, enough SACKed above SND.UNA that it is
-	// deemed lost (RFC 6675 section 5, IsLost(HighACK + 1)).
-	// A hole at SND.UNA that SACKs have shown for longer than the
-	// reordering window is a loss whatever DupThresh says: the time-based
-	// judgment of RACK (RFC 8985 section 6.2), made for the first hole,
-	// which bounds how long a raised DupThresh can delay recovery.
-	holeAged := false
-	if c.sackOK && c.sacked.n > 0 && c.sacked.r[0].start.GreaterThan(c.sndUna) {
-		if c.holeSince == 0 || c.holeSeq != c.sndUna {
-			c.holeSince, c.holeSeq = e.now, c.sndUna
+	// Loss detection: RACK (RFC 8985 section 6.2) with SACK; NewReno's
+	// DupThresh duplicate ACKs (RFC 5681 section 3.2, RFC 6582) without.
+	if c.sackOK {
+		c.rackUpdateReoWnd()
+	}
+	if c.sndNxt != c.sndUna {
+		if c.sackOK {
+			c.rackArmTimer(c.rackDetectLoss())
+		} else if c.dupAcks == c.reordering && !c.inRecovery {
+			c.markNewRenoLost()
 		}
-		holeAged = e.now.Sub(c.holeSince) >= c.reoWnd()
+		if c.lostOut > 0 && !c.inRecovery {
+			c.enterRecovery(false)
+		}
 	} else {
-		c.holeSince = 0
+		c.reoAt = Never
 	}
-	if !c.inRecovery && c.sndNxt != c.sndUna {
-		switch {
-		case c.dupAcks >= c.reordering || (c.sackOK && c.lostBoundary().GreaterThan(c.sndUna)) || holeAged:
-			c.enterRecovery(false)
-		case c.tlpOut && newSACK && c.sacked.n > 0 && c.sacked.r[c.sacked.n-1].end == c.sndNxt:
-			// The tail loss probe, sent last and two round trips after the
-			// rest, was SACKed while holes remain below it: those segments
-			// are lost (the inference RACK makes from send times, RFC 8985
-			// section 7.4).
-			c.enterRecovery(false)
-			c.lostTo = c.sacked.r[c.sacked.n-1].start
-		}
-	}
-	c.armReorderTimer()
+	c.armRecoveryProbe()
 	if c.prrActive() {
 		// Every ACK in recovery, the one that started it included.
-		c.prrUpdate(int(priorUna.Size(c.sndUna)) + c.sacked.bytes() - priorSACKed)
+		c.prrUpdate(int(priorUna.Size(c.sndUna)) + c.sackedOut - priorSACKed)
 	}
 	return true
 }
@@ -308,7 +308,7 @@ func (c *Conn) processACK(s *segment) bool {
 // takes an RTT sample, feeds congestion control, restarts the
 // retransmission timer and runs the state changes our FIN's acknowledgment
 // causes.
-func (c *Conn) ackAdvance(s *segment) {
+func (c *Conn) ackAdvance(s *segment, rtt time.Duration) {
 	e := c.e
 	ack := s.ack
 	c.detectDelayedOriginal(s)
@@ -326,24 +326,11 @@ func (c *Conn) ackAdvance(s *segment) {
 	finAcked := c.finSent && ack == dataEnd.Add(1)
 	c.pruneScoreboard()
 	c.dupAcks = 0
-	if c.highRxt.LessThan(c.sndUna) {
-		c.highRxt = c.sndUna
-	}
-
-	// RTT (RFC 6298 section 3; RFC 7323 section 4: with timestamps every
-	// ACK of new data is a sample, retransmissions included, since TSecr
-	// names the transmission it answers; without, Karn's algorithm).
-	var rtt time.Duration
-	switch {
-	case c.tsOK && s.opts.HasTimestamps && s.opts.TSEcr != 0:
-		if d := int32(c.tsNow() - s.opts.TSEcr); d >= 0 {
-			rtt = time.Duration(d) * time.Millisecond
-			c.rtt.sample(rtt, e.cfg.MinRTO, e.cfg.MaxRTO)
-		}
-	case c.rttTiming && !ack.LessThan(c.rttSeq):
-		rtt = e.now.Sub(c.rttAt)
-		c.rtt.sample(rtt, e.cfg.MinRTO, e.cfg.MaxRTO)
-		c.rttTiming = false
+	if c.synXmit != 0 {
+		// The ACK of our SYN (a passive open's third segment): the
+		// handshake's RTT, unless the SYN-ACK was resent.
+		c.rtt.sample(e.now.Sub(c.synXmit), e.cfg.MinRTO, e.cfg.MaxRTO)
+		c.synXmit = 0
 	}
 
 	if c.inRecovery {
@@ -362,9 +349,9 @@ func (c *Conn) ackAdvance(s *segment) {
 			// unacknowledged segment is lost too; send it at once —
 			// whatever the pipe, which without SACK still counts the
 			// flight above it and would hold it until the RTO.
-			c.highRxt = c.sndUna
-			if seq, n, ok := c.nextRetransmit(c.effectiveMSS()); ok {
-				c.retransmit(seq, n)
+			c.markNewRenoLost()
+			if i, ok := c.nextLost(); ok {
+				c.retransmitSeg(i)
 			}
 		}
 	} else {
@@ -387,7 +374,6 @@ func (c *Conn) ackAdvance(s *segment) {
 	} else {
 		c.rtoAt = e.now.Add(c.rto)
 	}
-	c.tlpOut, c.tlpAt = false, Never
 	c.armTLP()
 	c.rearm()
 	if c.wantWritable && c.sndSpace() >= c.sndLimit()/3 && !c.finQueued {
@@ -472,6 +458,9 @@ func (c *Conn) receiveText(s *segment) {
 			e.counters.inc(RxOOOOverflow)
 		default:
 			e.counters.inc(RxOutOfOrder)
+			if s.has(wire.FlagFIN) && n == len(data) {
+				c.oooFIN, c.hasOOOFIN = end, true
+			}
 		}
 		return
 	}
@@ -557,10 +546,19 @@ func (c *Conn) ackNow() {
 
 // receiveFIN is step eight: a FIN at RCV.NXT (after the text) closes the
 // peer's direction.
+// A FIN that came ahead of a hole is held (as Linux's out-of-order queue
+// holds it) and taken when the hole fills, so the sender need not resend it.
 func (c *Conn) receiveFIN(s *segment) {
-	if s.seq.Add(seqnum.Size(len(s.payload))) != c.rcvNxt || c.finRcvd {
-		if c.finRcvd && s.seq.Add(seqnum.Size(len(s.payload))).Add(1) == c.rcvNxt {
+	at := s.seq.Add(seqnum.Size(len(s.payload)))
+	if c.hasOOOFIN && c.oooFIN == c.rcvNxt {
+		at, c.hasOOOFIN = c.rcvNxt, false
+	}
+	if at != c.rcvNxt || c.finRcvd {
+		switch {
+		case c.finRcvd && at.Add(1) == c.rcvNxt:
 			c.ackNeeded = true // a retransmitted FIN: ACK it again
+		case !c.finRcvd && len(s.payload) == 0 && at.GreaterThan(c.rcvNxt) && at.LessThanEq(c.rcvAdvEdge):
+			c.oooFIN, c.hasOOOFIN = at, true
 		}
 		return
 	}
@@ -654,6 +652,12 @@ func (c *Conn) synSentInput(s *segment) {
 		c.rtoAt = Never
 		c.retries = 0
 		c.rto = e.cfg.InitialRTO
+		if c.synXmit != 0 {
+			// The handshake's RTT (Karn: not when the SYN was resent), and
+			// the RTO from it, as Linux's tcp_ack sets it on the SYN-ACK.
+			c.rto = c.rtt.sample(e.now.Sub(c.synXmit), e.cfg.MinRTO, e.cfg.MaxRTO)
+			c.synXmit = 0
+		}
 		// In SYN-ACK the window is not scaled either; later segments are.
 		c.sndWL1, c.sndWL2 = s.seq, s.ack
 		c.setState(Established)

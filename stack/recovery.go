@@ -7,42 +7,51 @@ import (
 	"github.com/xdproxy/xdproxy/stack/wire"
 )
 
-// Loss recovery is RFC 6675 ("conservative SACK-based loss recovery"), with
-// RFC 6582 NewReno as its degenerate form when the peer does not do SACK.
+// Loss recovery is RACK-TLP (RFC 8985) over the SACK scoreboard, with
+// Proportional Rate Reduction (RFC 6937) pacing what fast recovery sends,
+// and NewReno (RFC 6582) when the peer does not do SACK.
 //
-// Why RFC 6675 and not RACK-TLP (RFC 8985): RACK needs a per-segment
-// transmit time for every segment in flight, i.e. a per-segment record
-// alongside the send ring; RFC 6675 works from the SACK scoreboard (a handful
-// of ranges) and the byte ring we already keep, so it allocates nothing per
-// segment and its decisions depend only on sequence numbers, which makes it
-// exact to test. Its weakness — reordering beyond DupThresh looks like loss —
-// costs a spurious retransmission and a window reduction, which the 10%
-// reordering simulation measures.
+// Every segment in flight has a record (sentq.go) with its latest send
+// time on the engine's nanosecond clock. Losses are found by time (RACK,
+// rack.go): a segment sent before one that was delivered, and out for
+// longer than RACK's RTT plus a reordering window, is lost — the first
+// transmission or a retransmission alike, so a lost retransmission is
+// resent without an RTO. The reordering window adapts to D-SACKs (RFC 8985
+// section 6.2), and a timer judges what was too young when the last ACK
+// came. A tail loss probe (section 7) makes the receiver show what is
+// missing when the last segments of a flight, or their ACKs, are lost.
 //
-// Around it, what RACK-TLP's timers give without per-segment times: how
-// much is sent in fast recovery follows Proportional Rate Reduction (RFC
-// 6937; prrUpdate), so every ACK in recovery lets something out; a first
-// hole that SACKs have shown is resent by a reordering timer when the ACKs
-// stop short of DupThresh (armReorderTimer); silence in fast recovery
-// resends the first hole once before the RTO would; and the tail loss probe
-// resends the last segment, which a delayed-ACK receiver answers at once.
-// On a client leg with 3% loss each way (TestLossyClient) these took a
-// 50 MiB download from 8-10 s (17-24 RTOs) to 2.5-3 s (3-6 RTOs).
+// Around RACK, what Linux keeps too: the scoreboard (the SACKed ranges
+// above SND.UNA, from which each record's SACKed mark is set), RFC 6675's
+// pipe (the bytes in flight: un-SACKed, not lost, plus retransmissions in
+// flight), PRR for how much goes per ACK in recovery, and the undo of a
+// window reduction that D-SACKs or timestamps show was spurious (RFC 3708,
+// RFC 3522). RTT samples come from the send times as well (rack.go): only
+// never-retransmitted data is measured, so SRTT is exact to the
+// microsecond on a LAN; the timestamp option stays for PAWS and the peer.
 //
-// The scoreboard is the set of SACKed ranges above SND.UNA. IsLost (RFC 6675
-// section 4) is monotone in the sequence number when judged by SACKed bytes
-// above a point, so "lost" is everything un-SACKed below one boundary; after
-// an RTO everything un-SACKed below the recovery point is lost (as Linux's
-// tcp_enter_loss marks it).
+// Without SACK, recovery is NewReno: DupThresh duplicate ACKs mark the
+// first unacknowledged segment lost, and so does each partial ACK.
+//
+// After an RTO every un-SACKed segment is lost (as Linux's tcp_enter_loss
+// marks them) and slow start resends them.
 
+// dupThresh is RFC 5681's DupThresh: NewReno's duplicate ACKs, and the
+// SACKed segments past which RACK's reordering window is zero until
+// reordering has been seen.
 const dupThresh = 3
 
-// updateScoreboard takes the ACK's SACK blocks (RFC 2018); it reports
-// whether they SACKed anything new. Blocks outside [SND.UNA, SND.NXT] and
-// D-SACK blocks (RFC 2883: the first block below SND.UNA, or inside another
-// block) carry no new information for the sender and are only counted.
+// updateScoreboard takes the ACK's SACK blocks (RFC 2018) and marks the
+// records they newly cover; it reports whether they SACKed anything new.
+// Blocks outside [SND.UNA, SND.NXT] carry nothing; a D-SACK block (RFC
+// 2883: the first block below the cumulative ACK, or inside another block)
+// says a retransmission was spurious (onDSACK).
 func (c *Conn) updateScoreboard(o *wire.TCPOptions, ack seqnum.Value) bool {
-	newInfo := false
+	// RACK takes what an ACK delivers in ascending order (RFC 8985 section
+	// 6.2 step 3: else a block reported before, whose ACK was lost, would
+	// look like reordering), so the blocks are sorted by their start.
+	var blocks [len(o.SACK)]seqRange
+	nb := 0
 	for i := 0; i < int(o.NumSACK); i++ {
 		start, end := seqnum.Value(o.SACK[i].Start), seqnum.Value(o.SACK[i].End)
 		if !start.LessThan(end) || end.GreaterThan(c.sndNxt) {
@@ -50,30 +59,153 @@ func (c *Conn) updateScoreboard(o *wire.TCPOptions, ack seqnum.Value) bool {
 		}
 		if i == 0 && isDSACK(o, ack) {
 			c.e.counters.inc(RxDSACKs)
+			c.rack.ackDSACK, c.rack.ackDSACKEnd = true, end
 			c.onDSACK(start)
 			continue
 		}
-		if end.LessThanEq(c.sndUna) {
-			continue
+		k := nb
+		for ; k > 0 && start.LessThan(blocks[k-1].start); k-- {
+			blocks[k] = blocks[k-1]
 		}
-		start = seqnum.Max(start, c.sndUna)
-		if c.sacked.covers(start, end) {
+		blocks[k] = seqRange{start, end}
+		nb++
+	}
+	newInfo := false
+	for _, b := range blocks[:nb] {
+		start, end := seqnum.Max(b.start, c.sndUna), b.end
+		if !start.LessThan(end) || c.sacked.covers(start, end) {
 			continue // repeated: receivers report held ranges in every ACK
 		}
-		if c.sacked.add(start, end) {
-			newInfo = true
-			if c.inRecovery && end.GreaterThan(c.rxtMark) && c.highRxt.GreaterThan(c.sndUna) {
-				// Data sent after our retransmissions arrived while a hole
-				// we retransmitted is still open: that retransmission was
-				// lost too. Retransmit the holes again (the check RACK makes
-				// by time, made here by order: Linux's tcp_mark_lost_retrans).
-				c.highRxt = c.sndUna
-				c.rxtMark = c.sndNxt
-				c.e.counters.inc(LostRetransmits)
+		// The parts of the block not SACKed before: only their records change.
+		var gaps [maxOOORanges + 1]seqRange
+		ng, at := 0, start
+		for k := 0; k < c.sacked.n && at.LessThan(end); k++ {
+			r := c.sacked.r[k]
+			if r.end.LessThanEq(at) {
+				continue
+			}
+			if !r.start.LessThan(end) {
+				break
+			}
+			if r.start.GreaterThan(at) {
+				gaps[ng] = seqRange{at, r.start}
+				ng++
+			}
+			at = seqnum.Max(at, r.end)
+		}
+		if at.LessThan(end) {
+			gaps[ng] = seqRange{at, end}
+			ng++
+		}
+		c.sacked.add(start, end) // a full scoreboard still marks the records
+		for _, g := range gaps[:ng] {
+			if c.sackRecords(g.start, g.end, start, end) {
+				newInfo = true
 			}
 		}
 	}
 	return newInfo
+}
+
+// sackRecords marks SACKed the records overlapping [a, b) that the block
+// [bs, be) — or the scoreboard as a whole — covers entirely, delivering
+// them to RACK. It reports whether any was marked.
+func (c *Conn) sackRecords(a, b, bs, be seqnum.Value) bool {
+	marked := false
+	for i := c.sent.find(a); i < c.sent.n; i++ {
+		s := c.sent.at(i)
+		if !s.start.LessThan(b) {
+			break
+		}
+		if s.flags&segSACKed != 0 {
+			continue
+		}
+		if !(bs.LessThanEq(s.start) && s.end.LessThanEq(be)) && !c.sacked.covers(s.start, s.end) {
+			continue // partly SACKed: still missing to the receiver
+		}
+		n := s.len()
+		c.uncount(s, n)
+		s.flags = s.flags&^(segLost|segRxtOut) | segSACKed
+		c.sackedOut += n
+		c.sackedSegs++
+		c.rackDelivered(s)
+		marked = true
+	}
+	return marked
+}
+
+// uncount takes n bytes of s out of the counts its marks are in.
+func (c *Conn) uncount(s *sentSeg, n int) {
+	if s.flags&segSACKed != 0 {
+		c.sackedOut -= n
+	}
+	if s.flags&segLost != 0 {
+		c.lostOut -= n
+	}
+	if s.flags&segRxtOut != 0 {
+		c.rxtOut -= n
+	}
+}
+
+// markLost deems s lost: it waits for a retransmission. A retransmission
+// found lost leaves the retransmitted count.
+func (c *Conn) markLost(s *sentSeg) {
+	if c.setLost(s) {
+		c.e.counters.inc(LostRetransmits)
+	}
+	if s.start.LessThan(c.rxtHint) {
+		c.rxtHint = s.start
+	}
+}
+
+// setLost marks s lost; it reports whether a retransmission of it was in flight.
+func (c *Conn) setLost(s *sentSeg) bool {
+	n := s.len()
+	rxt := s.flags&segRxtOut != 0
+	if rxt {
+		s.flags &^= segRxtOut
+		c.rxtOut -= n
+	}
+	if s.flags&segLost == 0 {
+		s.flags |= segLost
+		c.lostOut += n
+	}
+	return rxt
+}
+
+// markAllLost deems every un-SACKed segment lost (after an RTO, or a
+// smaller path MTU): all go again.
+func (c *Conn) markAllLost() {
+	for i := 0; i < c.sent.n; i++ {
+		if s := c.sent.at(i); s.flags&segSACKed == 0 {
+			c.setLost(s)
+		}
+	}
+	c.rxtHint = c.sndUna
+}
+
+// ackRecords drops the records the cumulative ACK covers, delivering to
+// RACK those not SACKed before; a record the ACK reaches into is trimmed.
+func (c *Conn) ackRecords(ack seqnum.Value) {
+	e := c.e
+	for c.sent.n > 0 {
+		s := c.sent.at(0)
+		if !s.start.LessThan(ack) {
+			return
+		}
+		if s.end.GreaterThan(ack) {
+			c.uncount(s, int(s.start.Size(ack)))
+			s.start = ack
+			return
+		}
+		if s.flags&segSACKed != 0 {
+			c.sackedSegs--
+		} else {
+			c.rackDelivered(s)
+		}
+		c.uncount(s, s.len())
+		c.sent.popFront(e)
+	}
 }
 
 // onDSACK learns from a D-SACK: the peer received something twice, so a
@@ -89,23 +221,39 @@ func (c *Conn) onDSACK(start seqnum.Value) {
 	}
 	// Only a D-SACK at or above SND.UNA measures reordering (as Linux's
 	// tcp_sacktag_one takes it only for data still in its queue): below, the
-	// distance to the top has grown by all that was acknowledged since, and
-	// one spurious retransmission under loss (a lost ACK, say) raised
-	// DupThresh to a window's worth, leaving every later loss to the RTO.
+	// distance to the top has grown by all that was acknowledged since.
 	// Reordering below SND.UNA is found by detectDelayedOriginal instead.
 	if top.GreaterThan(start) && !start.LessThan(c.sndUna) {
-		if dist := int(start.Size(top))/mss + 1; dist > c.reordering {
-			c.reordering = min(dist, maxReordering)
-		}
+		c.raiseReordering(int(start.Size(top))/mss + 1)
 	}
 	if c.undoRetrans > 0 {
 		c.undoRetrans--
-		if c.undoRetrans == 0 && c.priorCwnd > 0 {
-			c.cc.undo(c.priorCwnd, c.priorSsth)
-			c.priorCwnd = 0
-			c.e.counters.inc(SpuriousRecoveries)
+		if c.undoRetrans == 0 {
+			c.undoReduction()
 		}
 	}
+}
+
+// raiseReordering records reordering dist segments deep: RACK has seen
+// reordering (its window opens), and DupThresh (NewReno's, and the SACKed
+// count past which an unseen reordering is not waited for) follows it.
+func (c *Conn) raiseReordering(dist int) {
+	c.rack.reordSeen = true
+	if dist > c.reordering {
+		c.reordering = min(dist, maxReordering)
+	}
+}
+
+// undoReduction restores the window from before the last reduction, which
+// proved spurious (Linux's tcp_try_undo_dsack, tcp_try_undo_recovery).
+func (c *Conn) undoReduction() {
+	if c.priorCwnd == 0 {
+		return
+	}
+	c.cc.undo(c.priorCwnd, c.priorSsth)
+	c.priorCwnd = 0
+	c.undone = true // the recovery, if still on, ends without setting cwnd to ssthresh
+	c.e.counters.inc(SpuriousRecoveries)
 }
 
 // detectDelayedOriginal is Eifel detection (RFC 3522) as Linux's
@@ -113,9 +261,10 @@ func (c *Conn) onDSACK(start seqnum.Value) {
 // whose TSecr is older than our first retransmission was sent for the
 // original segment, which was delayed, not lost. Reordering is then as deep
 // as the data that arrived ahead of it (SND.UNA to the highest SACKed byte,
-// Linux's tcp_check_sack_reordering with prior_snd_una). Called before
-// SND.UNA moves. c.rxtTSval is the TSval of the recovery's first
-// retransmission.
+// Linux's tcp_check_sack_reordering with prior_snd_una). When that ACK
+// ends the recovery, nothing was lost at all and the reduction is undone
+// (Linux's tcp_try_undo_recovery). Called before SND.UNA moves. c.rxtTSval
+// is the TSval of the recovery's first retransmission.
 func (c *Conn) detectDelayedOriginal(s *segment) {
 	if !c.inRecovery || c.rtoRecovery || !c.tsOK || !s.opts.HasTimestamps || s.opts.TSEcr == 0 ||
 		int32(s.opts.TSEcr-c.rxtTSval) >= 0 {
@@ -125,15 +274,10 @@ func (c *Conn) detectDelayedOriginal(s *segment) {
 	if c.sacked.n > 0 {
 		top = seqnum.Max(top, c.sacked.r[c.sacked.n-1].end)
 	}
-	if dist := int(c.sndUna.Size(top))/c.effectiveMSS() + 1; dist > c.reordering {
-		c.reordering = min(dist, maxReordering)
+	c.raiseReordering(int(c.sndUna.Size(top))/c.effectiveMSS() + 1)
+	if !s.ack.LessThan(c.recoverySeq) {
+		c.undoReduction()
 	}
-}
-
-// reoWnd is RACK's reordering window (RFC 8985 section 6.2): a quarter of
-// the smoothed RTT, at least 1 ms.
-func (c *Conn) reoWnd() time.Duration {
-	return max(c.rtt.srtt/4, time.Millisecond)
 }
 
 // maxReordering caps DupThresh (Linux's tcp_max_reordering is 300).
@@ -172,282 +316,204 @@ func (c *Conn) pruneScoreboard() {
 	}
 }
 
-// lostBoundary is the sequence number below which every un-SACKed byte is
-// considered lost (RFC 6675 IsLost, with DupThresh SMSS of SACKed bytes above).
-func (c *Conn) lostBoundary() seqnum.Value {
-	if c.rtoRecovery {
-		return c.recoverySeq
-	}
-	if !c.sackOK {
-		if c.inRecovery {
-			// NewReno: the first unacknowledged segment is the lost one.
-			return seqnum.Min(c.sndUna.Add(seqnum.Size(c.effectiveMSS())), c.sndNxt)
-		}
-		return c.sndUna
-	}
-	// IsLost: more than (DupThresh-1)*SMSS bytes, or DupThresh discontiguous
-	// ranges, SACKed above.
-	threshold := (c.reordering - 1) * c.effectiveMSS()
-	acc := 0
-	boundary := c.sndUna
-	for k := c.sacked.n - 1; k >= 0; k-- {
-		acc += int(c.sacked.r[k].start.Size(c.sacked.r[k].end))
-		if acc > threshold || c.sacked.n-k >= c.reordering {
-			boundary = c.sacked.r[k].start
-			break
-		}
-	}
-	if c.inRecovery {
-		boundary = seqnum.Max(boundary, c.lostTo)
-		// Section 5 step 4.3: recovery begins by resending the first
-		// segment, whatever the scoreboard says (entered on DupThresh
-		// duplicate ACKs whose SACK blocks were lost, say).
-		boundary = seqnum.Max(boundary, seqnum.Min(c.sndUna.Add(seqnum.Size(c.effectiveMSS())), c.sndNxt))
-	}
-	return boundary
-}
-
-// pipe is RFC 6675's estimate of the bytes in the network (SetPipe): every
-// un-SACKed byte not deemed lost, plus every byte retransmitted below HighRxt.
-// Outside recovery it is the FlightSize.
+// pipe is RFC 6675's estimate of the bytes in the network (SetPipe), kept
+// as Linux's tcp_packets_in_flight: the flight less what is SACKed and
+// what is lost, plus retransmissions in flight. Outside recovery it is the
+// FlightSize.
 func (c *Conn) pipe() int {
 	flight := int(c.sndUna.Size(c.sndNxt))
 	if !c.inRecovery {
 		return flight
 	}
-	lost := c.lostBoundary()
-	p := 0
-	c.eachHole(func(a, b seqnum.Value) {
-		if b.GreaterThan(lost) {
-			p += int(seqnum.Max(a, lost).Size(b))
-		}
-		if a.LessThan(c.highRxt) {
-			p += int(a.Size(seqnum.Min(b, c.highRxt)))
-		}
-	})
+	p := flight - c.sackedOut - c.lostOut + c.rxtOut
 	if !c.sackOK {
 		// Without SACK each duplicate ACK says one segment left the network
 		// (RFC 6582's window inflation, expressed as pipe deflation).
-		p = max(0, p-c.dupAcks*c.effectiveMSS())
+		p -= c.dupAcks * c.effectiveMSS()
 	}
-	return p
+	return max(p, 0)
 }
 
-// eachHole calls fn for every un-SACKed range [a, b) of [SND.UNA, SND.NXT).
-func (c *Conn) eachHole(fn func(a, b seqnum.Value)) {
-	at := c.sndUna
-	for i := 0; i < c.sacked.n; i++ {
-		r := c.sacked.r[i]
-		if r.start.GreaterThan(at) {
-			fn(at, seqnum.Min(r.start, c.sndNxt))
+// nextLost is RFC 6675 NextSeg rule 1 with RACK's marks: the first segment
+// deemed lost and not resent since, as an index into c.sent. rxtHint
+// (lowered by markLost) spares the scan of what was looked at before.
+func (c *Conn) nextLost() (int, bool) {
+	if c.rxtHint.LessThan(c.sndUna) {
+		c.rxtHint = c.sndUna
+	}
+	for i := c.sent.find(c.rxtHint); i < c.sent.n; i++ {
+		if s := c.sent.at(i); s.flags&(segLost|segRxtOut) == segLost {
+			c.rxtHint = s.start
+			return i, true
 		}
-		at = seqnum.Max(at, r.end)
 	}
-	if at.LessThan(c.sndNxt) {
-		fn(at, c.sndNxt)
-	}
+	c.rxtHint = c.sndNxt
+	return 0, false
 }
 
-// nextRetransmit is RFC 6675 NextSeg rule 1: the first un-SACKed, lost
-// sequence range at or above HighRxt, at most max bytes long.
-func (c *Conn) nextRetransmit(max int) (seqnum.Value, int, bool) {
-	lost := c.lostBoundary()
-	from := seqnum.Max(c.highRxt, c.sndUna)
-	var seq seqnum.Value
-	n := 0
-	c.eachHole(func(a, b seqnum.Value) {
-		if n > 0 {
-			return
-		}
-		a = seqnum.Max(a, from)
-		b = seqnum.Min(b, lost)
-		if a.LessThan(b) {
-			seq, n = a, min(int(a.Size(b)), max)
-		}
-	})
-	return seq, n, n > 0
+// markNewRenoLost deems the first unacknowledged segment lost (RFC 6582:
+// the third duplicate ACK, and each partial ACK).
+func (c *Conn) markNewRenoLost() {
+	if c.sent.n > 0 {
+		c.markLost(c.sent.at(0))
+	}
 }
 
 // Tail loss probe (RFC 8985 section 7). When the last segments of a flight
-// are lost, or the window is too small for the losses to produce DupThresh
-// duplicate ACKs, nothing but the RTO (min_rto, 200 ms) would notice. A
-// probe after about two round trips — new data if any may go, else the last
-// segment again — draws a SACK that starts fast recovery instead.
+// are lost, or their ACKs, nothing but the RTO (min_rto, 200 ms) would
+// notice: no later segment is delivered for RACK to judge them by. A probe
+// after about two round trips — the last segment again (see onTLP) — draws
+// an ACK whose SACK lets RACK find the losses, and starts fast recovery
+// instead of a timeout.
 
 // minPTO floors the probe timeouts (the tail loss probe's and fast
-// recovery's silence probe). RFC 8985 has none; Linux floors its TLP at
-// 10 ms, a matter of jiffies. Our timers are finer, but RTT samples come
-// from millisecond timestamps, so an SRTT below a few milliseconds is
-// coarse: 4 ms keeps a jittery sub-millisecond path from probing
-// spuriously while not idling a LAN connection for 10 ms per lost ACK
-// (measured: 3% loss on the client leg, 50 MiB, 113 waits of 10 ms).
+// recovery's silence probe). RFC 8985 has none; Linux adds two jiffies
+// (TCP_TIMEOUT_MIN) to 2*SRTT. On a sub-millisecond path 2*SRTT is shorter
+// than the pauses of a busy host (a receiver's softirq, a shard's sleep),
+// and a probe sent into one is lost with the flight it probes, leaving the
+// RTO: on the lab's 3%-loss client leg 2 ms gave 12-30 RTOs per 50 MiB,
+// 4 ms 14-16.
 const minPTO = 4 * time.Millisecond
 
-// armTLP schedules a probe while data is in flight outside recovery.
+// wcDelAckT is RFC 8985's WCDelAckT: the worst case delayed-ACK time a
+// probe of a lone segment in flight waits for in addition.
+const wcDelAckT = 200 * time.Millisecond
+
+// armTLP (re)starts the probe timer after new data is sent and after an
+// ACK of new data (section 7.2), while data is in flight outside recovery,
+// with no episode open and nothing SACKed (which the reordering timer
+// watches).
 func (c *Conn) armTLP() {
 	e := c.e
-	if c.tlpOut || c.inRecovery || c.sndUna == c.sndNxt || !c.rtt.valid || c.tlpAt != Never {
+	if c.inRecovery {
+		return // the timer is armRecoveryProbe's
+	}
+	c.tlpAt = Never
+	if c.tlpEpisode || !c.sackOK || c.sndUna == c.sndNxt || c.sackedOut > 0 {
 		return
 	}
-	pto := 2 * c.rtt.srtt
-	if int(c.sndUna.Size(c.sndNxt)) <= c.effectiveMSS() {
-		// A lone segment's ACK may be delayed by the peer (RFC 8985 7.2: WCDelAckT).
-		pto += 200 * time.Millisecond
+	pto := time.Second // RFC 8985 section 7.2, before any RTT sample
+	if c.rtt.valid {
+		pto = max(2*c.rtt.srtt, minPTO)
+		if int(c.sndUna.Size(c.sndNxt)) <= c.effectiveMSS() {
+			pto += wcDelAckT
+		}
 	}
-	pto = max(pto, minPTO)
-	at := e.now.Add(pto)
-	if at >= c.rtoAt {
-		return
-	}
-	c.tlpAt = at
+	c.tlpAt = min(e.now.Add(pto), c.rtoAt)
 	c.rearm()
 }
 
-// onTLP sends the probe.
-func (c *Conn) onTLP() {
-	e := c.e
-	if c.inRecovery || c.sndUna == c.sndNxt || c.tlpOut {
+// armRecoveryProbe runs after every ACK in fast recovery: when no ACK
+// comes for a probe timeout, the retransmission at SND.UNA was lost, or
+// every ACK it drew, and nothing sent after it will be delivered for RACK
+// to find that by (the rest of the flight lost too, or nothing more sent:
+// small windows). The segment at SND.UNA goes again then, instead of an
+// RTO and a collapse to one segment. RFC 8985 sends no probe in recovery;
+// this one is ours (measured in the simulator: 5% loss on a 0.2 ms path,
+// 16 RTOs without it).
+func (c *Conn) armRecoveryProbe() {
+	if !c.prrActive() || !c.rtt.valid || c.sndUna == c.sndNxt {
 		return
 	}
-	c.tlpOut = true
-	e.counters.inc(TailLossProbes)
-	mss := c.effectiveMSS()
-	// The probe resends the last segment (with our FIN if that is what it
-	// was), even when new data waits — where RFC 8985 section 7.3 would
-	// send the new data. A new segment alone sits in the receiver's
-	// delayed-ACK timer (40 ms on Linux) when what was lost was the ACK of
-	// the burst before it; a duplicate is answered at once (with a D-SACK,
-	// and Linux's receiver goes to quick-ACK mode). Measured on a 3%-loss
-	// client leg: fifty 40 ms stalls in one 50 MiB download.
-	end := c.sndNxt
-	fin := c.finSent
-	if fin {
-		end = end.Sub(1)
-	}
-	start := seqnum.Max(c.sndUna, end.Sub(seqnum.Size(mss)))
-	if start.GreaterThan(end) {
-		start = end
-	}
-	c.transmit(start, int(start.Size(end)), fin)
-	e.counters.inc(Retransmits)
-	c.retransmitted++
+	c.tlpAt = min(c.e.now.Add(max(2*c.rtt.srtt, minPTO)), c.rtoAt)
+	c.rearm()
 }
 
-// enterRecovery starts loss recovery: fast retransmit after DupThresh
-// duplicate ACKs or SACKed evidence (rto false), or after a retransmission
-// timeout (rto true).
+// onTLP sends the probe (section 7.3) and restarts the RTO; in fast
+// recovery it is armRecoveryProbe's.
+func (c *Conn) onTLP() {
+	e := c.e
+	if c.prrActive() && c.sent.n > 0 {
+		e.counters.inc(RecoveryProbes)
+		c.retransmitSeg(0)
+		c.armRTO()
+		return
+	}
+	if c.inRecovery || c.sndUna == c.sndNxt || c.tlpEpisode {
+		return
+	}
+	c.tlpEpisode = true // before sending: a probe arms no probe
+	// The probe resends the last segment, even when new data waits —
+	// where RFC 8985 section 7.3 sends the new data. A new segment alone
+	// sits in a Linux receiver's delayed-ACK timer (40 ms) when what was
+	// lost was the ACK of the burst before it; a duplicate is answered at
+	// once, with a D-SACK. Measured on a 3%-loss client leg with a Linux
+	// client (TestLossyClient): 11 s for 50 MiB with new-data probes,
+	// 4.7-7 s with this.
+	c.retransmitSeg(c.sent.n - 1)
+	c.tlpEndSeq = c.sndNxt
+	e.counters.inc(TailLossProbes)
+	c.armRTO()
+}
+
+// tlpProcessACK ends a probe's episode (section 7.4): an ACK at or past
+// the probe's end settles it. A probe the peer D-SACKs (it had the
+// original) repaired nothing; an ACK past the probe's end means the probe
+// repaired a loss, which takes a congestion response (Linux's
+// tcp_process_tlp_ack: a cwnd reduction).
+func (c *Conn) tlpProcessACK(s *segment) {
+	if !c.tlpEpisode || s.ack.LessThan(c.tlpEndSeq) {
+		return
+	}
+	switch {
+	case c.rack.ackDSACK && (c.rack.ackDSACKEnd == c.tlpEndSeq || c.finSent && c.rack.ackDSACKEnd.Add(1) == c.tlpEndSeq):
+		// (A D-SACK covers data only, not a FIN the probe carried.)
+	case s.ack.GreaterThan(c.tlpEndSeq):
+		if !c.inRecovery {
+			c.cc.onLoss(c.e.now, int(c.sndUna.Size(c.sndNxt)))
+			c.cc.onRecoveryEnd(c.e.now)
+			c.e.counters.inc(TLPRecoveries)
+		}
+	case s.ack == c.sndUna && s.opts.NumSACK == 0 && len(s.payload) == 0:
+		// A pure duplicate ACK: original and probe both arrived.
+	default:
+		return
+	}
+	c.tlpEpisode = false
+}
+
+// enterRecovery starts loss recovery: fast recovery once losses are
+// detected (rto false), or after a retransmission timeout (rto true).
 func (c *Conn) enterRecovery(rto bool) {
 	e := c.e
 	flight := int(c.sndUna.Size(c.sndNxt))
 	c.priorCwnd, c.priorSsth = c.cc.cwnd(), c.cc.ssthresh()
-	c.undoRetrans = 0
+	c.undoRetrans, c.undone = 0, false
 	if rto {
 		c.priorCwnd = 0 // an RTO is not undone
 		// The reordering seen before is no reason to wait for more
 		// duplicate ACKs after a timeout (Linux's tcp_enter_loss resets
-		// tp->reordering the same way): a DupThresh raised by reordering
-		// is what turns later losses into timeouts.
+		// tp->reordering the same way).
 		c.reordering = dupThresh
 		if c.retries <= 1 {
 			// A segment the timer already resent: ssthresh is held
 			// constant (RFC 5681 section 3.1; Linux's tcp_enter_loss
 			// reduces once per episode) and cwnd is still one segment.
-			// Reducing again took CUBIC's ssthresh from 0.7 cwnd to 2 SMSS.
 			c.cc.onRTO(e.now, flight)
 		}
+		c.markAllLost()
 		e.counters.inc(RTORecoveries)
 	} else {
 		c.cc.onLoss(e.now, flight)
 		e.counters.inc(FastRecoveries)
 	}
 	c.inRecovery, c.rtoRecovery = true, rto
+	// A probe's episode ends in the recovery it led to: the congestion
+	// response is this one (as Linux's tcp_init_cwnd_reduction ends it).
+	c.tlpEpisode = false
 	c.prrDelivered, c.prrOut, c.prrRecoverFS, c.prrBudget = 0, 0, flight, 0
 	c.recoverySeq = c.sndNxt
-	c.highRxt = c.sndUna
-	c.rxtMark = c.sndNxt
-	c.lostTo = c.sndUna
-	c.rttTiming = false // Karn: no sample from anything sent before a retransmission
 	// The TSval the retransmissions about to go will carry.
 	c.rxtTSval = c.tsNow()
 	if !rto {
-		// Fast retransmit: the first segment presumed lost goes out now,
+		// Fast retransmit: the first segment found lost goes out now,
 		// whatever the pipe (RFC 6675 section 5 step 4.3, RFC 5681 section
 		// 3.2 step 2; Linux's PRR forces it too). Only what follows waits
-		// for cwnd - pipe to open, which with cwnd cut to 0.7 or 0.5 of the
-		// flight takes several more ACKs.
-		if seq, n, ok := c.nextRetransmit(c.effectiveMSS()); ok {
-			c.retransmit(seq, n)
+		// for cwnd - pipe to open.
+		if i, ok := c.nextLost(); ok {
+			c.retransmitSeg(i)
 		}
 	}
-}
-
-// armReorderTimer runs after every ACK. Outside recovery, with a hole at
-// SND.UNA that SACKs have shown, it is RACK's reordering timer (RFC 8985
-// section 6.3): if no further ACK arrives, the hole is judged lost when it
-// has been open for twice the reordering window — not left to the RTO because the
-// ACKs that would have made DupThresh were lost or coalesced (GRO). In fast
-// recovery it waits for silence: no ACK for two round trips (at least
-// minPTO) means the retransmission at SND.UNA, or every ACK it caused, was
-// lost, and the first hole goes again (onReorderTimer) rather than after a
-// 200 ms RTO and a collapse to one segment.
-func (c *Conn) armReorderTimer() {
-	c.reoAt = Never
-	switch {
-	case !c.inRecovery && c.holeSince != 0 && c.sndUna != c.sndNxt:
-		// Twice the window the ACK path judges by (holeAged): a timer
-		// acts on no new evidence, so it gives reordering more room
-		// (measured in the simulator: at 1x, 10% reordering fell from
-		// 759 to 591 Mbit/s; at 2x it keeps 759 and 5% loss gains most).
-		c.reoAt = c.holeSince.Add(2 * c.reoWnd())
-	case c.prrActive() && c.rtt.valid:
-		c.reoAt = c.e.now.Add(max(2*c.rtt.srtt, minPTO))
-	default:
-		return
-	}
-	if c.reoAt >= c.rtoAt {
-		c.reoAt = Never
-		return
-	}
-	c.rearm()
-}
-
-// onReorderTimer: see armReorderTimer.
-func (c *Conn) onReorderTimer() {
-	e := c.e
-	if c.sndUna == c.sndNxt || !c.sackOK {
-		return
-	}
-	holeEnd := c.sndNxt
-	if c.sacked.n > 0 {
-		holeEnd = seqnum.Min(holeEnd, c.sacked.r[0].start)
-	}
-	if !holeEnd.GreaterThan(c.sndUna) {
-		return
-	}
-	if !c.inRecovery {
-		if c.holeSince == 0 || c.sacked.n == 0 || e.now.Sub(c.holeSince) < 2*c.reoWnd() {
-			return
-		}
-		e.counters.inc(ReorderTimeouts)
-		c.enterRecovery(false)
-		c.output()
-		c.armReorderTimer()
-		return
-	}
-	if c.rtoRecovery {
-		return
-	}
-	dataEnd := c.sndBufSeq.Add(seqnum.Size(c.sndBuf.Len()))
-	if c.finSent && holeEnd.GreaterThan(dataEnd) {
-		return // the hole holds our FIN: the RTO resends it
-	}
-	n := min(int(c.sndUna.Size(holeEnd)), c.effectiveMSS())
-	e.counters.inc(RecoveryProbes)
-	e.counters.inc(Retransmits)
-	c.retransmitted++
-	c.undoRetrans++ // a D-SACK of it proves it spurious, as of any retransmission
-	c.transmit(c.sndUna, n, false)
-	// One probe per silence: the next comes only after an ACK re-arms it.
 }
 
 // prrActive: fast recovery with SACK, where Proportional Rate Reduction
@@ -480,10 +546,25 @@ func (c *Conn) exitRecovery() {
 	rto := c.rtoRecovery
 	c.inRecovery, c.rtoRecovery = false, false
 	c.dupAcks = 0
-	if !rto {
+	c.rackRecoveryEnded()
+	if !rto && !c.undone {
 		// cwnd = ssthresh ends a fast recovery's reduction; after a
 		// timeout slow start has been growing cwnd and keeps it (Linux
-		// leaves the Loss state without touching cwnd).
+		// leaves the Loss state without touching cwnd), and an undone
+		// reduction keeps the window restored (Linux's
+		// tcp_end_cwnd_reduction).
 		c.cc.onRecoveryEnd(c.e.now)
 	}
+}
+
+// unSACK forgets what the peer SACKed, which it may renege on (RFC 2018
+// section 8): after a second timeout in a row everything is resent.
+func (c *Conn) unSACK() {
+	c.sacked.reset()
+	for i := 0; i < c.sent.n; i++ {
+		if s := c.sent.at(i); s.flags&segSACKed != 0 {
+			s.flags &^= segSACKed
+		}
+	}
+	c.sackedOut, c.sackedSegs = 0, 0
 }

@@ -99,7 +99,8 @@ func (h *harness) sendFlight(stream []byte, sent int) {
 func seqOf(i int) uint32 { return uint32(1 + i*smss) }
 
 // Fast retransmit (RFC 5681 section 3.2): the third duplicate ACK — not the
-// first or second — resends the first unacknowledged segment. The first two
+// first or second — resends the first unacknowledged segment; with SACK,
+// RACK comes to the same when the ACKs come back-to-back. The first two
 // each let one new segment out (limited transmit, RFC 3042).
 func TestFastRetransmitAfterThreeDupACKs(t *testing.T) {
 	for _, sack := range []bool{false, true} {
@@ -119,6 +120,12 @@ func TestFastRetransmitAfterThreeDupACKs(t *testing.T) {
 				}
 				return s
 			}
+			// A round trip (1 ms) later: with SACK, RACK (RFC 8985) judges
+			// segment 1 — sent with those SACKed — lost once its
+			// reordering window (a quarter of the minimum RTT) has passed,
+			// or at once when DupThresh segments are SACKed: the third ACK
+			// too.
+			h.advance(time.Millisecond)
 			// peer: ACK(ack=1) #1 → engine: new segment 11 (limited transmit)
 			h.send(dup(1))
 			h.expectData(stream, seqOf(10), smss, 0, 1)
@@ -173,62 +180,6 @@ func TestFastRetransmitAfterThreeDupACKs(t *testing.T) {
 	}
 }
 
-// holeAtStart: ten segments in flight, the first lost, and dups SACKs
-// for the segments after it.
-func holeAtStart(t *testing.T, dups int) (*harness, []byte) {
-	h := newHarness(t)
-	h.established()
-	stream := relData(0, 10*smss)
-	h.sendFlight(stream, 10)
-	for k := 1; k <= dups; k++ {
-		h.send(seg{flags: ACK, seq: 1, ack: 1, opts: h.peerSACK(block{seqOf(1), seqOf(1 + k)})})
-	}
-	return h, stream
-}
-
-// RACK's reordering timer (RFC 8985 section 6.3) for the first hole: two
-// SACKs show segment 0 missing and then the ACKs stop (lost, or coalesced by
-// the receiver's GRO) — short of DupThresh, the hole is resent once it has
-// been open for twice the reordering window, not at the RTO.
-func TestReorderTimerResendsHole(t *testing.T) {
-	h, stream := holeAtStart(t, 2)
-	h.expectNone() // nothing left to send: limited transmit has no data
-	wait := 2 * h.c.reoWnd()
-	h.expectDeadline(wait)
-	h.advance(wait - time.Nanosecond)
-	h.expectNone()
-	h.advance(time.Nanosecond)
-	h.expectData(stream, seqOf(0), smss, 0, 1)
-	h.expectNone()
-	h.expectCounter(ReorderTimeouts, 1)
-	h.expectCounter(FastRecoveries, 1)
-	h.expectCounter(RTORecoveries, 0)
-}
-
-// Fast recovery that hears nothing for two round trips (at least minPTO)
-// — the retransmission lost, or every ACK it caused — sends the first hole
-// again once, instead of waiting for the RTO's collapse to one segment.
-func TestRecoveryProbe(t *testing.T) {
-	h, stream := holeAtStart(t, 3)
-	h.expectData(stream, seqOf(0), smss, 0, 1) // fast retransmit
-	h.expectNone()
-	h.expectDeadline(minPTO)
-	h.advance(minPTO)
-	h.expectData(stream, seqOf(0), smss, 0, 1) // the probe
-	h.expectNone()
-	h.expectCounter(RecoveryProbes, 1)
-	h.expectCounter(Retransmits, 2)
-	// One probe per silence: next is the RTO, 200 ms after the last ACK.
-	h.expectDeadline(200*time.Millisecond - minPTO)
-	// An ACK re-arms it; the hole filled ends recovery.
-	h.send(seg{flags: ACK, seq: 1, ack: seqOf(10)})
-	h.expectNone()
-	if h.c.inRecovery {
-		t.Fatal("still in recovery after everything was acknowledged")
-	}
-	h.expectCounter(RTORecoveries, 0)
-}
-
 // The retransmission timer (RFC 6298 section 5): 200 ms after the
 // handshake's RTT sample (SRTT + max(4*RTTVAR, min_rto) with a 0 ms sample),
 // doubled on each expiry (5.5) up to MaxRTO, each expiry resending the
@@ -239,14 +190,15 @@ func TestRTOBackoffAndAbort(t *testing.T) {
 		c.MaxRetries = 5
 		c.MaxRTO = time.Second
 	}))
+	// Without SACK: no tail loss probe (RFC 8985 section 7 probes
+	// connections whose SACKs show what the probe finds), the RTO alone.
+	h.peerOpts.SACKPermitted = false
 	h.established()
 	data := []byte("request that is never acknowledged")
 	// engine: PSH|ACK(seq=1, ack=1, 34 bytes), RTO armed at 200 ms
 	h.writeAll(h.c, string(data))
 	h.expect(seg{flags: PSH | ACK, seq: 1, ack: 1, data: data})
 	h.expectDeadline(200 * time.Millisecond)
-	// A lone segment is not worth a tail loss probe: its PTO (2*SRTT + the
-	// peer's delayed-ACK allowance of 200 ms) is not before the RTO.
 	if h.c.tlpAt != Never {
 		t.Fatalf("tail loss probe armed at %v", h.c.tlpAt.Sub(h.now))
 	}
@@ -286,6 +238,7 @@ func TestRTOBackoffAndAbort(t *testing.T) {
 // the backoff (RFC 6298 sections 5.3 and 5.7).
 func TestRTOBackoffUndoneByACK(t *testing.T) {
 	h := newHarness(t)
+	h.peerOpts.SACKPermitted = false // the RTO alone, no tail loss probe
 	h.established()
 	h.writeAll(h.c, "ab")
 	h.expect(seg{flags: PSH | ACK, seq: 1, ack: 1, data: []byte("ab")})
@@ -641,7 +594,9 @@ func TestCwndAfterLoss(t *testing.T) {
 			stream := relData(0, 80*smss)
 			h.sendFlight(stream, 10)
 			h.expectCwnd(10, 1<<30/float64(smss))
-			// Slow start: each ACK of one segment lets two out.
+			// Slow start: each ACK of one segment, a round trip (1 ms)
+			// later, lets two out.
+			h.advance(time.Millisecond)
 			for i := 0; i < 10; i++ {
 				h.send(seg{flags: ACK, seq: 1, ack: seqOf(i + 1)})
 				h.expectData(stream, seqOf(10+2*i), smss, 0, 1)
@@ -649,7 +604,12 @@ func TestCwndAfterLoss(t *testing.T) {
 				h.expectNone()
 			}
 			h.expectCwnd(20, -1)
-			// Segment 10 is lost; 11, 12, 13 are SACKed.
+			// Segment 10 is lost; 11, 12, 13 are SACKed a round trip later.
+			// Sent with 10, they show it lost once RACK's reordering window
+			// (a quarter of the minimum RTT) has passed — or at once when
+			// DupThresh segments are SACKed (RFC 8985 section 6.2 step 4):
+			// the third SACK.
+			h.advance(time.Millisecond)
 			for k := 1; k <= 3; k++ {
 				h.send(seg{flags: ACK, seq: 1, ack: seqOf(10), opts: h.peerSACK(block{seqOf(11), seqOf(11 + k)})})
 				if k < 3 {
@@ -674,19 +634,20 @@ func TestCwndAfterLoss(t *testing.T) {
 				t.Fatal("in recovery after the recovery point was acknowledged")
 			}
 			// Nothing comes back. The tail loss probe (2*SRTT, at least
-			// minPTO) resends the last segment; the RTO, 200 ms after the
-			// last ACK, resends the first unacknowledged one with cwnd = 1.
-			h.expectDeadline(minPTO)
-			h.advance(minPTO)
+			// minPTO) resends the last segment and restarts the RTO; the
+			// RTO then resends the first unacknowledged segment with cwnd = 1.
+			pto, rto := max(2*h.c.rtt.srtt, minPTO), h.c.rto
+			h.expectDeadline(pto)
+			h.advance(pto)
 			h.expectData(stream, seqOf(32+n-1), smss, 0, 1)
 			h.expectNone()
 			h.expectCounter(TailLossProbes, 1)
-			h.expectDeadline(200*time.Millisecond - minPTO)
-			h.advance(200*time.Millisecond - minPTO)
+			h.expectDeadline(rto)
+			h.advance(rto)
 			h.expectData(stream, seqOf(32), smss, 0, 1)
 			h.expectNone()
 			h.expectCwnd(1, tc.rtoSsth)
-			h.expectDeadline(400 * time.Millisecond)
+			h.expectDeadline(2 * rto)
 			// Its ACK: slow start again, two segments (the hole at 33 first).
 			h.send(seg{flags: ACK, seq: 1, ack: seqOf(33)})
 			h.expectData(stream, seqOf(33), smss, 0, 1)
@@ -972,10 +933,11 @@ func TestScenario08Reliability(t *testing.T) {
 	if q := h.c.Info().SndQueued; q != 5 {
 		t.Fatalf("%d bytes queued, want the 5 unacknowledged", q)
 	}
-	// RTO: engine: PSH|ACK(seq=1, "hello") again, timer doubled
+	// The timer: engine: PSH|ACK(seq=1, "hello") again — the tail loss
+	// probe, due with the RTO (RFC 8985 section 7.2), which restarts it.
 	h.advance(time.Millisecond)
 	h.expect(seg{flags: PSH | ACK, seq: 1, ack: 1, data: []byte("hello")})
-	h.expectDeadline(400 * time.Millisecond)
+	h.expectDeadline(200 * time.Millisecond)
 	// peer: ACK(ack=6) → dequeued, timer off
 	h.send(seg{flags: ACK, seq: 1, ack: 6})
 	h.expectNone()
@@ -1323,11 +1285,19 @@ func TestReorderingDetectionAndUndo(t *testing.T) {
 	if h.c.reordering != dupThresh {
 		t.Fatalf("DupThresh %d after a D-SACK below SND.UNA, want %d", h.c.reordering, dupThresh)
 	}
+	// (RACK's window widened for it: a D-SACK round, RFC 8985 section 6.2
+	// step 4.) With no time passing in this ladder the minimum RTT, and
+	// so the window, is 0: the first SACK above the hole shows it lost.
+	if h.c.rack.reoWndMult != 2 {
+		t.Fatalf("reo_wnd_mult %d after a D-SACK, want 2", h.c.rack.reoWndMult)
+	}
 	for k := 1; k <= 3; k++ {
 		h.send(seg{flags: ACK, seq: 1, ack: seqOf(15), opts: h.peerSACK(block{seqOf(16), seqOf(16 + k)})})
+		if k == 1 {
+			h.expectData(stream, seqOf(15), smss, 0, 1)
+		}
+		h.expectNone()
 	}
-	h.expectData(stream, seqOf(15), smss, 0, 1)
-	h.expectNone()
 	h.expectCounter(FastRecoveries, 1)
 	// A D-SACK inside a SACK block (RFC 2883 section 4.2: data above
 	// SND.UNA received twice) does measure: from its start to the top.

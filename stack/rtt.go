@@ -35,3 +35,36 @@ func (r *rttEstimator) sample(m, minRTO, maxRTO time.Duration) time.Duration {
 func (r *rttEstimator) rto(minRTO, maxRTO time.Duration) time.Duration {
 	return min(max(r.srtt+max(4*r.rttvar, minRTO), minRTO), maxRTO)
 }
+
+// minRTTFilter is a windowed minimum of RTT samples (RACK.min_RTT; Linux
+// keeps its tcp_min_rtt_wlen, 300 s): the least sample of the last window,
+// give or take half of it. best is the minimum; next the minimum of the
+// samples since the later half-window began, which takes over when best
+// grows too old, so a path whose RTT went up is followed within a window.
+type minRTTFilter struct {
+	best, next rttAt
+	ok         bool
+}
+
+type rttAt struct {
+	at  Time
+	rtt time.Duration
+}
+
+const minRTTWindow = 300 * time.Second
+
+func (f *minRTTFilter) get() time.Duration { return f.best.rtt }
+
+func (f *minRTTFilter) update(now Time, rtt time.Duration) {
+	s := rttAt{now, rtt}
+	if !f.ok || rtt <= f.best.rtt {
+		f.best, f.next, f.ok = s, s, true
+		return
+	}
+	if rtt <= f.next.rtt || now.Sub(f.next.at) > minRTTWindow/2 {
+		f.next = s
+	}
+	if now.Sub(f.best.at) > minRTTWindow {
+		f.best, f.next = f.next, s
+	}
+}

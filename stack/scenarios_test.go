@@ -141,7 +141,9 @@ func TestScenario02ActiveHandshake(t *testing.T) {
 	// engine: PSH|ACK(seq=x+1, ack=y+1, "GET /")     the same seq as the third segment
 	h.writeAll(c, "GET /")
 	h.expect(seg{flags: PSH | ACK, seq: 1, ack: 1, data: []byte("GET /")})
-	h.expectDeadline(DefaultInitialRTO)
+	// The RTO from the SYN-ACK's RTT sample, and the tail loss probe
+	// capped at it (RFC 8985 section 7.2).
+	h.expectDeadline(rtoAfterHandshake)
 	// peer: PSH|ACK(seq=y+1, ack=x+6, "200")
 	h.send(seg{flags: PSH | ACK, seq: 1, ack: 6, data: []byte("200")})
 	// engine: ACK(seq=x+6, ack=y+4)
@@ -626,11 +628,14 @@ func TestScenario11PassiveClose(t *testing.T) {
 	h.expect(seg{flags: FIN | ACK, seq: 4, ack: 2})
 	h.expectState(LastAck)
 	h.expectDeadline(rtoAfterHandshake)
-	// The FIN is lost; it is retransmitted on timeout.
+	// The FIN is lost; it is retransmitted when the timer expires — by
+	// the tail loss probe, whose timeout is capped at the RTO (RFC 8985
+	// section 7.2), and which restarts the RTO.
 	h.advance(rtoAfterHandshake)
 	h.expect(seg{flags: FIN | ACK, seq: 4, ack: 2})
 	h.expectState(LastAck)
-	h.expectDeadline(2 * rtoAfterHandshake)
+	h.expectDeadline(rtoAfterHandshake)
+	h.expectCounter(TailLossProbes, 1)
 	h.expectCounter(Retransmits, 1)
 	// (peer: FIN_WAIT_2 → TIME_WAIT, ACK(seq=2, ack=5))
 	h.send(seg{flags: ACK, seq: 2, ack: 5})
@@ -1251,7 +1256,7 @@ func TestScenario17ResetsAndHalfOpen(t *testing.T) {
 	})
 }
 
-// rtoAfterHandshake is the RTO once the handshake's ACK has given an RTT
-// sample: the harness answers at once, so the sample is 0 ms on the 1 ms
-// timestamp clock and RTO = SRTT + max(4*RTTVAR, min_rto) = min_rto (rtt.go).
+// rtoAfterHandshake is the RTO once the handshake has given an RTT sample:
+// the harness answers at once, so the sample is 0 and RTO = SRTT +
+// max(4*RTTVAR, min_rto) = min_rto (rtt.go).
 const rtoAfterHandshake = DefaultMinRTO

@@ -7,7 +7,8 @@ package stack
 // Each condition moves simTransfer bytes each way at once, half-closes at
 // the end, checks every byte, and checks that both sides end in the right
 // states. The results table is kept in testdata/sim.golden; run
-// `go test ./stack -run Sim -update` to rewrite it after an intended change.
+// `go test ./stack -run Sim -update` to rewrite it after an intended change
+// (`-simcounters` logs both engines' counters after each condition).
 
 import (
 	"container/heap"
@@ -23,7 +24,10 @@ import (
 	"time"
 )
 
-var updateGolden = flag.Bool("update", false, "rewrite golden files")
+var (
+	updateGolden = flag.Bool("update", false, "rewrite golden files")
+	simCounters  = flag.Bool("simcounters", false, "log the engines' counters after each simulation")
+)
 
 // simTransfer is the number of bytes sent each way.
 const simTransfer = 64 << 20
@@ -242,17 +246,18 @@ type simResult struct {
 	simTime     time.Duration
 	goodput     float64 // Mbit/s, each direction
 	retransmits uint64
+	rtos        uint64 // retransmission timeouts with data outstanding, both sides
 	framesSent  int
 	framesLost  int
 }
 
 func (r simResult) row() string {
-	return fmt.Sprintf("| %-23s | %10.2f | %11d | %10d | %10d | %12.3f |",
-		r.name, r.goodput, r.retransmits, r.framesSent, r.framesLost, r.simTime.Seconds())
+	return fmt.Sprintf("| %-23s | %10.2f | %11d | %6d | %10d | %10d | %12.3f |",
+		r.name, r.goodput, r.retransmits, r.rtos, r.framesSent, r.framesLost, r.simTime.Seconds())
 }
 
-const simHeader = "| condition               | Mbit/s/dir | retransmits | frames     | lost       | sim seconds  |\n" +
-	"|-------------------------|------------|-------------|------------|------------|--------------|"
+const simHeader = "| condition               | Mbit/s/dir | retransmits | RTOs   | frames     | lost       | sim seconds  |\n" +
+	"|-------------------------|------------|-------------|--------|------------|------------|--------------|"
 
 func runSim(t *testing.T, name string, link linkConfig) simResult {
 	t.Helper()
@@ -338,11 +343,19 @@ func runSimSizes(t *testing.T, name string, link linkConfig, size0, size1 int) s
 		}
 	}
 	el := done.Sub(start)
+	if *simCounters {
+		for k := Counter(0); k < numCounters; k++ {
+			if v := s.engines[0].Counters().Load(k) + s.engines[1].Counters().Load(k); v > 0 {
+				t.Logf("%s: %s %d", name, k, v)
+			}
+		}
+	}
 	return simResult{
 		name:        name,
 		simTime:     el,
 		goodput:     float64(max(size0, size1)) * 8 / el.Seconds() / 1e6,
 		retransmits: s.engines[0].Counters().Load(Retransmits) + s.engines[1].Counters().Load(Retransmits),
+		rtos:        s.engines[0].Counters().Load(RTORecoveries) + s.engines[1].Counters().Load(RTORecoveries),
 		framesSent:  s.sent[0] + s.sent[1],
 		framesLost:  s.lost[0] + s.lost[1],
 	}

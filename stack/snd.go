@@ -77,6 +77,11 @@ func (c *Conn) sendSYN() {
 	wnd := uint16(min(c.rcvSpace(), 0xffff))
 	c.rcvAdvEdge = c.rcvNxt.Add(seqnum.Size(wnd))
 	c.e.sendSegment(c.key, c.peer, c.iss, ack, flags, wnd, &o, nil, nil)
+	// Its RTT is measured unless it is a retransmission (Karn).
+	c.synXmit = 0
+	if c.retries == 0 {
+		c.synXmit = c.e.now
+	}
 	c.lastAckSent = c.rcvNxt
 	c.sndNxt = c.iss.Add(1)
 	c.armRTO()
@@ -217,8 +222,8 @@ func (c *Conn) output() {
 			cwnd, room = pipe+c.prrBudget, 1
 		}
 		if c.inRecovery && cwnd-pipe >= room {
-			if seq, n, ok := c.nextRetransmit(mss); ok {
-				c.retransmit(seq, n)
+			if i, ok := c.nextLost(); ok {
+				c.retransmitSeg(i)
 				continue
 			}
 		}
@@ -262,20 +267,7 @@ func (c *Conn) output() {
 			blocked = unsent > 0 || (c.finQueued && !c.finSent)
 			break
 		}
-		c.transmit(c.sndNxt, n, fin)
-		if !c.tsOK && !c.rttTiming && n > 0 && !c.inRecovery {
-			c.rttTiming, c.rttSeq, c.rttAt = true, c.sndNxt.Add(seqnum.Size(n)), e.now
-		}
-		c.sndNxt = c.sndNxt.Add(seqnum.Size(n))
-		if fin {
-			c.finSent = true
-			c.sndNxt = c.sndNxt.Add(1)
-		}
-		c.persistShift = 0
-		if c.rtoAt == Never {
-			c.armRTO()
-		}
-		c.armTLP()
+		c.sendNew(n, fin)
 	}
 	switch {
 	case blocked && c.sndNxt == c.sndUna && c.persistAt == Never:
@@ -288,17 +280,51 @@ func (c *Conn) output() {
 	}
 }
 
-// retransmit resends the n sequence numbers from seq (the last of them our
-// FIN when it is there) and advances HighRxt past them.
-func (c *Conn) retransmit(seq seqnum.Value, n int) {
-	dataEnd := c.sndBufSeq.Add(seqnum.Size(c.sndBuf.Len()))
-	dn, fin := n, false
-	if c.finSent && seq.Add(seqnum.Size(n)) == dataEnd.Add(1) {
-		dn, fin = n-1, true
+// sendNew sends n new bytes from SND.NXT (and our FIN after them when fin),
+// records the segment with its send time, and arms the RTO and the tail
+// loss probe.
+func (c *Conn) sendNew(n int, fin bool) {
+	c.transmit(c.sndNxt, n, fin)
+	rec := sentSeg{start: c.sndNxt, xmit: c.e.now}
+	c.sndNxt = c.sndNxt.Add(seqnum.Size(n))
+	if fin {
+		c.finSent = true
+		c.sndNxt = c.sndNxt.Add(1)
+		rec.flags = segFIN
 	}
-	c.transmit(seq, dn, fin)
-	c.highRxt = seq.Add(seqnum.Size(n))
-	c.e.counters.inc(Retransmits)
+	rec.end = c.sndNxt
+	c.sent.push(c.e, rec)
+	c.persistShift = 0
+	if c.rtoAt == Never {
+		c.armRTO()
+	}
+	c.armTLP()
+}
+
+// retransmitSeg resends record i of the sent queue — in pieces of the
+// current MSS when the path MTU has fallen since it went — and stamps it
+// with the new send time (RFC 8985: a retransmission is judged by its own).
+func (c *Conn) retransmitSeg(i int) {
+	e := c.e
+	s := c.sent.at(i)
+	fin := s.flags&segFIN != 0
+	dn := s.len()
+	if fin {
+		dn--
+	}
+	if mss := c.effectiveMSS(); dn > mss {
+		c.sent.split(e, i, s.start.Add(seqnum.Size(mss)))
+		s = c.sent.at(i)
+		dn, fin = mss, false
+	}
+	c.transmit(s.start, dn, fin)
+	s.xmit = e.now
+	if s.flags&segRxtOut == 0 {
+		s.flags |= segRxtOut
+		c.rxtOut += s.len()
+	}
+	s.flags |= segRetrans
+	e.counters.inc(Retransmits)
 	c.retransmitted++
 	c.undoRetrans++
 	if c.rtoAt == Never {
@@ -386,13 +412,15 @@ func (c *Conn) onTimer() {
 		c.traceTimers(now)
 	}
 	released := func() bool { return c.state == Closed || c.state == TimeWait }
-	if c.rtoAt <= now {
-		c.rtoAt = Never
-		c.onRTO()
-	}
-	if !released() && c.tlpAt <= now {
+	if c.tlpAt <= now {
+		// Before the RTO: a probe due with it goes instead (RFC 8985
+		// section 7.2 caps the PTO at the RTO) and restarts it.
 		c.tlpAt = Never
 		c.onTLP()
+	}
+	if !released() && c.rtoAt <= now {
+		c.rtoAt = Never
+		c.onRTO()
 	}
 	if !released() && c.reoAt <= now {
 		c.reoAt = Never
@@ -473,7 +501,7 @@ func (c *Conn) onRTO() {
 		if c.retries > 1 {
 			// A second timeout in a row: the peer may have reneged on what it
 			// SACKed (RFC 2018 section 8), so resend everything.
-			c.sacked.reset()
+			c.unSACK()
 		}
 		// Everything un-SACKed below SND.NXT is lost (RFC 6675 section 5.1,
 		// Linux's tcp_enter_loss); cwnd drops to one segment and slow start

@@ -358,7 +358,7 @@ func (c *Conn) traceTimers(now Time) {
 	if c.rtoAt <= now && (c.sndNxt != c.sndUna || !c.state.synchronized()) {
 		note(TimerRTO)
 	}
-	if c.tlpAt <= now && !c.inRecovery && c.sndUna != c.sndNxt && !c.tlpOut {
+	if c.tlpAt <= now && ((c.prrActive() && c.sent.n > 0) || (!c.inRecovery && c.sndUna != c.sndNxt && !c.tlpEpisode)) {
 		note(TimerTLP)
 	}
 	if c.reoAt <= now && c.sndUna != c.sndNxt && c.sackOK {

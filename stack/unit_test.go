@@ -630,15 +630,17 @@ func TestUnitPathMTU(t *testing.T) {
 	h.expectCounter(ICMPPathMTU, 0)
 
 	// The first segment in flight: the MSS drops to 1000-40 and the flight
-	// is sent again at the new size (948 bytes with timestamps).
+	// is sent again at the new size (948 bytes with timestamps), each
+	// segment cut to fit as Linux's tcp_fragment cuts it.
 	h.e.HandleFrame(h.now, fragNeeded(first, 1000, iss+1))
 	if got := h.c.Info().MSS; got != 960 {
 		t.Fatalf("MSS %d after frag-needed with MTU 1000, want 960", got)
 	}
 	h.expect(seg{flags: ACK, seq: 1, ack: 1, data: data[:948]})
-	h.expect(seg{flags: ACK, seq: 949, ack: 1, data: data[948:1896]})
-	h.expect(seg{flags: ACK, seq: 1897, ack: 1, data: data[1896:2844]})
-	h.expect(seg{flags: ACK | PSH, seq: 2845, ack: 1, data: data[2844:]})
+	h.expect(seg{flags: ACK, seq: 949, ack: 1, data: data[948:1448]})
+	h.expect(seg{flags: ACK, seq: 1449, ack: 1, data: data[1448:2396]})
+	h.expect(seg{flags: ACK, seq: 2397, ack: 1, data: data[2396:2896]})
+	h.expect(seg{flags: ACK | PSH, seq: 2897, ack: 1, data: data[2896:]})
 	h.expectNone()
 	h.expectCounter(ICMPPathMTU, 1)
 	if got := other.Info().MSS; got != 1460 {
