@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -139,6 +140,7 @@ type Dataplane struct {
 	// an RTO or duplicate data), so client flows are owned by a hash of
 	// their address instead of by the queue they happen to arrive on.
 	hashClients bool
+	capture     atomic.Pointer[Capture] // the running capture (one at a time), or nil
 	log         *slog.Logger
 	stopOnce    sync.Once
 }

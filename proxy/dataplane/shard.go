@@ -36,6 +36,7 @@ type Shard struct {
 
 	sleeping atomic.Bool
 	stopping atomic.Bool
+	tap      atomic.Pointer[shardTap] // the running capture's side on this shard (capture.go), or nil
 	done     chan struct{}
 	ctl      chan func(*Shard)
 
@@ -214,6 +215,8 @@ func (s *Shard) poll() bool {
 			sock.Complete()
 		}
 	}
+	// Off, a capture costs this load and a nil check per batch and flush.
+	tap := s.tap.Load()
 	// What one round reads arrived together: the engine acknowledges the
 	// in-order data of each connection once for all of it (as GRO would).
 	s.eng.BeginBatch()
@@ -231,6 +234,10 @@ func (s *Shard) poll() bool {
 		}
 		busy = true
 		s.stats.RxFrames.Store(s.stats.RxFrames.Load() + uint64(n))
+		if tap != nil {
+			// Before the engine, which may rewrite a frame in place.
+			tap.received(s.now, ifx, s.queues[ifx], sock, s.descs[:n])
+		}
 		for _, d := range s.descs[:n] {
 			f := sock.Frame(d)
 			if o := s.dp.owner(f, s.id); o != s.id {
@@ -288,9 +295,16 @@ func (s *Shard) poll() bool {
 			fs.to.wake()
 		}
 	}
-	for _, sock := range s.socks {
+	var sentAt stack.Time
+	if tap != nil {
+		sentAt = s.dp.now()
+	}
+	for ifx, sock := range s.socks {
 		if sock == nil {
 			continue
+		}
+		if tap != nil {
+			tap.sent(sentAt, ifx, s.queues[ifx], sock)
 		}
 		if err := sock.Flush(); err != nil {
 			inc(&s.stats.FlushErrors)
