@@ -11,9 +11,14 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/xdproxy/xdproxy/internal/adminclient"
 )
+
+// captureStopWait is how long the command waits, after Ctrl-C, for the
+// daemon to send the rest of the capture.
+const captureStopWait = 10 * time.Second
 
 func captureCmd(args []string, stdout, stderr io.Writer) int {
 	fs, af := newAdminFlagSet("capture", stderr)
@@ -51,14 +56,34 @@ func captureCmd(args []string, stdout, stderr io.Writer) int {
 		defer f.Close()
 		out, where = f, *file
 	}
-	// Ctrl-C (or SIGTERM) ends the capture; the file keeps every whole block.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// Ctrl-C (or SIGTERM) ends the capture: the daemon sends what it still
+	// has and the final statistics. A second one, or no end within
+	// captureStopWait, stops at once; the file keeps every whole block.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop := make(chan struct{})
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case <-sigs:
+		case <-ctx.Done():
+			return
+		}
+		close(stop)
+		select {
+		case <-sigs:
+		case <-time.After(captureStopWait):
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
 	started := false
 	sum, err := c.Capture(ctx, p, out, func() {
 		started = true
 		fmt.Fprintf(stderr, "capturing to %s from %s; Ctrl-C stops\n", where, c.Addr)
-	})
+	}, stop)
 	if err != nil {
 		fmt.Fprintf(stderr, "xdproxy capture: %v\n", err)
 		if !started && *file != "-" {
@@ -88,7 +113,7 @@ func formatCaptureSummary(s adminclient.CaptureSummary) string {
 		fmt.Fprintf(&b, "; %s: %d matched, %d dropped from the capture", name, st.Matched, st.Dropped)
 	}
 	if !s.Final && len(s.Interfaces) > 0 {
-		b.WriteString(" (as of the last statistics, up to a second old)")
+		b.WriteString(" (cut short: as of the last statistics, up to a second old)")
 	}
 	return b.String()
 }

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -59,12 +61,15 @@ type CaptureIfStat struct {
 	Matched, Dropped uint64 // isb_ifrecv, isb_ifdrop
 }
 
-// Capture streams GET /capture into w until the server ends it (count,
-// duration) or ctx ends (the caller was interrupted: not an error). It
+// Capture streams GET /capture into w until the server ends it: at its
+// count or duration, or once stop is closed — then Capture shuts down its
+// sending side of the connection, which the server takes as the end of
+// the capture, and reads on to the last blocks (the final statistics). If
+// ctx ends first, Capture stops at once (interrupted: not an error). It
 // writes whole pcapng blocks only, so w holds a well-formed file however
 // the stream stops. started, if not nil, is called once the server has
 // started the capture (before the first block).
-func (c *Client) Capture(ctx context.Context, p CaptureParams, w io.Writer, started func()) (CaptureSummary, error) {
+func (c *Client) Capture(ctx context.Context, p CaptureParams, w io.Writer, started func(), stop <-chan struct{}) (CaptureSummary, error) {
 	var sum CaptureSummary
 	path := "/capture" + p.query()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.Addr+path, nil)
@@ -74,8 +79,31 @@ func (c *Client) Capture(ctx context.Context, p CaptureParams, w io.Writer, star
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
-	hc := *c.HTTP
-	hc.Timeout = 0 // a stream: as long as the capture
+	// A connection of its own, to shut its sending side on stop; no
+	// overall timeout: a stream lasts as long as the capture.
+	var conn atomic.Pointer[net.TCPConn]
+	hc := &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			nc, err := d.DialContext(ctx, network, addr)
+			if tc, ok := nc.(*net.TCPConn); ok {
+				conn.Store(tc)
+			}
+			return nc, err
+		},
+	}}
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-stop:
+			if tc := conn.Load(); tc != nil {
+				tc.CloseWrite()
+			}
+		case <-done:
+		}
+	}()
 	res, err := hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -69,6 +69,15 @@ func TestCaptureClient(t *testing.T) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusBadRequest)
 			io.WriteString(w, `{"error": "port \"0\": want a port, 1 to 65535"}`)
+		case "3": // until the client shuts its sending side, then the final statistics
+			w.Write(stream[:ends[4]])
+			http.NewResponseController(w).Flush()
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+				return
+			}
+			w.Write(stream[ends[4]:])
 		case "2": // cut off mid-block: the connection drops
 			w.Header().Set("Content-Length", "100000")
 			w.Write(stream[:cut])
@@ -81,7 +90,7 @@ func TestCaptureClient(t *testing.T) {
 
 	var out bytes.Buffer
 	started := false
-	sum, err := c.Capture(context.Background(), CaptureParams{Host: "10.0.0.1", Port: 80, Listener: "web", Count: 5, Duration: 30 * time.Second}, &out, func() { started = true })
+	sum, err := c.Capture(context.Background(), CaptureParams{Host: "10.0.0.1", Port: 80, Listener: "web", Count: 5, Duration: 30 * time.Second}, &out, func() { started = true }, nil)
 	if err != nil || !started {
 		t.Fatalf("Capture: %v (started %v)", err, started)
 	}
@@ -98,7 +107,7 @@ func TestCaptureClient(t *testing.T) {
 
 	// A stream cut mid-block: an error, and the output ends at the last whole block.
 	out.Reset()
-	sum, err = c.Capture(context.Background(), CaptureParams{Count: 2}, &out, nil)
+	sum, err = c.Capture(context.Background(), CaptureParams{Count: 2}, &out, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "cut short") {
 		t.Errorf("a cut stream: %v", err)
 	}
@@ -110,8 +119,17 @@ func TestCaptureClient(t *testing.T) {
 	}
 
 	// Refused: the server's message.
-	_, err = c.Capture(context.Background(), CaptureParams{Count: 9}, &out, func() { t.Error("started on a 400") })
+	_, err = c.Capture(context.Background(), CaptureParams{Count: 9}, &out, func() { t.Error("started on a 400") }, nil)
 	if err == nil || !strings.Contains(err.Error(), `400 Bad Request: port "0": want a port`) {
 		t.Errorf("refused: %v", err)
+	}
+
+	// Stopped: the client shuts its side, the server ends with the final
+	// statistics, and the client reads them.
+	out.Reset()
+	stop := make(chan struct{})
+	sum, err = c.Capture(context.Background(), CaptureParams{Count: 3}, &out, func() { close(stop) }, stop)
+	if err != nil || !sum.Final || sum.Stats[0] != (CaptureIfStat{7, 3}) || !bytes.Equal(out.Bytes(), stream) {
+		t.Errorf("stopped: %v, %+v, %d bytes of %d", err, sum, out.Len(), len(stream))
 	}
 }

@@ -39,7 +39,10 @@ import (
 // matched, isb_ifdrop: of those, dropped from the capture because the
 // shard's ring was full) every second while they change and at the end.
 // The stream is flushed whenever the reader has caught up and at least
-// every 100 ms, so a reader following it sees frames as they come.
+// every 100 ms, so a reader following it sees frames as they come. The
+// capture ends with its last frames and statistics also when the client
+// shuts down its sending side (xdproxy capture does on Ctrl-C, and reads
+// on to the end), and is cut off when the client reads nothing for 30 s.
 //
 // One capture runs at a time (each one copies frames on the shards): a
 // second one gets 409. Bad parameters get 400 naming the parameter, a
@@ -79,13 +82,15 @@ type CaptureStream interface {
 
 // Capture limits and rhythm.
 const (
-	captureMaxDuration = 24 * time.Hour
-	capturePoll        = 5 * time.Millisecond       // how often an idle writer looks at the rings
-	captureFlushEvery  = 100 * time.Millisecond     // the longest a written frame waits in the buffer
-	captureStatsEvery  = time.Second                // interface statistics while they change
-	captureBuffer      = 256 << 10                  // the writer's buffer
-	captureMIME        = "application/x-pcapng"     // as Wireshark registers it
-	captureApplication = "xdproxy (AF_XDP capture)" // the section header's shb_userappl
+	captureMaxDuration  = 24 * time.Hour
+	capturePoll         = 5 * time.Millisecond       // how often an idle writer looks at the rings
+	captureFlushEvery   = 100 * time.Millisecond     // the longest a written frame waits in the buffer
+	captureStatsEvery   = time.Second                // interface statistics while they change
+	captureBuffer       = 256 << 10                  // the writer's buffer
+	captureWriteTimeout = 30 * time.Second           // a client that reads nothing this long is cut off
+	captureFinalTimeout = 5 * time.Second            // for the last blocks, after the end
+	captureMIME         = "application/x-pcapng"     // as Wireshark registers it
+	captureApplication  = "xdproxy (AF_XDP capture)" // the section header's shb_userappl
 )
 
 // captureLimits are /capture's stop conditions.
@@ -207,9 +212,15 @@ func (cw *captureWriter) run(w http.ResponseWriter, r *http.Request, lim capture
 	}
 	poll := time.NewTicker(capturePoll)
 	defer poll.Stop()
-	lastFlush, lastStats := time.Now(), time.Now()
+	lastFlush, lastStats, lastDeadline := time.Now(), time.Now(), time.Time{}
 	why := ""
 	for why == "" {
+		if time.Since(lastDeadline) >= time.Second {
+			// A client that stops reading (its window shut) is cut off
+			// rather than holding the one capture for ever.
+			lastDeadline = time.Now()
+			cw.rc.SetWriteDeadline(lastDeadline.Add(captureWriteTimeout))
+		}
 		max := 0
 		if lim.count > 0 {
 			max = lim.count - cw.written
@@ -249,7 +260,11 @@ func (cw *captureWriter) run(w http.ResponseWriter, r *http.Request, lim capture
 	}
 	if cw.err == nil {
 		// Stop the taps, then write what they had queued (up to count)
-		// and the final statistics.
+		// and the final statistics — also when the request's context
+		// ended: a client that only shut its sending side (xdproxy
+		// capture on Ctrl-C) reads on to the end; one that is gone fails
+		// the writes at once, or within the deadline.
+		cw.rc.SetWriteDeadline(time.Now().Add(captureFinalTimeout))
 		cw.stream.Close()
 		if lim.count == 0 || cw.written < lim.count {
 			max := 0

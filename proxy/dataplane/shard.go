@@ -215,8 +215,6 @@ func (s *Shard) poll() bool {
 			sock.Complete()
 		}
 	}
-	// Off, a capture costs this load and a nil check per batch and flush.
-	tap := s.tap.Load()
 	// What one round reads arrived together: the engine acknowledges the
 	// in-order data of each connection once for all of it (as GRO would).
 	s.eng.BeginBatch()
@@ -234,7 +232,9 @@ func (s *Shard) poll() bool {
 		}
 		busy = true
 		s.stats.RxFrames.Store(s.stats.RxFrames.Load() + uint64(n))
-		if tap != nil {
+		// A capture, off, costs this load and test per batch (loaded here,
+		// not kept across the frame loop below, so as not to hold a register).
+		if tap := s.tap.Load(); tap != nil {
 			// Before the engine, which may rewrite a frame in place.
 			tap.received(s.now, ifx, s.queues[ifx], sock, s.descs[:n])
 		}
@@ -295,6 +295,8 @@ func (s *Shard) poll() bool {
 			fs.to.wake()
 		}
 	}
+	// And this one per round (one test per socket).
+	tap := s.tap.Load()
 	var sentAt stack.Time
 	if tap != nil {
 		sentAt = s.dp.now()
