@@ -295,7 +295,7 @@ func (s *Shard) poll() bool {
 			fs.to.wake()
 		}
 	}
-	// And this one per round (one test per socket).
+	// And this load per round, with a test per socket.
 	tap := s.tap.Load()
 	var sentAt stack.Time
 	if tap != nil {
