@@ -29,7 +29,7 @@ func (p *Proxy) StartCapture(q admin.CaptureQuery) (admin.CaptureStream, error) 
 			return nil, fmt.Errorf("%w %q", admin.ErrUnknownListener, q.Listener)
 		}
 	}
-	c, err := p.dp.StartCapture(f, 0)
+	c, err := p.dp.StartCapture(f, q.RingBytes)
 	if err != nil {
 		return nil, err
 	}

@@ -29,6 +29,7 @@ func captureCmd(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&p.Listener, "listener", "", "only the frames of this listener (its name, or ADDRESS:PORT)")
 	fs.IntVar(&p.Count, "count", 0, "stop after this many frames")
 	fs.DurationVar(&p.Duration, "duration", 0, "stop after this long (e.g. 30s)")
+	fs.StringVar(&p.Buffer, "buffer", "", "each shard's capture ring, 64KiB to 64MiB (default 4MiB): frames beyond what it holds while the writer catches up are dropped from the capture")
 	rest, err := parseInterspersed(fs, args)
 	if err != nil {
 		return 2

@@ -201,7 +201,9 @@ func TestCapture(t *testing.T) {
 	const size = 4 << 20
 	file := filepath.Join(t.TempDir(), "web.pcapng")
 	before := time.Now()
-	p := startCapture(t, d, "-w", file, "--listener", "web", "--duration", "2m")
+	// A ring that holds the whole download: the writer may get no CPU for
+	// a while on a loaded box, and this capture must be complete.
+	p := startCapture(t, d, "-w", file, "--listener", "web", "--duration", "2m", "--buffer", "32MiB")
 	be, took := download(t, topo, size, 60*time.Second)
 	time.Sleep(200 * time.Millisecond) // the last ACKs and FINs
 	frames, dropped := stopCapture(t, p)

@@ -48,7 +48,7 @@ const usage = `usage: xdproxy run --config FILE [--no-preflight]
        xdproxy ss [--admin ADDR] [--config FILE] [state S] [sport = :P] [dport = :P] [src A] [dst A]
        xdproxy backends [--admin ADDR] [--config FILE] [--json]
        xdproxy backend set LISTENER BACKEND [--state ready|drain|maint] [--weight N] [--admin ADDR] [--config FILE]
-       xdproxy capture -w FILE|- [--host A] [--port P] [--listener L] [--count N] [--duration D] [--admin ADDR] [--config FILE]`
+       xdproxy capture -w FILE|- [--host A] [--port P] [--listener L] [--count N] [--duration D] [--buffer SIZE] [--admin ADDR] [--config FILE]`
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {

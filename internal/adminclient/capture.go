@@ -23,6 +23,7 @@ type CaptureParams struct {
 	Listener string
 	Count    int
 	Duration time.Duration
+	Buffer   string // each shard's capture ring ("16MiB"; "": the daemon's default)
 }
 
 func (p CaptureParams) query() string {
@@ -41,6 +42,9 @@ func (p CaptureParams) query() string {
 	}
 	if p.Duration != 0 {
 		v.Set("duration", p.Duration.String())
+	}
+	if p.Buffer != "" {
+		v.Set("buffer", p.Buffer)
 	}
 	if len(v) == 0 {
 		return ""

@@ -90,11 +90,11 @@ func TestCaptureClient(t *testing.T) {
 
 	var out bytes.Buffer
 	started := false
-	sum, err := c.Capture(context.Background(), CaptureParams{Host: "10.0.0.1", Port: 80, Listener: "web", Count: 5, Duration: 30 * time.Second}, &out, func() { started = true }, nil)
+	sum, err := c.Capture(context.Background(), CaptureParams{Host: "10.0.0.1", Port: 80, Listener: "web", Count: 5, Duration: 30 * time.Second, Buffer: "16MiB"}, &out, func() { started = true }, nil)
 	if err != nil || !started {
 		t.Fatalf("Capture: %v (started %v)", err, started)
 	}
-	if query != "count=5&duration=30s&host=10.0.0.1&listener=web&port=80" {
+	if query != "buffer=16MiB&count=5&duration=30s&host=10.0.0.1&listener=web&port=80" {
 		t.Errorf("query %q", query)
 	}
 	if !bytes.Equal(out.Bytes(), stream) {

@@ -17,6 +17,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/xdproxy/xdproxy/internal/config"
 	"github.com/xdproxy/xdproxy/proxy/dataplane"
 )
 
@@ -29,6 +30,8 @@ import (
 //	listener  a listener's name (or an address:port): its address and port on either side
 //	count     stop after this many frames (default: no limit)
 //	duration  stop after this long, Go syntax (default: until the client goes away)
+//	buffer    each shard's capture ring, 64KiB to 64MiB (default 4MiB): room for
+//	          bursts the writer has not caught up with yet
 //
 // The filters are ANDed. The file has a section header, one interface
 // description block per configured interface (its name, Ethernet, the
@@ -62,6 +65,8 @@ type CaptureQuery struct {
 	Host     netip.Addr // invalid: any
 	Port     uint16     // 0: any
 	Listener string     // a listener's name, or ADDRESS:PORT; "": any
+
+	RingBytes int // each shard's capture ring (0: dataplane.DefaultCaptureRing)
 }
 
 // CaptureStream is a running capture (a *dataplane.Capture with the names
@@ -83,6 +88,8 @@ type CaptureStream interface {
 // Capture limits and rhythm.
 const (
 	captureMaxDuration  = 24 * time.Hour
+	captureMinRing      = 64 << 10
+	captureMaxRing      = 64 << 20
 	capturePoll         = 5 * time.Millisecond       // how often an idle writer looks at the rings
 	captureFlushEvery   = 100 * time.Millisecond     // the longest a written frame waits in the buffer
 	captureStatsEvery   = time.Second                // interface statistics while they change
@@ -105,9 +112,9 @@ func parseCaptureQuery(v url.Values) (CaptureQuery, captureLimits, error) {
 	var lim captureLimits
 	for name, vals := range v {
 		switch name {
-		case "host", "port", "listener", "count", "duration":
+		case "host", "port", "listener", "count", "duration", "buffer":
 		default:
-			return q, lim, fmt.Errorf("%s: unknown parameter (want host, port, listener, count, duration)", name)
+			return q, lim, fmt.Errorf("%s: unknown parameter (want host, port, listener, count, duration, buffer)", name)
 		}
 		if len(vals) > 1 {
 			return q, lim, fmt.Errorf("%s: given %d times", name, len(vals))
@@ -141,6 +148,13 @@ func parseCaptureQuery(v url.Values) (CaptureQuery, captureLimits, error) {
 			return q, lim, fmt.Errorf("duration %q: want a Go duration above 0 and at most %v (e.g. 30s, 5m)", s, captureMaxDuration)
 		}
 		lim.duration = d
+	}
+	if s := v.Get("buffer"); s != "" {
+		n, err := config.ParseSize(s)
+		if err != nil || n < captureMinRing || n > captureMaxRing {
+			return q, lim, fmt.Errorf("buffer %q: want each shard's ring size, 64KiB to 64MiB (e.g. 16MiB)", s)
+		}
+		q.RingBytes = int(n)
 	}
 	return q, lim, nil
 }

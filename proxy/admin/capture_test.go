@@ -114,6 +114,9 @@ func TestCaptureBadParameters(t *testing.T) {
 		{"port=80&port=81", "port"},
 		{"hots=10.0.0.1", "hots"},
 		{"listener=nope", "listener"},
+		{"buffer=1KiB", "buffer"},
+		{"buffer=65MiB", "buffer"},
+		{"buffer=lots", "buffer"},
 	} {
 		res, body := get(t, a.Handler(), "/capture?"+tc.query)
 		var doc ErrorDoc
@@ -169,11 +172,11 @@ type ngPacket struct {
 func TestCaptureStream(t *testing.T) {
 	src := &captureFake{fakeSource: fullSource(), frames: cannedFrames(), counts: []dataplane.CaptureCounts{{Captured: 3, Dropped: 2}, {Captured: 2}}}
 	a := New(src, "127.0.0.1:0", slog.Default())
-	res, body := get(t, a.Handler(), "/capture?count=4&listener=web&host=10.0.0.1&port=80")
+	res, body := get(t, a.Handler(), "/capture?count=4&listener=web&host=10.0.0.1&port=80&buffer=16MiB")
 	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "application/x-pcapng" {
 		t.Fatalf("/capture: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
 	}
-	if q := src.asked[0]; q.Host != netip.MustParseAddr("10.0.0.1") || q.Port != 80 || q.Listener != "web" {
+	if q := src.asked[0]; q.Host != netip.MustParseAddr("10.0.0.1") || q.Port != 80 || q.Listener != "web" || q.RingBytes != 16<<20 {
 		t.Errorf("asked %+v", q)
 	}
 	if !src.running.isClosed() {
