@@ -27,9 +27,13 @@ vet: deps
 
 # Debian packages the lab tests and the demo use (command:package), installed
 # when missing. The tests would install them one by one too; doing it first
-# keeps that out of their timeouts.
+# keeps that out of their timeouts. tshark reads back the captures of
+# TestCapture; its debconf question (may non-root users capture?) is
+# answered with the default, no, by DEBIAN_FRONTEND=noninteractive in
+# scripts/deps.sh, so the install never waits for a terminal.
 LAB_TOOLS := ip:iproute2 ss:iproute2 iptables:iptables ethtool:ethtool tcpdump:tcpdump \
-	ping:iputils-ping curl:curl redis-server:redis-server redis-benchmark:redis-tools iperf3:iperf3 haproxy:haproxy
+	ping:iputils-ping curl:curl redis-server:redis-server redis-benchmark:redis-tools iperf3:iperf3 haproxy:haproxy \
+	tshark:tshark
 
 test-deps:
 	@if [ "$$(id -u)" = 0 ]; then scripts/deps.sh $(LAB_TOOLS); fi

@@ -250,3 +250,41 @@ func BenchmarkReceiveRecycle(b *testing.B) {
 		s.Recycle(descs[:n])
 	}
 }
+
+// TestUnflushed: the frames committed since the last Flush are readable in
+// place, in order, until that Flush hands them to the kernel; indices
+// that wrap around the ring change nothing.
+func TestUnflushed(t *testing.T) {
+	s := newFakeSocket(t, Config{NumFrames: 16, FillSize: 4, CompletionSize: 8, RxSize: 8, TxSize: 8}, 1<<32-3)
+	k := fakeKernel{s: s}
+	for round := range 4 {
+		for i := range 3 {
+			copy(s.NextFrame(), []byte{byte(round), byte(i), 0xee})
+			s.Commit(2 + i)
+		}
+		if got := s.Unflushed(); got != 3 {
+			t.Fatalf("round %d: Unflushed %d, want 3", round, got)
+		}
+		for i := range 3 {
+			f := s.UnflushedFrame(i)
+			if len(f) != 2+i || f[0] != byte(round) || f[1] != byte(i) || cap(f) != len(f) {
+				t.Fatalf("round %d: UnflushedFrame(%d) = % x (cap %d)", round, i, f, cap(f))
+			}
+		}
+		if s.UnflushedFrame(3) != nil || s.UnflushedFrame(-1) != nil {
+			t.Fatal("UnflushedFrame beyond the committed frames is not nil")
+		}
+		if err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if s.Unflushed() != 0 {
+			t.Fatalf("round %d: Unflushed %d after Flush", round, s.Unflushed())
+		}
+		var done []uint64
+		for _, d := range k.consumeTx(8) {
+			done = append(done, d.Addr)
+		}
+		k.produceComp(done...)
+		s.Complete()
+	}
+}

@@ -139,3 +139,24 @@ func (s *Socket) TxPending() int {
 	}
 	return int(s.tx.cachedProd-s.tx.published) + int(s.tx.outstanding())
 }
+
+// Unflushed returns how many frames Commit has queued since the last Flush:
+// the frames the next Flush hands to the kernel. UnflushedFrame(i) is the
+// i-th of them. Until that Flush they are the caller's alone (the kernel
+// sees none of them), so a packet capture reads them here, in place.
+func (s *Socket) Unflushed() int {
+	if s.closed {
+		return 0
+	}
+	return int(s.tx.cachedProd - s.tx.published)
+}
+
+// UnflushedFrame is the i-th frame (0 the oldest) of those Unflushed counts,
+// in place, or nil when there is no such frame.
+func (s *Socket) UnflushedFrame(i int) []byte {
+	if s.closed || i < 0 || i >= int(s.tx.cachedProd-s.tx.published) {
+		return nil
+	}
+	d := s.tx.descs[(s.tx.published+uint32(i))&s.tx.mask]
+	return s.umem.mem[d.Addr : d.Addr+uint64(d.Len) : d.Addr+uint64(d.Len)]
+}

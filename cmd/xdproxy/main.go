@@ -1,6 +1,7 @@
 // Command xdproxy runs the proxy (see CONFIG.md): `run --config FILE`,
 // `check --config FILE`, `version`, and the commands that talk to a
-// running daemon's admin server: `backends`, `backend set` (admin.go). It
+// running daemon's admin server: `backends`, `backend set`, `reload`, `ss`
+// (admin.go), `capture` (capture.go). It
 // is wiring only: flags, config loading, logging, signals and exit codes;
 // the work is in proxy/ and internal/adminclient.
 //
@@ -48,7 +49,8 @@ const usage = `usage: xdproxy run --config FILE [--no-preflight]
        xdproxy ss [--admin ADDR] [--config FILE] [state S] [sport = :P] [dport = :P] [src A] [dst A]
        xdproxy backends [--admin ADDR] [--config FILE] [--json]
        xdproxy trace [--admin ADDR] [--config FILE] [--listener L] [--client A[/len]] [--port P] [--count N] [--duration D] [--time-wait] [--json]
-       xdproxy backend set LISTENER BACKEND [--state ready|drain|maint] [--weight N] [--admin ADDR] [--config FILE]`
+       xdproxy backend set LISTENER BACKEND [--state ready|drain|maint] [--weight N] [--admin ADDR] [--config FILE]
+       xdproxy capture -w FILE|- [--host A] [--port P] [--listener L] [--count N] [--duration D] [--buffer SIZE] [--admin ADDR] [--config FILE]`
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -100,6 +102,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return reloadCmd(args[1:], stdout, stderr)
 	case "ss":
 		return ssCmd(args[1:], stdout, stderr)
+	case "capture":
+		return captureCmd(args[1:], stdout, stderr)
 	case "backends":
 		return backendsCmd(args[1:], stdout, stderr)
 	case "trace":

@@ -142,10 +142,7 @@ func (c *Client) request(ctx context.Context, method, path string, body any) (*h
 	}
 	res, err := c.HTTP.Do(req)
 	if err != nil {
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, nil, fmt.Errorf("cannot reach the admin server at %s: connection refused (is the daemon running, with this admin.address?)", c.Addr)
-		}
-		return nil, nil, fmt.Errorf("cannot reach the admin server at %s: %w", c.Addr, err)
+		return nil, nil, c.unreachable(err)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
@@ -153,6 +150,14 @@ func (c *Client) request(ctx context.Context, method, path string, body any) (*h
 		return nil, nil, fmt.Errorf("reading the answer of %s: %w", c.Addr, err)
 	}
 	return res, b, nil
+}
+
+// unreachable is the error for a request that got no answer.
+func (c *Client) unreachable(err error) error {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("cannot reach the admin server at %s: connection refused (is the daemon running, with this admin.address?)", c.Addr)
+	}
+	return fmt.Errorf("cannot reach the admin server at %s: %w", c.Addr, err)
 }
 
 // answerError is the error for an answer other than the one expected, with

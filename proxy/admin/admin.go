@@ -25,6 +25,7 @@ import (
 //	/connections   one line per engine connection and TIME_WAIT entry (?format=json)
 //	/backends      the runtime API (backends.go): GET lists, POST /backends/L/B changes
 //	/trace         ladder traces of the next matching sessions, streamed (trace.go)
+//	/capture       pcapng of the frames the shards receive and send (capture.go)
 //	/debug/pprof/  Go profiles
 //
 // On an address that is not loopback every path but /healthz and /metrics
@@ -50,6 +51,10 @@ type Admin struct {
 	mux     *http.ServeMux
 	handler http.Handler // mux behind the token check
 
+	captures  captureMetrics
+	closing   chan struct{} // closed by Shutdown: streams (/capture) end
+	closeOnce sync.Once
+
 	mu    sync.Mutex
 	srv   *http.Server
 	ln    net.Listener
@@ -65,13 +70,14 @@ func New(src Source, addr string, log *slog.Logger) *Admin {
 	if log == nil {
 		log = slog.Default()
 	}
-	a := &Admin{addr: addr, log: log.With("component", "admin")}
+	a := &Admin{addr: addr, log: log.With("component", "admin"), closing: make(chan struct{})}
 	if src != nil {
 		a.src.Store(&sourceRef{src})
 	}
 	a.reg = prometheus.NewRegistry()
 	a.reg.MustRegister(
 		&collector{source: a.source, ready: a.isReady, timeout: a.shardTimeout, unauthorized: a.Unauthorized, reloader: a.currentReloader},
+		&a.captures,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -88,6 +94,7 @@ func New(src Source, addr string, log *slog.Logger) *Admin {
 	a.mux.HandleFunc("/backends/", a.handleBackendsOther)
 	a.mux.HandleFunc("/backends/{listener}/{backend}", a.handleSetBackend)
 	a.mux.HandleFunc("/trace", a.handleTrace)
+	a.mux.HandleFunc("/capture", a.handleCapture)
 	a.mux.HandleFunc("/debug/pprof/", pprof.Index)
 	a.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	a.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -180,6 +187,7 @@ func (a *Admin) Addr() string {
 // Shutdown stops accepting, waits for the requests in progress (until ctx
 // ends; then it closes them) and returns once the server is down.
 func (a *Admin) Shutdown(ctx context.Context) error {
+	a.closeOnce.Do(func() { close(a.closing) }) // streams end and write their last blocks
 	a.mu.Lock()
 	srv, done := a.srv, a.serve
 	a.mu.Unlock()
@@ -212,7 +220,7 @@ func (l slogPrintln) Println(v ...any) {
 
 func (a *Admin) handleIndex(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprint(w, "xdproxy admin\n\n/healthz\n/metrics\n/connections  (?format=json, ?state=ESTABLISHED,TIME_WAIT, ?listener=NAME, ?limit=N, ?time_wait=0)\n/backends  (GET; POST /backends/LISTENER/BACKEND {\"state\": \"ready|drain|maint\", \"weight\": N})\n/trace  (?listener=NAME, ?client=A[/len], ?port=P, ?count=N, ?duration=D, ?time_wait=1, ?format=text|json)\n/debug/pprof/\n")
+	fmt.Fprint(w, "xdproxy admin\n\n/healthz\n/metrics\n/connections  (?format=json, ?state=ESTABLISHED,TIME_WAIT, ?listener=NAME, ?limit=N, ?time_wait=0)\n/backends  (GET; POST /backends/LISTENER/BACKEND {\"state\": \"ready|drain|maint\", \"weight\": N})\n/trace  (?listener=NAME, ?client=A[/len], ?port=P, ?count=N, ?duration=D, ?time_wait=1, ?format=text|json)\n/capture  (pcapng; ?host=A, ?port=P, ?listener=NAME, ?count=N, ?duration=D)\n/debug/pprof/\n")
 }
 
 func (a *Admin) handleHealthz(w http.ResponseWriter, r *http.Request) {

@@ -226,7 +226,7 @@ func TestAdminServeAndShutdown(t *testing.T) {
 
 func TestAdminIndex(t *testing.T) {
 	_, body := get(t, New(nil, "", nil).Handler(), "/")
-	want := "xdproxy admin\n\n/healthz\n/metrics\n/connections  (?format=json, ?state=ESTABLISHED,TIME_WAIT, ?listener=NAME, ?limit=N, ?time_wait=0)\n/backends  (GET; POST /backends/LISTENER/BACKEND {\"state\": \"ready|drain|maint\", \"weight\": N})\n/trace  (?listener=NAME, ?client=A[/len], ?port=P, ?count=N, ?duration=D, ?time_wait=1, ?format=text|json)\n/debug/pprof/\n"
+	want := "xdproxy admin\n\n/healthz\n/metrics\n/connections  (?format=json, ?state=ESTABLISHED,TIME_WAIT, ?listener=NAME, ?limit=N, ?time_wait=0)\n/backends  (GET; POST /backends/LISTENER/BACKEND {\"state\": \"ready|drain|maint\", \"weight\": N})\n/trace  (?listener=NAME, ?client=A[/len], ?port=P, ?count=N, ?duration=D, ?time_wait=1, ?format=text|json)\n/capture  (pcapng; ?host=A, ?port=P, ?listener=NAME, ?count=N, ?duration=D)\n/debug/pprof/\n"
 	if body != want {
 		t.Fatalf("/ = %q, want %q", body, want)
 	}

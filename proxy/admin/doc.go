@@ -2,7 +2,8 @@
 // /healthz, the Prometheus /metrics, the ss(8)-like /connections listing
 // of the engines' connections (text or JSON, with filters), the runtime
 // API (/backends: list backends, set one's state and weight; backends.go),
-// and pprof. On an address that is not loopback every path but /healthz
+// packet capture (/capture: pcapng of the frames the shards receive and
+// send, through the optional CaptureSource; capture.go), and pprof. On an address that is not loopback every path but /healthz
 // and /metrics needs the bearer token of admin.token_file (auth.go).
 //
 // It reads the proxy only through Source, a snapshot interface that

@@ -144,6 +144,7 @@ type Dataplane struct {
 	// their address instead of by the queue they happen to arrive on.
 	hashClients bool
 	memLimit    atomic.Int64 // Config.MemoryLimit, or SetMemoryLimit's
+	capture     atomic.Pointer[Capture] // the running capture (one at a time), or nil
 	log         *slog.Logger
 	stopOnce    sync.Once
 }

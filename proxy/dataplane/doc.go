@@ -47,4 +47,12 @@
 // rx_partial_checksum; on a physical NIC the check stays strict. When bad
 // checksums dominate an interface's traffic the data plane logs what is
 // likely wrong, at most once every ten minutes.
+//
+// # Packet capture
+//
+// StartCapture taps the frames the shards take off their AF_XDP sockets and
+// put on them (capture.go): a filter on the raw frame, a bounded ring per
+// shard, frames dropped from the capture (counted) rather than from
+// traffic when a ring is full. Off, it costs a pointer load and a test per
+// RX batch and per loop round.
 package dataplane

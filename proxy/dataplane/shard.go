@@ -36,6 +36,7 @@ type Shard struct {
 
 	sleeping atomic.Bool
 	stopping atomic.Bool
+	tap      atomic.Pointer[shardTap] // the running capture's side on this shard (capture.go), or nil
 	done     chan struct{}
 	ctl      chan func(*Shard)
 
@@ -231,6 +232,12 @@ func (s *Shard) poll() bool {
 		}
 		busy = true
 		s.stats.RxFrames.Store(s.stats.RxFrames.Load() + uint64(n))
+		// A capture, off, costs this load and test per batch (loaded here,
+		// not kept across the frame loop below, so as not to hold a register).
+		if tap := s.tap.Load(); tap != nil {
+			// Before the engine, which may rewrite a frame in place.
+			tap.received(s.now, ifx, s.queues[ifx], sock, s.descs[:n])
+		}
 		for _, d := range s.descs[:n] {
 			f := sock.Frame(d)
 			if o := s.dp.owner(f, s.id); o != s.id {
@@ -288,9 +295,18 @@ func (s *Shard) poll() bool {
 			fs.to.wake()
 		}
 	}
-	for _, sock := range s.socks {
+	// And this load per round, with a test per socket.
+	tap := s.tap.Load()
+	var sentAt stack.Time
+	if tap != nil {
+		sentAt = s.dp.now()
+	}
+	for ifx, sock := range s.socks {
 		if sock == nil {
 			continue
+		}
+		if tap != nil {
+			tap.sent(sentAt, ifx, s.queues[ifx], sock)
 		}
 		if err := sock.Flush(); err != nil {
 			inc(&s.stats.FlushErrors)
