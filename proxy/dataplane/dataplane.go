@@ -143,7 +143,7 @@ type Dataplane struct {
 	// an RTO or duplicate data), so client flows are owned by a hash of
 	// their address instead of by the queue they happen to arrive on.
 	hashClients bool
-	memLimit    atomic.Int64 // Config.MemoryLimit, or SetMemoryLimit's
+	memLimit    atomic.Int64            // Config.MemoryLimit, or SetMemoryLimit's
 	capture     atomic.Pointer[Capture] // the running capture (one at a time), or nil
 	log         *slog.Logger
 	stopOnce    sync.Once
