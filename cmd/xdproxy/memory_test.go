@@ -392,8 +392,17 @@ func testMemoryBudget(t *testing.T, first string) {
 	if failed > 0 {
 		t.Errorf("%d of %d ordinary requests failed under the hostile population", failed, 3*memOrdinary)
 	}
-	if loaded99 > 2*base99 {
-		t.Errorf("ordinary requests' p99 %v under the population, want within 2x of unloaded (%v)", loaded99, base99)
+	// Readers cost the machine nothing once stuck: ordinary requests must
+	// see no more than 2x. 20,000 writers are ~80,000 packets a second
+	// through the lab's kernels (client and backend processes, the router,
+	// veth copy-mode XDP) on the same two cores as the daemon, which itself
+	// used ~0.3 of a core there (profiled): their p99 is the box's, so it
+	// is bounded only against stalls (a SYN timeout, an RTO: 200 ms and up).
+	switch {
+	case first == "B\n" && loaded99 > 2*base99:
+		t.Errorf("ordinary requests' p99 %v under the readers, want within 2x of unloaded (%v)", loaded99, base99)
+	case loaded99 > max(2*base99, 150*time.Millisecond):
+		t.Errorf("ordinary requests' p99 %v under the writers, want no stall (within 2x of unloaded %v, or 150 ms)", loaded99, base99)
 	}
 	// The fixed overhead: what the idle daemon holds (runtime, UMEM
 	// touched so far) plus the Go collector's room above the budget
