@@ -198,7 +198,9 @@ func (s *Speaker) Apply(cfg *Config) (changed []string, err error) {
 }
 
 func (s *Speaker) startServer(cfg *Config) error {
-	srv := server.NewBgpServer(server.LoggerOption(s.log, bgpLogLevel(s.log)))
+	// GoBGP logs through ours (its level var only serves its SetLogLevel
+	// API): peer added, up, down, notifications; its debug lines at debug.
+	srv := server.NewBgpServer(server.LoggerOption(s.log.With("lib", "gobgp"), &slog.LevelVar{}))
 	go srv.Serve()
 	err := srv.StartBgp(context.Background(), &api.StartBgpRequest{Global: &api.Global{
 		Asn:        cfg.ASN,
@@ -270,17 +272,6 @@ func (s *Speaker) peerChanged(srv *server.BgpServer, addr netip.Addr, state, msg
 	default:
 		s.log.Debug("bgp session state", "neighbor", addr, "state", state)
 	}
-}
-
-// bgpLogLevel keeps GoBGP's own logging a level quieter than ours: its
-// info lines are per-message chatter.
-func bgpLogLevel(log *slog.Logger) *slog.LevelVar {
-	lv := &slog.LevelVar{}
-	lv.Set(slog.LevelWarn)
-	if log.Enabled(context.Background(), slog.LevelDebug) {
-		lv.Set(slog.LevelInfo)
-	}
-	return lv
 }
 
 func stateName(st bgp.FSMState) string {
