@@ -52,6 +52,7 @@ type Speaker struct {
 	kick     chan struct{}
 	stop     chan struct{}
 	loopDone chan struct{}
+	looping  bool // the health poll runs (from the first configuration on)
 	stopOnce sync.Once
 }
 
@@ -81,7 +82,6 @@ func New(serving ServingFunc, log *slog.Logger) *Speaker {
 		routes: map[netip.Prefix]*routeState{}, peers: map[netip.Addr]*peerStats{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), loopDone: make(chan struct{}),
 	}
-	go s.loop()
 	return s
 }
 
@@ -129,6 +129,11 @@ func (s *Speaker) Apply(cfg *Config) (changed []string, err error) {
 		s.routes = map[netip.Prefix]*routeState{}
 		return []string{"bgp stopped"}, nil
 	case s.cfg == nil || cfg.ASN != s.cfg.ASN || cfg.RouterID != s.cfg.RouterID:
+		if !s.looping {
+			// A daemon without BGP runs no poll at all.
+			s.looping = true
+			go s.loop()
+		}
 		if s.cfg != nil {
 			s.stopServer()
 			changed = append(changed, "bgp restarted (asn or router_id)")
@@ -442,7 +447,12 @@ func (s *Speaker) WithdrawAll() time.Duration {
 func (s *Speaker) Stop() {
 	s.stopOnce.Do(func() {
 		close(s.stop)
-		<-s.loopDone
+		s.mu.Lock()
+		looping := s.looping
+		s.mu.Unlock()
+		if looping {
+			<-s.loopDone
+		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.withdrawn = true
