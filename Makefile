@@ -2,8 +2,11 @@
 GO        ?= go
 PKGS      := ./...
 # Tests too slow under the race detector (the network simulations, which are
-# single-goroutine anyway) run without it.
-NORACE    := ^TestSim
+# single-goroutine anyway) run without it, and so do the BGP speaker's tests,
+# which run several GoBGP servers in one process: each server's StartBgp
+# writes package globals of GoBGP's (table.SelectionOptions) that the others
+# read (the daemon runs one server at a time).
+NORACE    := ^TestSim|^TestSpeaker
 # Tests that compare latencies loaded and unloaded run last, alone, without
 # the race detector (their helper processes also hold more goroutines than
 # it allows).
@@ -33,7 +36,8 @@ vet: deps
 # scripts/deps.sh, so the install never waits for a terminal.
 LAB_TOOLS := ip:iproute2 ss:iproute2 iptables:iptables ethtool:ethtool tcpdump:tcpdump \
 	ping:iputils-ping curl:curl redis-server:redis-server redis-benchmark:redis-tools iperf3:iperf3 haproxy:haproxy \
-	tshark:tshark
+	tshark:tshark \
+	bird:bird2
 
 test-deps:
 	@if [ "$$(id -u)" = 0 ]; then scripts/deps.sh $(LAB_TOOLS); fi

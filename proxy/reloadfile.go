@@ -30,6 +30,7 @@ type FileReloader struct {
 	log       *slog.Logger
 
 	mu               sync.Mutex
+	also             []func(*config.Config) ([]string, error) // AlsoApply
 	applied, refused atomic.Uint64
 	sum              atomic.Pointer[string]
 }
@@ -41,6 +42,16 @@ func NewFileReloader(p *Proxy, path string, cfg *config.Config, data []byte, pre
 	sum := fileSum(data)
 	r.sum.Store(&sum)
 	return r
+}
+
+// AlsoApply makes every applied reload call fn with the new file, after
+// the proxy took it (the BGP speaker's neighbors and routes); what fn
+// changed joins the outcome's Changed, and an error its Error (the reload
+// stays applied: the proxy already runs the new file).
+func (r *FileReloader) AlsoApply(fn func(*config.Config) (changed []string, err error)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.also = append(r.also, fn)
 }
 
 func fileSum(data []byte) string {
@@ -111,6 +122,13 @@ func (r *FileReloader) reload() admin.ReloadOutcome {
 	}
 	out.Applied = true
 	out.Added, out.Removed, out.Changed, out.Restart = res.Added, res.Removed, res.Changed, res.Restart
+	for _, fn := range r.also {
+		changed, err := fn(cfg)
+		out.Changed = append(out.Changed, changed...)
+		if err != nil {
+			out.Error = err.Error()
+		}
+	}
 	if !reflect.DeepEqual(cfg.Admin, r.started.Admin) {
 		out.Restart = append(out.Restart, "admin")
 	}

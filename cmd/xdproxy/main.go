@@ -181,6 +181,12 @@ func serve(cfg *config.Config, path string, withPreflight bool, stderr io.Writer
 		}
 		adminSrv.SetReady(true)
 	}
+	speaker, err := startBGP(p, cfg, reloader, adminSrv, log)
+	if err != nil {
+		p.Stop()
+		fmt.Fprintf(stderr, "xdproxy: %v\n", err)
+		return 1
+	}
 	log.Info("ready", "listeners", len(cfg.Listeners), "interfaces", len(cfg.Interfaces), "admin", cfg.Admin.Address)
 	var sig os.Signal
 	for sig == nil {
@@ -191,8 +197,10 @@ func serve(cfg *config.Config, path string, withPreflight bool, stderr io.Writer
 		}
 	}
 	// /healthz answers 503 "draining" from here on (it reads p.Draining).
+	withdrawBeforeDrain(speaker, sigs, log)
 	log.Info("draining", "signal", sig.String(), "drain_timeout", cfg.DrainTimeout)
 	reset := p.Drain(cfg.DrainTimeout)
+	speaker.Stop()
 	if adminSrv != nil {
 		// Before the data plane goes: a scrape must not race its teardown.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

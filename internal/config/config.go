@@ -63,6 +63,8 @@ type Config struct {
 	ClientTimeout time.Duration
 	Admin         Admin
 	Log           Log
+	// BGP is the bgp block (nil when the file has none: no BGP).
+	BGP *BGP
 
 	// Lines is the line of each field's value in the file, by field path
 	// as errors name it ("interfaces[0].name", "listeners[1].address",

@@ -62,6 +62,9 @@ func TestExampleConfigValues(t *testing.T) {
 		ClientTimeout: time.Minute,
 		Admin:         Admin{Address: "127.0.0.1:9100"},
 		Log:           Log{Level: "info", Format: "text"},
+		BGP: &BGP{ASN: 65001, RouterID: netip.MustParseAddr("10.10.1.1"), WithdrawDelay: DefaultBGPWithdrawDelay,
+			Neighbors: []BGPNeighbor{{Address: netip.MustParseAddr("10.10.1.254"), ASN: 65000, HoldTime: 9 * time.Second}},
+			Announce:  []BGPAnnounce{{Listener: "web", Communities: []uint32{65000<<16 | 100}, HasMED: true}}},
 	}
 	cfg.Lines = nil // the example's comments move its lines; TestDefaults checks Lines
 	if !reflect.DeepEqual(cfg, want) {

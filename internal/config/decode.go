@@ -501,7 +501,7 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		Admin:         Admin{Address: DefaultAdminAddress},
 		Log:           Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 	}
-	m := d.mapping(root, "", "interfaces", "listeners", "tcp", "drain_timeout", "client_timeout", "state_dir", "admin", "log")
+	m := d.mapping(root, "", "interfaces", "listeners", "tcp", "drain_timeout", "client_timeout", "state_dir", "admin", "log", "bgp")
 
 	d.interfaces(m, cfg)
 	d.listeners(m, cfg)
@@ -530,6 +530,9 @@ func (d *decoder) config(root *yaml.Node) *Config {
 			lm.enum("level", &cfg.Log.Level, LogLevels)
 			lm.enum("format", &cfg.Log.Format, LogFormats)
 		}
+	}
+	if v := m.get("bgp"); v != nil {
+		cfg.BGP = d.bgp(v, cfg.Listeners)
 	}
 	cfg.Lines = d.lines
 	return cfg

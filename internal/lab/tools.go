@@ -43,6 +43,7 @@ var debianPackage = map[string]string{
 	"redis-cli":       "redis-tools",
 	"nginx":           "nginx",
 	"haproxy":         "haproxy",
+	"bird":            "bird2",
 }
 
 // sbinDirs are searched after PATH: a root shell may have a PATH without

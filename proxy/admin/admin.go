@@ -23,6 +23,7 @@ import (
 //	/healthz       200 "ok" when ready and not draining; 503 "starting" or "draining"
 //	/metrics       Prometheus text format, collected at scrape time
 //	/connections   one line per engine connection and TIME_WAIT entry (?format=json)
+//	/bgp           the BGP speaker's sessions and routes (bgp.go)
 //	/backends      the runtime API (backends.go): GET lists, POST /backends/L/B changes
 //	/trace         ladder traces of the next matching sessions, streamed (trace.go)
 //	/capture       pcapng of the frames the shards receive and send (capture.go)
@@ -34,6 +35,7 @@ import (
 type Admin struct {
 	src      atomic.Pointer[sourceRef]
 	reloader atomic.Pointer[reloaderRef]
+	bgpSrc   atomic.Pointer[bgpRef]
 	addr     string
 	log      *slog.Logger
 	ready    atomic.Bool
@@ -78,6 +80,7 @@ func New(src Source, addr string, log *slog.Logger) *Admin {
 	a.reg.MustRegister(
 		&collector{source: a.source, ready: a.isReady, timeout: a.shardTimeout, unauthorized: a.Unauthorized, reloader: a.currentReloader},
 		&a.captures,
+		&bgpCollector{source: a.currentBGP},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -90,6 +93,7 @@ func New(src Source, addr string, log *slog.Logger) *Admin {
 	}))
 	a.mux.HandleFunc("/connections", a.handleConnections)
 	a.mux.HandleFunc("/reload", a.handleReload)
+	a.mux.HandleFunc("/bgp", a.handleBGP)
 	a.mux.HandleFunc("/backends", a.handleBackends)
 	a.mux.HandleFunc("/backends/", a.handleBackendsOther)
 	a.mux.HandleFunc("/backends/{listener}/{backend}", a.handleSetBackend)
