@@ -193,9 +193,9 @@ func (m *memAcct) full() bool {
 	return s > 0 && m.total >= s
 }
 
-// ringCap is how far a ring holding size bytes of storage may fill now:
-// its bound, or under pressure no further than it has already grown (at
-// least pressureRing, and one MSS).
+// ringCap is how far ring r may fill now: its bound, or under pressure no
+// further than its storage has already grown (at least pressureRing, and
+// one MSS).
 func (e *Engine) ringCap(r *ring, mss int) int {
 	if e.mem.level == MemoryNormal {
 		return r.max
@@ -236,6 +236,9 @@ func (c *Conn) rcvSpace() int {
 // reader on out's side does. Call it on both legs of a session, each with
 // the other. out == nil unties c.
 func (c *Conn) Splice(out *Conn) {
+	if o := c.spliceTo; o != nil && o.spliceFrom == c {
+		o.spliceFrom = nil
+	}
 	c.spliceTo = out
 	if out != nil {
 		out.spliceFrom = c
