@@ -84,6 +84,8 @@ func FromConfig(c *config.Config, log *slog.Logger) (Config, error) {
 	switch t.CongestionControl {
 	case "newreno":
 		e.Congestion = stack.NewReno
+	case "bbr":
+		e.Congestion = stack.BBR
 	case "", "cubic":
 		e.Congestion = stack.CUBIC
 	default:

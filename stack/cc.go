@@ -13,6 +13,8 @@ const (
 	CUBIC CongestionControl = iota
 	// NewReno is RFC 5681 with the RFC 6582 recovery.
 	NewReno
+	// BBR is BBR v1 as Linux's tcp_bbr.c (bbr.go), paced.
+	BBR
 )
 
 func (c CongestionControl) String() string {
@@ -21,6 +23,8 @@ func (c CongestionControl) String() string {
 		return "cubic"
 	case NewReno:
 		return "newreno"
+	case BBR:
+		return "bbr"
 	}
 	return fmt.Sprintf("CongestionControl(%d)", uint8(c))
 }
@@ -51,6 +55,15 @@ type congestion interface {
 	// undo restores the window from before a reduction that D-SACKs showed
 	// to be spurious (RFC 3708's detection; Linux's tcp_try_undo_dsack).
 	undo(cwnd, ssthresh int)
+	// onSample is called for every acceptable ACK after loss detection,
+	// with its delivery rate sample (rate.go): a model-based algorithm
+	// (BBR) runs on it, in recovery too, in place of onAck.
+	onSample(c *Conn, rs *rateSample)
+	// onSendIdle is called when data goes with nothing in flight.
+	onSendIdle(c *Conn)
+	// pacingRate is the rate, bytes/s, segments are paced at (pacing.go);
+	// 0: not paced.
+	pacingRate() float64
 }
 
 func newCongestion(kind CongestionControl, smss int) congestion {
@@ -58,17 +71,22 @@ func newCongestion(kind CongestionControl, smss int) congestion {
 	return st.init(kind, smss)
 }
 
-// ccState holds either algorithm's state; a Conn embeds one, so the
-// congestion controller costs no allocation of its own.
+// ccState holds the algorithms' state (NewReno's is CUBIC's embedded
+// one); a Conn embeds one, so the congestion controller costs no
+// allocation of its own.
 type ccState struct {
-	reno  reno
 	cubic cubic
+	bbr   bbr
 }
 
 func (st *ccState) init(kind CongestionControl, smss int) congestion {
-	if kind == NewReno {
-		st.reno = *newNewReno(smss)
-		return &st.reno
+	switch kind {
+	case NewReno:
+		st.cubic.reno = *newNewReno(smss)
+		return &st.cubic.reno
+	case BBR:
+		st.bbr = *newBBR(smss)
+		return &st.bbr
 	}
 	st.cubic = *newCubic(smss)
 	return &st.cubic
@@ -92,6 +110,11 @@ func (r *reno) cwnd() int         { return r.cw }
 func (r *reno) ssthresh() int     { return r.ssth }
 func (r *reno) setMSS(smss int)   { r.cw = r.cw / r.smss * smss; r.smss = smss }
 func (r *reno) inSlowStart() bool { return r.cw < r.ssth }
+
+// Loss-based algorithms take no rate samples and do not pace.
+func (r *reno) onSample(c *Conn, rs *rateSample) {}
+func (r *reno) onSendIdle(c *Conn)               {}
+func (r *reno) pacingRate() float64              { return 0 }
 
 func (r *reno) onAck(now Time, acked int, rtt time.Duration) {
 	if r.inSlowStart() {

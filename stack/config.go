@@ -288,7 +288,7 @@ func (c *Config) Validate() error {
 	negDur("ChallengeACKWindow", c.ChallengeACKWindow)
 	negDur("CookieSecretLifetime", c.CookieSecretLifetime)
 	negDur("DelayedACK", c.DelayedACK)
-	if c.Congestion > NewReno {
+	if c.Congestion > BBR {
 		errs = append(errs, fmt.Errorf("Congestion: unknown algorithm %d", c.Congestion))
 	}
 	if c.SYNCookies > SYNCookiesNever {

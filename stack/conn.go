@@ -80,6 +80,9 @@ type Conn struct {
 	synXmit    Time         // when our SYN or SYN-ACK went, for the handshake's RTT; 0: resent (Karn)
 	sent       sentQueue    // a record per segment in flight, with its send time
 	rack       rackState    // RFC 8985 section 5.2
+	rate       rateState    // delivery rate samples (rate.go)
+	paceAt     Time         // pacing (pacing.go): when the next segment may go
+	paceWaitAt Time         // the pacing timer: output waits for paceAt
 	ackTSecr   uint32       // TSecr of the ACK being processed (0: none)
 	sacked     oooSet       // the SACK scoreboard: SACKed ranges above SND.UNA
 	sackedOut  int          // bytes of records SACKed
@@ -234,6 +237,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	default:
 		return 0, ErrClosed
 	}
+	c.rateCheckAppLimited()
 	n := c.sndBuf.Write(p[:min(len(p), c.sndSpace())])
 	c.wantWritable = n < len(p)
 	c.bytesOut += uint64(n)

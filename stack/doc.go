@@ -21,7 +21,9 @@
 //	rack.go      RACK (RFC 8985 section 6): loss detection by send time, reordering window and timer
 //	recovery.go  loss recovery around it: SACK scoreboard, pipe, PRR (RFC 6937), tail loss probe
 //	             (RFC 8985 section 7), undo; NewReno (RFC 6582) without SACK; limited transmit
-//	cc.go        congestion control interface, NewReno; cubic.go CUBIC (RFC 9438)
+//	cc.go        congestion control interface, NewReno; cubic.go CUBIC (RFC 9438);
+//	             bbr.go BBR v1 (as Linux's tcp_bbr.c) on rate.go's delivery rate
+//	             samples, paced by pacing.go
 //	rtt.go       RTT estimation (RFC 6298) from send times; the minimum RTT filter
 //	conn.go      the connection record and the application side
 //	timewait.go  the compact TIME_WAIT table

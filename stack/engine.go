@@ -452,7 +452,7 @@ func (e *Engine) newConn(k FlowKey, to hop) *Conn {
 		e: e, key: k, state: Closed,
 		heapIdx: -1, deadline: Never, rtoAt: Never, kaAt: Never,
 		peer: to, macKnown: true,
-		persistAt: Never, delackAt: Never, tlpAt: Never, reoAt: Never,
+		persistAt: Never, delackAt: Never, tlpAt: Never, reoAt: Never, paceWaitAt: Never,
 		quickAcks:  maxQuickAcks,
 		reordering: dupThresh, rack: rackState{reoWndMult: 1},
 		rcvMSSSeen: int(defaultMSS(k)),

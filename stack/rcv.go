@@ -234,6 +234,8 @@ func (c *Conn) processACK(s *segment) bool {
 	// SACKed bytes.
 	priorUna, priorSACKed := c.sndUna, c.sackedOut
 	c.rackNewACK()
+	c.rateNewACK()
+	lostBefore := c.rate.lostMarked
 	c.ackTSecr = 0
 	if c.tsOK && s.opts.HasTimestamps {
 		c.ackTSecr = s.opts.TSEcr
@@ -297,10 +299,16 @@ func (c *Conn) processACK(s *segment) bool {
 		c.reoAt = Never
 	}
 	c.armRecoveryProbe()
+	delivered := int(priorUna.Size(c.sndUna)) + c.sackedOut - priorSACKed
 	if c.prrActive() {
 		// Every ACK in recovery, the one that started it included.
-		c.prrUpdate(int(priorUna.Size(c.sndUna)) + c.sackedOut - priorSACKed)
+		c.prrUpdate(delivered)
 	}
+	c.rateGen(max(delivered, 0), lostBefore)
+	if sampled {
+		c.rate.rs.rtt = rtt
+	}
+	c.cc.onSample(c, &c.rate.rs)
 	return true
 }
 

@@ -128,6 +128,7 @@ func (c *Conn) sackRecords(a, b, bs, be seqnum.Value) bool {
 		s.flags = s.flags&^(segLost|segRxtOut) | segSACKed
 		c.sackedOut += n
 		c.sackedSegs++
+		c.rateDelivered(s)
 		c.rackDelivered(s)
 		marked = true
 	}
@@ -169,6 +170,7 @@ func (c *Conn) setLost(s *sentSeg) bool {
 	if s.flags&segLost == 0 {
 		s.flags |= segLost
 		c.lostOut += n
+		c.rate.lostMarked += uint64(n)
 	}
 	return rxt
 }
@@ -201,6 +203,7 @@ func (c *Conn) ackRecords(ack seqnum.Value) {
 		if s.flags&segSACKed != 0 {
 			c.sackedSegs--
 		} else {
+			c.rateDelivered(s)
 			c.rackDelivered(s)
 		}
 		c.uncount(s, s.len())
@@ -519,7 +522,9 @@ func (c *Conn) enterRecovery(rto bool) {
 // prrActive: fast recovery with SACK, where Proportional Rate Reduction
 // (RFC 6937) paces what is sent. (After an RTO cwnd grows by slow start
 // instead; without SACK NewReno's partial ACKs drive it.)
-func (c *Conn) prrActive() bool { return c.inRecovery && !c.rtoRecovery && c.sackOK }
+func (c *Conn) prrActive() bool {
+	return c.inRecovery && !c.rtoRecovery && c.sackOK && c.e.cfg.Congestion != BBR
+}
 
 // prrUpdate is RFC 6937 section 3's per-ACK step: delivered bytes (SND.UNA's
 // advance plus the change in SACKed bytes) earn a share of ssthresh/RecoverFS

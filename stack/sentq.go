@@ -6,8 +6,9 @@ import "github.com/xdproxy/xdproxy/stack/seqnum"
 // acknowledged, in sequence order, covering [SND.UNA, SND.NXT) without gaps.
 // Each record carries its latest transmit time on the engine's clock (RACK's
 // Segment.xmit_ts, RFC 8985 section 5.2) and what the scoreboard knows of
-// it: SACKed, deemed lost, retransmitted. The bytes themselves stay in the
-// send ring; a record is 24 bytes beside a segment's ~1448.
+// it: SACKed, deemed lost, retransmitted; and the delivery state it was
+// sent in, for delivery rate samples (rate.go). The bytes themselves stay
+// in the send ring; a record is 48 bytes beside a segment's ~1448.
 //
 // Storage is a power-of-two ring taken from the engine's free list on the
 // first send and given back when the queue empties, so the steady state
@@ -18,14 +19,20 @@ type sentSeg struct {
 	start, end seqnum.Value // [start, end): its data, then our FIN when segFIN
 	xmit       Time         // its latest transmission
 	flags      uint8
+	// The delivery state at its latest transmission (rateOnSend).
+	txDelivered   uint64
+	txDeliveredAt Time
+	txFirstSent   Time
 }
 
 const (
-	segSACKed  uint8 = 1 << iota // covered by SACK blocks
-	segLost                      // deemed lost (counted in lostOut until SACKed or acknowledged)
-	segRxtOut                    // a retransmission of it is in flight (counted in rxtOut)
-	segRetrans                   // sent more than once (RFC 8985 Segment.retransmitted)
-	segFIN                       // its last sequence number is our FIN
+	segSACKed     uint8 = 1 << iota // covered by SACK blocks
+	segLost                         // deemed lost (counted in lostOut until SACKed or acknowledged)
+	segRxtOut                       // a retransmission of it is in flight (counted in rxtOut)
+	segRetrans                      // sent more than once (RFC 8985 Segment.retransmitted)
+	segFIN                          // its last sequence number is our FIN
+	segAppLimited                   // sent while the application kept the pipe short (rate.go)
+	segRateTaken                    // delivered: its rate state was taken (not again at the cumulative ACK)
 )
 
 func (s *sentSeg) len() int { return int(s.start.Size(s.end)) }

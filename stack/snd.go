@@ -167,6 +167,7 @@ func (c *Conn) transmit(seq seqnum.Value, n int, fin bool) {
 		flags |= wire.FlagPSH // the last of the buffered data, as Linux marks the end of a write
 	}
 	c.sendAt(seq, flags, int(c.sndBufSeq.Size(seq)), n)
+	c.paceSent(n)
 }
 
 // challengeACK sends an RFC 5961 challenge ACK, at most ChallengeACKBurst per
@@ -214,6 +215,9 @@ func (c *Conn) output() {
 	dataEnd := c.sndBufSeq.Add(seqnum.Size(c.sndBuf.Len()))
 	blocked := false
 	for {
+		if c.paceBlocked() {
+			break
+		}
 		cwnd, pipe := c.cc.cwnd(), c.pipe()
 		room := mss // what a retransmission needs under cwnd
 		if c.prrActive() {
@@ -284,13 +288,17 @@ func (c *Conn) output() {
 // records the segment with its send time, and arms the RTO and the tail
 // loss probe.
 func (c *Conn) sendNew(n int, fin bool) {
-	c.transmit(c.sndNxt, n, fin)
 	rec := sentSeg{start: c.sndNxt, xmit: c.e.now}
+	if c.sndNxt == c.sndUna {
+		c.cc.onSendIdle(c)
+	}
+	c.rateOnSend(&rec)
+	c.transmit(c.sndNxt, n, fin)
 	c.sndNxt = c.sndNxt.Add(seqnum.Size(n))
 	if fin {
 		c.finSent = true
 		c.sndNxt = c.sndNxt.Add(1)
-		rec.flags = segFIN
+		rec.flags |= segFIN
 	}
 	rec.end = c.sndNxt
 	c.sent.push(c.e, rec)
@@ -317,6 +325,7 @@ func (c *Conn) retransmitSeg(i int) {
 		s = c.sent.at(i)
 		dn, fin = mss, false
 	}
+	c.rateOnSend(s)
 	c.transmit(s.start, dn, fin)
 	s.xmit = e.now
 	if s.flags&segRxtOut == 0 {
@@ -373,7 +382,7 @@ func (c *Conn) armRTO() {
 
 // nextTimer is the earliest of c's timers.
 func (c *Conn) nextTimer() Time {
-	return min(c.rtoAt, c.kaAt, c.persistAt, c.delackAt, c.tlpAt, c.reoAt)
+	return min(c.rtoAt, c.kaAt, c.persistAt, c.delackAt, c.tlpAt, c.reoAt, c.paceWaitAt)
 }
 
 // rearm puts c in the timer heap under its earliest deadline. Moving a
@@ -440,6 +449,10 @@ func (c *Conn) onTimer() {
 	if !released() && c.kaAt <= now {
 		c.kaAt = Never
 		c.onKeepalive()
+	}
+	if !released() && c.paceWaitAt <= now {
+		c.paceWaitAt = Never
+		c.output()
 	}
 	if !released() {
 		c.rearmNow()

@@ -32,7 +32,9 @@ func recoveryCounters(d *daemon) string {
 
 // TestWANClient: 20 MiB downloads through the daemon over a client leg of
 // 50 ms RTT with 1% and then 3% random loss each way (lab.WAN on the
-// client link), the SHA-256 of what curl received equal to the source's.
+// client link), the SHA-256 of what curl received equal to the source's;
+// with the default congestion control (CUBIC), then with BBR (a daemon of
+// its own, tcp.congestion_control: bbr).
 // Each download has a limit (wanDownloadLimit); the emulator must have
 // dropped about what it was asked to, and no more than that (frames it
 // drops on its own RX rings are counted and logged).
@@ -54,9 +56,21 @@ func TestWANClient(t *testing.T) {
 	w := topo.ClientWAN
 	startHTTP(t, topo.Backends, backend1+":8080", "b1")
 	startHTTP(t, topo.Backends, backend2+":8080", "b2")
-	d := startDaemon(t, topo, webConfig(topo, ""))
 	t.Logf("WAN emulator seed %d", w.Seed())
+	for _, cc := range []string{"cubic", "bbr"} {
+		d := startDaemon(t, topo, webConfig(topo, "")+"tcp:\n  congestion_control: "+cc+"\n")
+		wanDownloads(t, topo, d, cc, rtt)
+		if _, err := d.stop(); err != nil {
+			t.Fatalf("%s: stop: %v", cc, err)
+		}
+	}
+	t.Log(w)
+}
 
+// wanDownloads is TestWANClient's downloads through d, at 1% and 3% loss.
+func wanDownloads(t *testing.T, topo *lab.Topology, d *daemon, cc string, rtt time.Duration) {
+	t.Helper()
+	w := topo.ClientWAN
 	const size = 20 << 20
 	for _, loss := range []float64{0.01, 0.03} {
 		if err := w.Set(lab.Symmetric(lab.WANPath{Delay: rtt / 2, Loss: loss})); err != nil {
@@ -67,7 +81,7 @@ func TestWANClient(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		be, took := download(t, topo, size, wanDownloadLimit[loss])
+		be, took := download(t, topo, size, wanDownloadLimit[cc][loss])
 		after, err := w.Stats()
 		if err != nil {
 			t.Fatal(err)
@@ -77,8 +91,8 @@ func TestWANClient(t *testing.T) {
 		up := after.AtoB.Dropped.Loss - before.AtoB.Dropped.Loss
 		other := after.AtoB.Dropped.Total() + after.BtoA.Dropped.Total() - after.AtoB.Dropped.Loss - after.BtoA.Dropped.Loss -
 			(before.AtoB.Dropped.Total() + before.BtoA.Dropped.Total() - before.AtoB.Dropped.Loss - before.BtoA.Dropped.Loss)
-		t.Logf("%g%% loss each way, %v RTT: 20 MiB from %s in %s (%v in all); the emulator dropped %d of %d frames downstream, %d upstream, %d not asked for",
-			100*loss, rtt, be, took, time.Since(start).Round(10*time.Millisecond), down, down+fwd, up, other)
+		t.Logf("%s, %g%% loss each way, %v RTT: 20 MiB from %s in %s (%v in all); the emulator dropped %d of %d frames downstream, %d upstream, %d not asked for",
+			cc, 100*loss, rtt, be, took, time.Since(start).Round(10*time.Millisecond), down, down+fwd, up, other)
 		// The download's own frames dominate; at least half the asked
 		// rate shows that the loss was there.
 		if rate := float64(down) / float64(down+fwd); rate < loss/2 || rate > 2*loss {
@@ -86,7 +100,6 @@ func TestWANClient(t *testing.T) {
 		}
 		t.Logf("engine recovery counters so far:\n%s", recoveryCounters(d))
 	}
-	t.Log(w)
 }
 
 // wanDownloadLimit is how long TestWANClient gives a 20 MiB download at
@@ -94,5 +107,9 @@ func TestWANClient(t *testing.T) {
 // recovery of December 2026 (RFC 6675 with PRR: 1% 64 s, 3% 139 s on the
 // 2-core box; Linux's own TCP takes 1-3 s on the same path), so that a
 // download that stalls fails the test, with what curl had by then, instead
-// of hanging it.
-var wanDownloadLimit = map[float64]time.Duration{0.01: 180 * time.Second, 0.03: 360 * time.Second}
+// of hanging it. BBR's limits are about ten times what its downloads took
+// (2-4 s; Linux's own BBR the same).
+var wanDownloadLimit = map[string]map[float64]time.Duration{
+	"cubic": {0.01: 180 * time.Second, 0.03: 360 * time.Second},
+	"bbr":   {0.01: 40 * time.Second, 0.03: 40 * time.Second},
+}

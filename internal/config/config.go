@@ -134,7 +134,7 @@ type TCP struct {
 	AcceptBacklog     int
 	TimeWait          time.Duration
 	TimeWaitMax       int
-	CongestionControl string // cubic | newreno
+	CongestionControl string // cubic | newreno | bbr
 	MinRTO            time.Duration
 	MaxRetries        int
 	Keepalive         Keepalive
@@ -234,7 +234,7 @@ var (
 	DialModes         = []string{"xdp", "kernel"}
 	ProxyProtocols    = []string{"none", "v1", "v2"}
 	SYNCookieModes    = []string{"auto", "always", "never"}
-	CongestionControl = []string{"cubic", "newreno"}
+	CongestionControl = []string{"cubic", "newreno", "bbr"}
 	LogLevels         = []string{"debug", "info", "warn", "error"}
 	LogFormats        = []string{"text", "json"}
 )

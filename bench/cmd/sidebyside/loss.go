@@ -40,6 +40,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -58,6 +60,14 @@ type lossOptions struct {
 	BufferKiB int             `json:"buffer_kib"` // xdproxy's tcp.snd_buffer and rcv_buffer (0: its default)
 	Timeout   time.Duration   `json:"timeout_ns"` // per download
 	Seed      uint64          `json:"seed"`       // the emulator's (0: random)
+	// The congestion controls each side runs: one xdproxy side per entry
+	// of XdproxyCC (its tcp.congestion_control), one kernel side per entry
+	// of KernelCC (TCP_CONGESTION on the server's listening socket).
+	XdproxyCCFlag string   `json:"-"`
+	XdproxyCC     []string `json:"xdproxy_cc"`
+	KernelCCFlag  string   `json:"-"`
+	KernelCC      []string `json:"kernel_cc"`
+	KernelDefault string   `json:"kernel_default_cc"` // net.ipv4.tcp_congestion_control in the lab
 }
 
 func (lo *lossOptions) flags(fs interface {
@@ -75,6 +85,8 @@ func (lo *lossOptions) flags(fs interface {
 	fs.IntVar(&lo.BufferKiB, "loss-buffer-kib", 4096, "loss workload: xdproxy's tcp.snd_buffer and rcv_buffer in KiB, as Linux's tcp_wmem maximum (0: the daemon's default)")
 	fs.DurationVar(&lo.Timeout, "loss-timeout", 10*time.Minute, "loss workload: limit of one download")
 	fs.Uint64Var(&lo.Seed, "loss-seed", 0, "loss workload: the emulator's random seed (0: random, recorded in loss.json)")
+	fs.StringVar(&lo.XdproxyCCFlag, "loss-xdproxy-cc", "bbr", "loss workload: xdproxy's congestion controls, one side each (comma list of tcp.congestion_control values)")
+	fs.StringVar(&lo.KernelCCFlag, "loss-kernel-cc", "bbr", "loss workload: the kernel's congestion controls, one side each (comma list of TCP_CONGESTION names)")
 }
 
 // check parses the list flags and checks the values.
@@ -93,6 +105,21 @@ func (lo *lossOptions) check() error {
 			return fmt.Errorf("-loss-rtts: bad RTT %q (0 to 2s)", f)
 		}
 		lo.RTTs = append(lo.RTTs, d)
+	}
+	lo.XdproxyCC, lo.KernelCC = nil, nil
+	for _, f := range strings.Split(lo.XdproxyCCFlag, ",") {
+		f = strings.TrimSpace(f)
+		if !slices.Contains(xdproxyCCs, f) {
+			return fmt.Errorf("-loss-xdproxy-cc: unknown %q (one of %s)", f, strings.Join(xdproxyCCs, ", "))
+		}
+		lo.XdproxyCC = append(lo.XdproxyCC, f)
+	}
+	for _, f := range strings.Split(lo.KernelCCFlag, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" || strings.ContainsAny(f, " /") || len(f) > 15 {
+			return fmt.Errorf("-loss-kernel-cc: bad name %q", f)
+		}
+		lo.KernelCC = append(lo.KernelCC, f)
 	}
 	switch {
 	case lo.Repeats < 1 || lo.MiB < 1 || lo.Timeout <= 0:
@@ -179,7 +206,7 @@ type LossRun struct {
 	RTTms   float64 `json:"rtt_ms"`
 	LossPct float64 `json:"loss_percent"`
 	Repeat  int     `json:"repeat"`
-	Side    string  `json:"side"` // xdproxy or kernel
+	Side    string  `json:"side"` // xdproxy-<cc> or kernel-<cc>
 	Seconds num     `json:"seconds"`
 	// The sender's counters over the download.
 	Retransmits num `json:"retransmits"`
@@ -195,14 +222,16 @@ type LossRun struct {
 type LossCell struct {
 	RTTms   float64 `json:"rtt_ms"`
 	LossPct float64 `json:"loss_percent"`
-	// Per side (xdproxy, kernel): medians over the repeats that succeeded.
+	// Per side (xdproxy-cubic, kernel-bbr, ...): medians over the repeats that succeeded.
 	Seconds     map[string]num `json:"seconds"`
 	MinSeconds  map[string]num `json:"min_seconds"`
 	MaxSeconds  map[string]num `json:"max_seconds"`
 	Retransmits map[string]num `json:"retransmits"`
 	RTOs        map[string]num `json:"rtos"`
-	OK          map[string]int `json:"ok"`    // downloads that succeeded
-	Ratio       num            `json:"ratio"` // xdproxy's median time / the kernel's
+	OK          map[string]int `json:"ok"` // downloads that succeeded
+	// Ratios: an xdproxy side's median time over a kernel side's, keyed
+	// "xdproxy-cubic/kernel-cubic".
+	Ratios map[string]num `json:"ratios"`
 }
 
 // LossResults is loss.json.
@@ -229,7 +258,57 @@ func loadAvg() string {
 	return strings.Join(f[:min(3, len(f))], " ")
 }
 
-var lossSides = []string{"xdproxy", "kernel"}
+// xdproxyCCs are the values tcp.congestion_control takes.
+var xdproxyCCs = []string{"cubic", "newreno", "bbr"}
+
+// lossSide is one contender of the loss workload: xdproxy running one of
+// its congestion controls, or the kernel running one of its own.
+type lossSide struct {
+	name string // xdproxy-cubic, kernel-bbr
+	kind string // xdproxy or kernel
+	cc   string
+	addr string // what the client dials
+}
+
+// sides are the loss workload's contenders, xdproxy's first.
+func (lo *lossOptions) sides() []lossSide {
+	var s []lossSide
+	for _, cc := range lo.XdproxyCC {
+		s = append(s, lossSide{name: "xdproxy-" + cc, kind: "xdproxy", cc: cc})
+	}
+	for _, cc := range lo.KernelCC {
+		s = append(s, lossSide{name: "kernel-" + cc, kind: "kernel", cc: cc})
+	}
+	return s
+}
+
+// sideNames are the names of lo's sides, xdproxy's first.
+func (lo *lossOptions) sideNames() []string {
+	var n []string
+	for _, s := range lo.sides() {
+		n = append(n, s.name)
+	}
+	return n
+}
+
+// listenCC listens on addr in ns with TCP_CONGESTION set to cc on the
+// listening socket, which the accepted connections inherit.
+func listenCC(ns *lab.NS, addr, cc string) (net.Listener, error) {
+	ln, err := ns.ListenTCP(addr)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := ln.(*net.TCPListener).SyscallConn()
+	if err == nil {
+		cerr := rc.Control(func(fd uintptr) { err = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc) })
+		err = errors.Join(err, cerr)
+	}
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("TCP_CONGESTION %q in %s (see net.ipv4.tcp_available_congestion_control): %w", cc, ns.Name, err)
+	}
+	return ln, nil
+}
 
 // lossConfig is the WAN's configuration for a cell.
 func (lo *lossOptions) lossConfig(rtt time.Duration, lossPct float64) lab.WANConfig {
@@ -272,6 +351,12 @@ func runLoss(o *options) (err error) {
 		return err
 	}
 	lo.Seed = topo.ClientWAN.Seed()
+	if out, err := topo.Backends.Run(ctx, "sysctl", "-n", "net.ipv4.tcp_congestion_control"); err == nil {
+		lo.KernelDefault = strings.TrimSpace(out)
+	}
+	// The server xdproxy's backend leg reaches (its sender is xdproxy's
+	// engine on the lossy leg), and one per kernel side, each with its
+	// congestion control.
 	backend := fmt.Sprintf("%s:%d", topo.BackendAddrs[0], downloadBackendPort)
 	ln, err := topo.Backends.ListenTCP(backend)
 	if err != nil {
@@ -279,13 +364,44 @@ func runLoss(o *options) (err error) {
 	}
 	defer ln.Close()
 	go serve(ln, downloadConn)
-
-	// xdproxy, dial: xdp, one listener to the download server.
-	tcp := ""
-	if lo.BufferKiB > 0 {
-		tcp = fmt.Sprintf("tcp:\n  snd_buffer: %dKiB\n  rcv_buffer: %dKiB\n", lo.BufferKiB, lo.BufferKiB)
+	sides := lo.sides()
+	for i := range sides {
+		sd := &sides[i]
+		if sd.kind == "xdproxy" {
+			sd.addr = fmt.Sprintf("%s:%d", listenIP, downloadProxyPort)
+			continue
+		}
+		sd.addr = fmt.Sprintf("%s:%d", topo.BackendAddrs[0], downloadBackendPort+1+i)
+		kln, err := listenCC(topo.Backends, sd.addr, sd.cc)
+		if err != nil {
+			return err
+		}
+		defer kln.Close()
+		go serve(kln, downloadConn)
 	}
-	cfg := fmt.Sprintf(`interfaces:
+
+	// xdproxy, dial: xdp, one listener to the download server; restarted
+	// when the next side runs another congestion control.
+	var in *instance
+	runningCC := ""
+	defer func() {
+		if in != nil {
+			in.stop()
+		}
+	}()
+	startXdproxy := func(cc string) error {
+		if in != nil && runningCC == cc {
+			return nil
+		}
+		if in != nil {
+			in.stop()
+			in = nil
+		}
+		tcp := fmt.Sprintf("tcp:\n  congestion_control: %s\n", cc)
+		if lo.BufferKiB > 0 {
+			tcp += fmt.Sprintf("  snd_buffer: %dKiB\n  rcv_buffer: %dKiB\n", lo.BufferKiB, lo.BufferKiB)
+		}
+		cfg := fmt.Sprintf(`interfaces:
   - name: %s
 listeners:
   - name: download
@@ -303,59 +419,79 @@ log:
   level: info
   format: text
 `, topo.ProxyIf, listenIP, downloadProxyPort, backend, tcp, xdproxyAdmin)
-	path := filepath.Join(tmp, "xdproxy-loss.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		return err
-	}
-	in, err := runXdproxy(ctx, topo.Proxy, bin, path)
-	if err != nil {
-		return err
-	}
-	defer in.stop()
-	p := in.proc
-	admin := adminClient(topo.Proxy)
-	addrs := map[string]string{"xdproxy": fmt.Sprintf("%s:%d", listenIP, downloadProxyPort), "kernel": backend}
-	// A first small download each way: neighbours resolved, both paths
-	// serving.
-	for _, side := range lossSides {
+		path := filepath.Join(tmp, "xdproxy-loss.yaml")
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			return err
+		}
+		var err error
+		if in, err = runXdproxy(ctx, topo.Proxy, bin, path); err != nil {
+			return err
+		}
+		runningCC = cc
+		// A first small download: neighbours resolved, the path serving.
 		var last error
 		for range 50 {
-			if _, last = fetch(ctx, topo.Client, addrs[side], 1<<20, 5*time.Second); last == nil || ctx.Err() != nil {
+			if _, last = fetch(ctx, topo.Client, fmt.Sprintf("%s:%d", listenIP, downloadProxyPort), 1<<20, 5*time.Second); last == nil || ctx.Err() != nil {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 		if last != nil {
-			return fmt.Errorf("%s path not serving: %w", side, last)
+			return fmt.Errorf("xdproxy (%s) not serving: %w", cc, last)
+		}
+		return nil
+	}
+	admin := adminClient(topo.Proxy)
+	for _, sd := range sides {
+		if sd.kind == "xdproxy" {
+			continue
+		}
+		var last error
+		for range 50 {
+			if _, last = fetch(ctx, topo.Client, sd.addr, 1<<20, 5*time.Second); last == nil || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if last != nil {
+			return fmt.Errorf("%s path not serving: %w", sd.name, last)
 		}
 	}
 
 	res := &LossResults{Date: time.Now().UTC().Format(time.RFC3339), Command: o.Command, Machine: machineInfo(),
 		Versions: versions(bin), Settings: *lo, Queues: o.Queues, LoadAvg: []string{loadAvg()}}
 	size := int64(lo.MiB) << 20
-	total := len(lo.RTTs) * len(lo.Losses) * lo.Repeats * 2
-	logf("loss workload: lab %s, %d MiB downloads, %d cells × %d repeats × 2 sides, emulator seed %d",
-		l.Prefix(), lo.MiB, len(lo.RTTs)*len(lo.Losses), lo.Repeats, lo.Seed)
+	total := len(lo.RTTs) * len(lo.Losses) * lo.Repeats * len(sides)
+	logf("loss workload: lab %s, %d MiB downloads, %d cells × %d repeats × %d sides, emulator seed %d, kernel default %s",
+		l.Prefix(), lo.MiB, len(lo.RTTs)*len(lo.Losses), lo.Repeats, len(sides), lo.Seed, lo.KernelDefault)
 	for _, rtt := range lo.RTTs {
 		for _, loss := range lo.Losses {
 			if err := topo.ClientWAN.Set(lo.lossConfig(rtt, loss)); err != nil {
 				return err
 			}
 			for rep := range lo.Repeats {
-				for i := range lossSides {
-					side := lossSides[(i+rep)%2]
+				for i := range sides {
+					// Turns rotate each repeat: no side always runs first.
+					sd := sides[(i+rep)%len(sides)]
 					if ctx.Err() != nil {
 						return ctx.Err()
 					}
-					r := LossRun{RTTms: ms(rtt), LossPct: loss, Repeat: rep, Side: side}
-					lossRun(ctx, topo, admin, side, addrs[side], size, lo.Timeout, &r)
+					if sd.kind == "xdproxy" {
+						if err := startXdproxy(sd.cc); err != nil {
+							return err
+						}
+					}
+					r := LossRun{RTTms: ms(rtt), LossPct: loss, Repeat: rep, Side: sd.name}
+					lossRun(ctx, topo, admin, sd.kind, sd.addr, size, lo.Timeout, &r)
 					res.Runs = append(res.Runs, r)
-					logf("  [%d/%d %s] %5.0f ms %4g%% %-8s %s", len(res.Runs), total, time.Since(start).Round(time.Second),
-						ms(rtt), loss, side, r.brief())
-					select {
-					case <-p.Done():
-						return fmt.Errorf("xdproxy exited: %v\n%s", p.Wait(), tail(p.Output(), 3000))
-					default:
+					logf("  [%d/%d %s] %5.0f ms %4g%% %-14s %s", len(res.Runs), total, time.Since(start).Round(time.Second),
+						ms(rtt), loss, sd.name, r.brief())
+					if in != nil {
+						select {
+						case <-in.proc.Done():
+							return fmt.Errorf("xdproxy exited: %v\n%s", in.proc.Wait(), tail(in.proc.Output(), 3000))
+						default:
+						}
 					}
 				}
 			}
@@ -364,10 +500,12 @@ log:
 	res.Seconds = time.Since(start).Seconds()
 	res.LoadAvg = append(res.LoadAvg, loadAvg())
 	res.summarize()
-	for _, line := range strings.Split(p.Output(), "\n") {
-		if strings.Contains(line, "level=ERROR") {
-			res.Notes = append(res.Notes, "xdproxy logged: "+line)
-			break
+	if in != nil {
+		for _, line := range strings.Split(in.proc.Output(), "\n") {
+			if strings.Contains(line, "level=ERROR") {
+				res.Notes = append(res.Notes, "xdproxy logged: "+line)
+				break
+			}
 		}
 	}
 	md := res.markdown()
@@ -383,9 +521,9 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // lossRun runs one download and reads the sender's counters and the
 // emulator's around it.
-func lossRun(ctx context.Context, topo *lab.Topology, admin *http.Client, side, addr string, size int64, timeout time.Duration, r *LossRun) {
+func lossRun(ctx context.Context, topo *lab.Topology, admin *http.Client, kind, addr string, size int64, timeout time.Duration, r *LossRun) {
 	counters := func() (retrans, rtos float64, err error) {
-		if side == "xdproxy" {
+		if kind == "xdproxy" {
 			return engineCounters(ctx, admin)
 		}
 		return kernelCounters(ctx, topo.Backends)
@@ -522,7 +660,7 @@ func (res *LossResults) summarize() {
 		for _, loss := range lo.Losses {
 			c := LossCell{RTTms: ms(rtt), LossPct: loss, Seconds: map[string]num{}, MinSeconds: map[string]num{}, MaxSeconds: map[string]num{},
 				Retransmits: map[string]num{}, RTOs: map[string]num{}, OK: map[string]int{}}
-			for _, side := range lossSides {
+			for _, side := range lo.sideNames() {
 				var secs, re, to []float64
 				for _, r := range res.Runs {
 					if r.RTTms != c.RTTms || r.LossPct != loss || r.Side != side || math.IsNaN(float64(r.Seconds)) {
@@ -539,14 +677,22 @@ func (res *LossResults) summarize() {
 					c.MinSeconds[side], c.MaxSeconds[side] = num(slices.Min(secs)), num(slices.Max(secs))
 				}
 			}
-			c.Ratio = nan
-			if k := c.Seconds["kernel"]; k > 0 {
-				c.Ratio = c.Seconds["xdproxy"] / k
+			c.Ratios = map[string]num{}
+			for _, x := range lo.XdproxyCC {
+				for _, k := range lo.KernelCC {
+					c.Ratios[ratioKey(x, k)] = nan
+					if ks := c.Seconds["kernel-"+k]; ks > 0 {
+						c.Ratios[ratioKey(x, k)] = c.Seconds["xdproxy-"+x] / ks
+					}
+				}
 			}
 			res.Cells = append(res.Cells, c)
 		}
 	}
 }
+
+// ratioKey names the ratio of xdproxy running xcc to the kernel running kcc.
+func ratioKey(xcc, kcc string) string { return "xdproxy-" + xcc + "/kernel-" + kcc }
 
 func (c LossCell) name() string {
 	return fmt.Sprintf("%g ms, %g%%", c.RTTms, c.LossPct)
@@ -580,15 +726,39 @@ func (res *LossResults) markdown() string {
 		"Retransmits and RTOs per download are the sender's: xdproxy's engine counters (`retransmits`, `rto_recoveries`, both legs), "+
 		"the backend namespace's nstat `TcpRetransSegs`, `TcpExtTCPTimeouts` for the kernel.\n\n",
 		lo.MiB, bottleneck, lo.Seed, res.Queues, buf, lo.Repeats)
-	w("| cell (RTT, loss) | xdproxy s (min-max) | kernel s (min-max) | ratio | retransmits xdproxy / kernel | RTOs xdproxy / kernel |\n")
-	w("|---|---|---|---:|---|---|\n")
+	names := lo.sideNames()
+	w("Sides: xdproxy with each `tcp.congestion_control` given (%s), the kernel with each congestion control given (%s; set on the server's listening socket, TCP_CONGESTION; this lab's default is %s). "+
+		"Ratios are xdproxy's median time over the kernel's, for each pair.\n\n", strings.Join(lo.XdproxyCC, ", "), strings.Join(lo.KernelCC, ", "), lo.KernelDefault)
+	w("| cell (RTT, loss) |")
+	for _, n := range names {
+		w(" %s s (min-max) |", n)
+	}
+	for _, x := range lo.XdproxyCC {
+		for _, k := range lo.KernelCC {
+			w(" %s |", ratioKey(x, k))
+		}
+	}
+	w(" retransmits %s | RTOs %s |\n", strings.Join(names, " / "), strings.Join(names, " / "))
+	w("|---|%s%s---|---|\n", strings.Repeat("---|", len(names)), strings.Repeat("---:|", len(lo.XdproxyCC)*len(lo.KernelCC)))
 	for _, c := range res.Cells {
-		w("| %s | %s | %s | %s | %s / %s | %s / %s |\n", c.name(), secsRange(c, "xdproxy"), secsRange(c, "kernel"), fN(c.Ratio, 2)+"×",
-			f0(c.Retransmits["xdproxy"]), f0(c.Retransmits["kernel"]), f0(c.RTOs["xdproxy"]), f0(c.RTOs["kernel"]))
+		w("| %s |", c.name())
+		for _, n := range names {
+			w(" %s |", secsRange(c, n))
+		}
+		for _, x := range lo.XdproxyCC {
+			for _, k := range lo.KernelCC {
+				w(" %s× |", fN(c.Ratios[ratioKey(x, k)], 2))
+			}
+		}
+		var re, to []string
+		for _, n := range names {
+			re, to = append(re, f0(c.Retransmits[n])), append(to, f0(c.RTOs[n]))
+		}
+		w(" %s | %s |\n", strings.Join(re, " / "), strings.Join(to, " / "))
 	}
 	var notes []string
 	for _, c := range res.Cells {
-		for _, side := range lossSides {
+		for _, side := range names {
 			if c.OK[side] < lo.Repeats {
 				notes = append(notes, fmt.Sprintf("%s, %s: %d of %d downloads failed (loss.json has the errors).", c.name(), side, lo.Repeats-c.OK[side], lo.Repeats))
 			}

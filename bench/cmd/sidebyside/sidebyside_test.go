@@ -412,26 +412,29 @@ xdproxy_tcp_events_total{counter="tail_loss_probes"} 7
 }
 
 func TestLossSummary(t *testing.T) {
-	res := &LossResults{Settings: lossOptions{Repeats: 3, MiB: 50, Losses: []float64{1}, RTTs: []time.Duration{50 * time.Millisecond}, Rate: 1e9, BufferKiB: 4096}}
+	res := &LossResults{Settings: lossOptions{Repeats: 3, MiB: 50, Losses: []float64{1}, RTTs: []time.Duration{50 * time.Millisecond}, Rate: 1e9, BufferKiB: 4096,
+		XdproxyCC: []string{"cubic"}, KernelCC: []string{"cubic", "bbr"}, KernelDefault: "bbr"}}
 	for i, s := range []float64{3, 1, 2} {
 		res.Runs = append(res.Runs,
-			LossRun{RTTms: 50, LossPct: 1, Repeat: i, Side: "xdproxy", Seconds: num(s), Retransmits: num(100 * s), RTOs: num(s - 1)},
-			LossRun{RTTms: 50, LossPct: 1, Repeat: i, Side: "kernel", Seconds: num(s / 4), Retransmits: num(90), RTOs: 0})
+			LossRun{RTTms: 50, LossPct: 1, Repeat: i, Side: "xdproxy-cubic", Seconds: num(s), Retransmits: num(100 * s), RTOs: num(s - 1)},
+			LossRun{RTTms: 50, LossPct: 1, Repeat: i, Side: "kernel-cubic", Seconds: num(s / 4), Retransmits: num(90), RTOs: 0},
+			LossRun{RTTms: 50, LossPct: 1, Repeat: i, Side: "kernel-bbr", Seconds: num(s / 8), Retransmits: num(80), RTOs: 0})
 	}
-	res.Runs[5].Seconds, res.Runs[5].Error = nan, "timed out"
+	res.Runs[7].Seconds, res.Runs[7].Error = nan, "timed out"
 	res.summarize()
 	if len(res.Cells) != 1 {
 		t.Fatalf("cells %+v", res.Cells)
 	}
 	c := res.Cells[0]
-	if c.Seconds["xdproxy"] != 2 || c.MinSeconds["xdproxy"] != 1 || c.MaxSeconds["xdproxy"] != 3 || c.Retransmits["xdproxy"] != 200 || c.RTOs["xdproxy"] != 1 {
+	if c.Seconds["xdproxy-cubic"] != 2 || c.MinSeconds["xdproxy-cubic"] != 1 || c.MaxSeconds["xdproxy-cubic"] != 3 || c.Retransmits["xdproxy-cubic"] != 200 || c.RTOs["xdproxy-cubic"] != 1 {
 		t.Errorf("xdproxy: %+v", c)
 	}
-	if c.OK["kernel"] != 2 || c.Seconds["kernel"] != 0.5 || c.Ratio != 4 {
+	if c.OK["kernel-cubic"] != 2 || c.Seconds["kernel-cubic"] != 0.5 || c.Ratios["xdproxy-cubic/kernel-cubic"] != 4 || c.Ratios["xdproxy-cubic/kernel-bbr"] != 8 {
 		t.Errorf("kernel: %+v", c)
 	}
 	md := res.markdown()
-	for _, want := range []string{"| 50 ms, 1% | 2.00 (1.00-3.00) | 0.50 (0.25-0.75) | 4.00× | 200 / 90 | 1 / 0 |", "50 ms, 1%, kernel: 1 of 3 downloads failed"} {
+	for _, want := range []string{"| 50 ms, 1% | 2.00 (1.00-3.00) | 0.50 (0.25-0.75) | 0.25 (0.12-0.38) | 4.00× | 8.00× | 200 / 90 / 80 | 1 / 0 / 0 |",
+		"50 ms, 1%, kernel-cubic: 1 of 3 downloads failed", "this lab's default is bbr"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
