@@ -33,9 +33,9 @@ type bbr struct {
 	mode               bbrMode
 	pacingGain         float64
 	cwndGain           float64
-	rate               float64 // pacing rate, bytes/s (0: not yet set)
-	bwMax              [bbrBWRounds]float64
-	rounds             uint64 // round trips counted (Linux's rtt_cnt)
+	rate               float64   // pacing rate, bytes/s (0: not yet set)
+	bw                 maxFilter // bytes/s over round trips
+	rounds             uint64    // round trips counted (Linux's rtt_cnt)
 	nextRoundDelivered uint64
 	roundStart         bool
 	minRTT             time.Duration // 0: no sample yet
@@ -129,12 +129,46 @@ func (b *bbr) saveCwnd() {
 func (b *bbr) pacingRate() float64 { return b.rate }
 
 // maxBW is the bandwidth filter's maximum over the last bbrBWRounds rounds.
-func (b *bbr) maxBW() float64 {
-	m := b.bwMax[0]
-	for _, v := range b.bwMax[1:] {
-		m = max(m, v)
+func (b *bbr) maxBW() float64 { return b.bw.get() }
+
+// maxFilter is a windowed maximum over a count (round trips) that keeps
+// three samples — the best, and the best of the later quarter and half of
+// the window — so that when the best ages out the next best is at hand
+// (Kathleen Nichols' algorithm, which Linux's lib/win_minmax.c runs). It
+// ages only as samples come in.
+type maxFilter struct{ s [3]filterSample }
+
+type filterSample struct {
+	t uint64
+	v float64
+}
+
+func (f *maxFilter) get() float64 { return f.s[0].v }
+
+func (f *maxFilter) update(win, t uint64, v float64) {
+	n := filterSample{t, v}
+	if v >= f.s[0].v || t-f.s[2].t > win {
+		f.s = [3]filterSample{n, n, n} // a new best, or every sample too old
+		return
 	}
-	return m
+	if v >= f.s[1].v {
+		f.s[1], f.s[2] = n, n
+	} else if v >= f.s[2].v {
+		f.s[2] = n
+	}
+	switch dt := t - f.s[0].t; {
+	case dt > win:
+		// The best aged out: the next take its place.
+		f.s = [3]filterSample{f.s[1], f.s[2], n}
+		if t-f.s[0].t > win {
+			f.s = [3]filterSample{f.s[1], f.s[2], n}
+		}
+	case f.s[1].t == f.s[0].t && dt > win/4:
+		// A quarter of the window passed with no second best: take this.
+		f.s[1], f.s[2] = n, n
+	case f.s[2].t == f.s[1].t && dt > win/2:
+		f.s[2] = n
+	}
 }
 
 // bdp is the bandwidth-delay product times gain, in bytes; before the
@@ -195,13 +229,12 @@ func (b *bbr) updateBW(c *Conn, rs *rateSample) {
 		b.rounds++
 		b.roundStart = true
 		b.conservation = false
-		b.bwMax[b.rounds%bbrBWRounds] = 0
 	}
 	// An application-limited sample only raises the estimate: the path
-	// did at least this much.
+	// did at least this much. (Without samples the estimate stays: it
+	// ages only as newer samples come in.)
 	if bw := rs.bw(); !rs.appLimited || bw >= b.maxBW() {
-		i := b.rounds % bbrBWRounds
-		b.bwMax[i] = max(b.bwMax[i], bw)
+		b.bw.update(bbrBWRounds, b.rounds, bw)
 	}
 }
 

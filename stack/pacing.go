@@ -5,15 +5,16 @@ import "time"
 // Pacing: a connection whose congestion control gives a pacing rate (BBR)
 // spreads its segments over time at that rate instead of sending a
 // window's worth at once. Each segment sent moves the connection's next
-// send time on by its length over the rate; output stops while that time
-// is ahead of the clock and arms the pacing timer for it.
+// send time on by its length over the rate. As Linux with TSO autosizing,
+// segments go in small bursts — a millisecond's worth of the rate, at
+// least two segments, at most 64 KiB — so the owner wakes once per burst,
+// not once per segment: output stops while the next send time is more
+// than a burst ahead of the clock and arms the pacing timer for when it
+// is not.
 //
-// The engine's owner wakes on deadlines with a millisecond's granularity
-// (poll), so a connection may send late; it then catches up, with a credit
-// of at most paceCredit behind the clock. The segments of one wake-up thus
-// leave as a burst of about a millisecond of the rate, as Linux's TSO
-// autosizing sizes a paced burst (sk_pacing_shift 10: ~1 ms).
-const paceCredit = 2 * time.Millisecond
+// A connection that sends late (its owner was busy) catches up, with a
+// credit of at most paceCredit behind the clock.
+const paceCredit = time.Millisecond
 
 // paceBurst is the time worth of a pacing burst.
 const paceBurst = time.Millisecond
@@ -26,25 +27,36 @@ func paceBurstBytes(rate float64, smss int) int {
 	return min(max(b, 2*smss), 64<<10)
 }
 
+// paceDur is how long n bytes take at rate.
+func paceDur(n int, rate float64) time.Duration {
+	return time.Duration(float64(n) / rate * float64(time.Second))
+}
+
 // paceSent moves the next send time on by n bytes at the pacing rate.
 func (c *Conn) paceSent(n int) {
 	rate := c.cc.pacingRate()
 	if rate <= 0 || n <= 0 {
 		return
 	}
-	now := c.e.now
-	at := max(c.paceAt, now.Add(-paceCredit))
-	c.paceAt = at.Add(time.Duration(float64(n) / rate * float64(time.Second)))
+	at := max(c.paceAt, c.e.now.Add(-paceCredit))
+	c.paceAt = at.Add(paceDur(n, rate))
 }
 
 // paceBlocked reports whether the next segment must wait for the pacing
-// timer, and arms it if so.
+// timer, and arms it if so: when the next send time is more than a burst
+// ahead.
 func (c *Conn) paceBlocked() bool {
-	if c.paceAt <= c.e.now || c.cc.pacingRate() <= 0 {
+	rate := c.cc.pacingRate()
+	if rate <= 0 || c.paceAt <= c.e.now {
 		return false
 	}
-	if c.paceWaitAt != c.paceAt {
-		c.paceWaitAt = c.paceAt
+	burst := paceDur(paceBurstBytes(rate, c.effectiveMSS())-c.effectiveMSS(), rate)
+	at := c.paceAt.Add(-burst)
+	if at <= c.e.now {
+		return false
+	}
+	if c.paceWaitAt != at {
+		c.paceWaitAt = at
 		c.rearm()
 	}
 	return true

@@ -415,7 +415,7 @@ func (c *Conn) armTLP() {
 // this one is ours (measured in the simulator: 5% loss on a 0.2 ms path,
 // 16 RTOs without it).
 func (c *Conn) armRecoveryProbe() {
-	if !c.prrActive() || !c.rtt.valid || c.sndUna == c.sndNxt {
+	if !c.fastRecoverySACK() || !c.rtt.valid || c.sndUna == c.sndNxt {
 		return
 	}
 	c.tlpAt = min(c.e.now.Add(max(2*c.rtt.srtt, minPTO)), c.rtoAt)
@@ -426,7 +426,7 @@ func (c *Conn) armRecoveryProbe() {
 // recovery it is armRecoveryProbe's.
 func (c *Conn) onTLP() {
 	e := c.e
-	if c.prrActive() && c.sent.n > 0 {
+	if c.fastRecoverySACK() && c.sent.n > 0 {
 		e.counters.inc(RecoveryProbes)
 		c.retransmitSeg(0)
 		c.armRTO()
@@ -522,9 +522,11 @@ func (c *Conn) enterRecovery(rto bool) {
 // prrActive: fast recovery with SACK, where Proportional Rate Reduction
 // (RFC 6937) paces what is sent. (After an RTO cwnd grows by slow start
 // instead; without SACK NewReno's partial ACKs drive it.)
-func (c *Conn) prrActive() bool {
-	return c.inRecovery && !c.rtoRecovery && c.sackOK && c.e.cfg.Congestion != BBR
-}
+// (BBR sets its own window in recovery, as Linux skips PRR for it.)
+func (c *Conn) prrActive() bool { return c.fastRecoverySACK() && c.e.cfg.Congestion != BBR }
+
+// fastRecoverySACK: in fast recovery (not after an RTO), with SACK.
+func (c *Conn) fastRecoverySACK() bool { return c.inRecovery && !c.rtoRecovery && c.sackOK }
 
 // prrUpdate is RFC 6937 section 3's per-ACK step: delivered bytes (SND.UNA's
 // advance plus the change in SACKed bytes) earn a share of ssthresh/RecoverFS

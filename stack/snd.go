@@ -336,7 +336,12 @@ func (c *Conn) retransmitSeg(i int) {
 	e.counters.inc(Retransmits)
 	c.retransmitted++
 	c.undoRetrans++
-	if c.rtoAt == Never {
+	if i == 0 || c.rtoAt == Never {
+		// Resending the first unacknowledged segment restarts the timer
+		// (Linux's tcp_xmit_retransmit_queue): the RTO measures from the
+		// newest attempt at the head, so a recovery that takes a few
+		// round trips — a lost retransmission found by RACK, resent —
+		// does not end in a timeout while it is progressing.
 		c.armRTO()
 	}
 }

@@ -355,7 +355,8 @@ func (s *Shard) sleep() {
 		s.sleeping.Store(false)
 		return
 	}
-	timeout := 1000 // ms; bounded so a missed wake-up costs at most this
+	// Bounded so a missed wake-up costs at most this.
+	timeout := time.Second
 	deadline := s.eng.NextDeadline()
 	fds := s.pollFDs[:0]
 	for _, sock := range s.socks {
@@ -373,11 +374,15 @@ func (s *Shard) sleep() {
 	}
 	s.pollFDs = fds
 	if deadline != stack.Never {
-		ms := int((time.Duration(deadline-s.dp.now()) + time.Millisecond - 1) / time.Millisecond)
-		timeout = max(0, min(timeout, ms))
+		timeout = max(0, min(timeout, time.Duration(deadline-s.dp.now())))
 	}
 	inc(&s.stats.Sleeps)
-	n, _ := unix.Poll(fds, timeout)
+	// ppoll, not poll: the engine's deadlines are to the microsecond
+	// (pacing at hundreds of Mbit/s releases a segment every few tens of
+	// microseconds), and poll's millisecond timeout rounded every wait up
+	// to a whole millisecond, a round trip on a LAN.
+	ts := unix.NsecToTimespec(int64(timeout))
+	n, _ := unix.Ppoll(fds, &ts, nil)
 	s.sleeping.Store(false)
 	if n > 0 && fds[efdAt].Revents&unix.POLLIN != 0 {
 		unix.Read(s.efd, s.eventBuf[:])
