@@ -154,7 +154,8 @@ func walkEngine(e *stack.Engine, q admin.ConnQuery, tw *twOwners, ifName func(in
 				SRTT: in.SRTT, Cwnd: in.Cwnd, BytesIn: in.BytesIn, BytesOut: in.BytesOut,
 				TCP: &admin.TCPDetail{RTTVar: in.RTTVar, RTO: in.RTO, MSS: in.MSS, Ssthresh: in.Ssthresh,
 					Retransmits: in.Retransmits, SendQueue: in.SndQueued, RecvQueue: in.RcvQueued,
-					SendWindow: in.SndWnd, RecvWindow: in.RcvWnd},
+					SendWindow: in.SndWnd, RecvWindow: in.RcvWnd,
+					Congestion: in.Congestion.String(), PacingRate: in.PacingRate, DeliveryRate: in.DeliveryRate, MinRTT: in.MinRTT},
 				Other: otherLeg(c),
 			}
 			if leg == admin.LegOther {
@@ -223,7 +224,8 @@ func walkKernelLegs(a *shardApp, q admin.ConnQuery, v *admin.EngineView) {
 			BytesIn: ti.Bytes_received, BytesOut: ti.Bytes_sent - ti.Bytes_retrans,
 			TCP: &admin.TCPDetail{RTTVar: time.Duration(ti.Rttvar) * time.Microsecond, RTO: time.Duration(ti.Rto) * time.Microsecond,
 				MSS: int(ti.Snd_mss), Ssthresh: int(ti.Snd_ssthresh) * int(ti.Snd_mss), Retransmits: uint64(ti.Total_retrans),
-				SendQueue: int(ti.Notsent_bytes), RecvWindow: ti.Rcv_space},
+				SendQueue: int(ti.Notsent_bytes), RecvWindow: ti.Rcv_space,
+				PacingRate: float64(ti.Pacing_rate), DeliveryRate: float64(ti.Delivery_rate), MinRTT: time.Duration(ti.Min_rtt) * time.Microsecond},
 		}
 		if s := k.sess; s != nil && s.client != nil {
 			ce.Other = s.client.Key().Local().String() + "->" + s.client.Key().Remote().String()

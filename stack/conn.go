@@ -173,6 +173,10 @@ type Info struct {
 	RTTVar           time.Duration // its mean deviation (RFC 6298)
 	Cwnd             int           // congestion window, bytes
 	Ssthresh         int
+	Congestion       CongestionControl
+	PacingRate       float64       // bytes/s segments are paced at (0: not paced)
+	DeliveryRate     float64       // BBR's bandwidth estimate, bytes/s (0: none)
+	MinRTT           time.Duration // the least RTT seen (RACK's filter; BBR's own under BBR)
 	BytesIn          uint64
 	BytesOut         uint64
 	Retransmits      uint64
@@ -183,7 +187,7 @@ type Info struct {
 
 // Info returns a snapshot of c.
 func (c *Conn) Info() Info {
-	return Info{
+	in := Info{
 		Key: c.key, State: c.State(),
 		SndUna: uint32(c.sndUna), SndNxt: uint32(c.sndNxt), RcvNxt: uint32(c.rcvNxt),
 		SndWnd: c.sndWnd, RcvWnd: uint32(c.rcvAdvEdge - c.rcvNxt),
@@ -191,7 +195,15 @@ func (c *Conn) Info() Info {
 		BytesIn: c.bytesIn, BytesOut: c.bytesOut, Retransmits: c.retransmitted,
 		SndQueued: c.sndBuf.Len(), RcvQueued: c.rcvBuf.Len(),
 		SACK: c.sackOK, Timestamps: c.tsOK,
+		Congestion: c.e.cfg.Congestion, PacingRate: c.cc.pacingRate(), MinRTT: c.rack.minRTT.get(),
 	}
+	if b, ok := c.cc.(*bbr); ok {
+		in.DeliveryRate = b.maxBW()
+		if b.minRTT > 0 {
+			in.MinRTT = b.minRTT
+		}
+	}
+	return in
 }
 
 // Read moves received bytes into p. It returns 0, nil when nothing is

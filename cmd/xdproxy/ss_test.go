@@ -31,7 +31,7 @@ func TestSS(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "State") ||
 		!regexp.MustCompile(`^ESTAB\s+0\s+0\s+10\.10\.1\.1:\d+\s+10\.10\.2\.2:7000\s+shard=\d if=\S+ listener=raw leg=backend$`).MatchString(lines[1]) ||
-		!regexp.MustCompile(`^\t rtt:\d+\.\d{3}/\d+\.\d{3} rto:\d+ mss:\d+ cwnd:\d+ ssthresh:\d+ .* other_leg:10\.10\.1\.1:7000->`+regexp.QuoteMeta(client)+`$`).MatchString(lines[2]) {
+		!regexp.MustCompile(`^\t cubic rtt:\d+\.\d{3}/\d+\.\d{3} rto:\d+ mss:\d+ cwnd:\d+ ssthresh:\d+ .* other_leg:10\.10\.1\.1:7000->`+regexp.QuoteMeta(client)+`$`).MatchString(lines[2]) {
 		t.Fatalf("xdproxy ss state established dport = :7000:\n%s\nstderr: %s", out, errs)
 	}
 	code, out, _ = inNS(t, topo.Proxy, "ss", "--admin", d.adminAddr, "sport", "=", ":7000", "dst", client)

@@ -194,6 +194,9 @@ func WriteSS(w io.Writer, conns []admin.ConnDoc) error {
 		d := c.TCP
 		var b strings.Builder
 		b.WriteString("\t")
+		if d.Congestion != "" {
+			fmt.Fprintf(&b, " %s", d.Congestion) // first, as ss -i puts it
+		}
 		if c.RTTMicros != nil {
 			fmt.Fprintf(&b, " rtt:%.3f/%.3f", float64(*c.RTTMicros)/1000, float64(d.RTTVarMicros)/1000)
 		}
@@ -205,6 +208,15 @@ func WriteSS(w io.Writer, conns []admin.ConnDoc) error {
 		if c.BytesOut != nil && c.BytesIn != nil {
 			fmt.Fprintf(&b, " bytes_sent:%d bytes_received:%d", *c.BytesOut, *c.BytesIn)
 		}
+		if d.PacingRate > 0 {
+			fmt.Fprintf(&b, " pacing_rate %s", bitRate(d.PacingRate))
+		}
+		if d.DeliveryRate > 0 {
+			fmt.Fprintf(&b, " delivery_rate %s", bitRate(d.DeliveryRate))
+		}
+		if d.MinRTTMicros > 0 {
+			fmt.Fprintf(&b, " minrtt:%.3f", float64(d.MinRTTMicros)/1000)
+		}
 		fmt.Fprintf(&b, " retrans:%d", d.Retransmits)
 		if c.Other != "" {
 			fmt.Fprintf(&b, " other_leg:%s", c.Other)
@@ -212,4 +224,17 @@ func WriteSS(w io.Writer, conns []admin.ConnDoc) error {
 		fmt.Fprintln(bw, b.String())
 	}
 	return bw.Flush()
+}
+
+// bitRate writes bits/s as ss does: 12.3Mbps.
+func bitRate(bps uint64) string {
+	switch {
+	case bps >= 1e9:
+		return fmt.Sprintf("%.1fGbps", float64(bps)/1e9)
+	case bps >= 1e6:
+		return fmt.Sprintf("%.1fMbps", float64(bps)/1e6)
+	case bps >= 1e3:
+		return fmt.Sprintf("%.1fKbps", float64(bps)/1e3)
+	}
+	return fmt.Sprintf("%dbps", bps)
 }

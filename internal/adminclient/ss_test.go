@@ -39,6 +39,11 @@ func TestWriteSS(t *testing.T) {
 		Listener: "web", Leg: "client", RTTMicros: &us, Cwnd: &cwnd, BytesIn: &in, BytesOut: &out,
 		TCP:   &admin.TCPDoc{RTTVarMicros: 500, RTOMillis: 201, MSS: 1448, Ssthresh: 65535, SendQueue: 3, RecvQueue: 2, SendWindow: 64000, RecvWindow: 65535},
 		Other: "10.10.1.1:20001->10.10.2.2:8080",
+	}, {
+		Interface: "p0", Shard: 0, State: "ESTABLISHED", Local: "10.10.1.1:80", Remote: "10.10.0.3:40000",
+		RTTMicros: &us, Cwnd: &cwnd,
+		TCP: &admin.TCPDoc{RTTVarMicros: 500, RTOMillis: 201, MSS: 1448, Ssthresh: 65535, Congestion: "bbr",
+			PacingRate: 123_400_000, DeliveryRate: 98_700_000, MinRTTMicros: 1250},
 	}, {State: "TIME_WAIT", Local: "10.10.1.1:80", Remote: "10.10.0.2:40001"}})
 	got := b.String()
 	for _, want := range []string{
@@ -46,6 +51,7 @@ func TestWriteSS(t *testing.T) {
 		"ESTAB       2      3      10.10.1.1:80",
 		"shard=1 if=p0 listener=web leg=client",
 		"\t rtt:1.500/0.500 rto:201 mss:1448 cwnd:14480 ssthresh:65535 snd_wnd:64000 rcv_wnd:65535 bytes_sent:119 bytes_received:99 retrans:0 other_leg:10.10.1.1:20001->10.10.2.2:8080\n",
+		"\t bbr rtt:1.500/0.500 rto:201 mss:1448 cwnd:14480 ssthresh:65535 snd_wnd:0 rcv_wnd:0 pacing_rate 123.4Mbps delivery_rate 98.7Mbps minrtt:1.250 retrans:0\n",
 		"TIME-WAIT   0      0      10.10.1.1:80",
 	} {
 		if !strings.Contains(got, want) {

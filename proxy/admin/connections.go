@@ -49,6 +49,10 @@ type TCPDoc struct {
 	RecvQueue    int    `json:"recv_q"`
 	SendWindow   uint32 `json:"snd_wnd"`
 	RecvWindow   uint32 `json:"rcv_wnd"`
+	Congestion   string `json:"cc,omitempty"`                // cubic, newreno, bbr
+	PacingRate   uint64 `json:"pacing_rate_bps,omitempty"`   // bits/s, when paced
+	DeliveryRate uint64 `json:"delivery_rate_bps,omitempty"` // bits/s: BBR's bandwidth estimate (the kernel's last sample for kernel legs)
+	MinRTTMicros int64  `json:"min_rtt_us,omitempty"`
 }
 
 func (e *ConnEntry) json() ConnDoc {
@@ -64,7 +68,8 @@ func (e *ConnEntry) json() ConnDoc {
 	}
 	if d := e.TCP; d != nil {
 		j.TCP = &TCPDoc{RTTVarMicros: d.RTTVar.Microseconds(), RTOMillis: d.RTO.Milliseconds(), MSS: d.MSS, Ssthresh: d.Ssthresh,
-			Retransmits: d.Retransmits, SendQueue: d.SendQueue, RecvQueue: d.RecvQueue, SendWindow: d.SendWindow, RecvWindow: d.RecvWindow}
+			Retransmits: d.Retransmits, SendQueue: d.SendQueue, RecvQueue: d.RecvQueue, SendWindow: d.SendWindow, RecvWindow: d.RecvWindow,
+			Congestion: d.Congestion, PacingRate: uint64(d.PacingRate * 8), DeliveryRate: uint64(d.DeliveryRate * 8), MinRTTMicros: d.MinRTT.Microseconds()}
 	}
 	j.Other = e.Other
 	return j

@@ -210,8 +210,12 @@ type TCPDetail struct {
 	RTTVar, RTO            time.Duration
 	MSS, Ssthresh          int
 	Retransmits            uint64
-	SendQueue, RecvQueue   int    // bytes not yet acknowledged or sent; received, not yet read
-	SendWindow, RecvWindow uint32 // the peer's window; ours as advertised
+	Congestion             string        // the congestion control ("" unknown)
+	PacingRate             float64       // bytes/s (0: not paced)
+	DeliveryRate           float64       // bytes/s (0: no estimate)
+	MinRTT                 time.Duration // 0: unknown
+	SendQueue, RecvQueue   int           // bytes not yet acknowledged or sent; received, not yet read
+	SendWindow, RecvWindow uint32        // the peer's window; ours as advertised
 }
 
 // Legs: what a connection is to the proxy (the leg label of
