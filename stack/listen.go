@@ -239,7 +239,7 @@ func (l *Listener) sendCookie(s *segment) {
 // cookiesOutstanding reports whether a cookie this listener sent could still be valid.
 func (l *Listener) cookiesOutstanding() bool {
 	e := l.e
-	if e.cfg.SYNCookies == SYNCookiesAlways {
+	if e.cfg.SYNCookies == SYNCookiesAlways || e.cookies.external.Load() {
 		return true
 	}
 	return l.cookieSent && e.now.Sub(l.cookieSentAt) < 2*e.cfg.CookieSecretLifetime
