@@ -1,0 +1,208 @@
+package dataplane
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/xdproxy/xdproxy/bpf"
+	"github.com/xdproxy/xdproxy/stack"
+)
+
+// SYN cookies answered in XDP (bpf/syncookie.h). tcp.syn_cookies decides,
+// for the XDP program as for the engines:
+//
+//   - always: the program answers every SYN to a listener with a cookie
+//     SYN-ACK (XDP_TX) and lets through only the ACKs of flows it knows or
+//     whose cookie is valid; the shards never see a SYN.
+//   - auto: the program steers SYNs to the engines as usual, remembering
+//     their flows (cookie learning), until an engine shows SYN pressure —
+//     its SYN queue overflowed (SYNQueueOverflow: it answered with its own
+//     cookies) or its memory reached the high mark (SYNCookiesMemory, or the
+//     level itself). Then the program takes over, within cookieEvery, and
+//     keeps the SYNs from the shards until cookieHold has passed without
+//     pressure: no engine overflowing, and fewer SYNs answered in XDP in
+//     that time than the engines' SYN queues hold together (so a flood that
+//     goes on keeps cookies on; the engines would overflow again).
+//   - never: the program never answers; SYNs overflowing a queue are dropped.
+//
+// The engines and the program share one set of keys (Config.Engine.Keys,
+// from state_dir; drawn at start when there is none): the program gets the
+// cookie secrets of the epochs around now (the previous, the current and
+// the next: the engines derive each epoch's secret from the key, so the
+// next is known in advance and the program turns over at the same instant
+// they do) and the timestamp-offset key. The engines check every cookie
+// again on the ACK (stack's cookieACK) and take MSS, window scale and SACK
+// from it as from their own; SetExternalCookies keeps them from answering
+// those ACKs with RSTs while a cookie of the program's may be outstanding.
+
+const (
+	cookieEvery = 50 * time.Millisecond
+	cookieHold  = 5 * time.Second
+)
+
+// cookieCtl is the XDP cookie controller's state (the watchCookies goroutine's).
+type cookieCtl struct {
+	mode       stack.SYNCookieMode
+	lifetime   time.Duration
+	keys       *stack.Keys
+	epoch      uint64 // the last epoch whose secrets were installed
+	on         bool
+	since      time.Time // when on last changed
+	pressureAt time.Time // the last pressure seen
+	overflow   uint64    // the engines' pressure counters at the last tick
+	xdpSYNs    uint64    // the programs' TxSYNCookie at the last tick
+	heldSYNs   uint64    // TxSYNCookie when pressureAt was last moved on by a rate
+	external   bool      // what the engines were last told
+}
+
+// setupCookies gives every interface's program the engines' cookie
+// parameters and secrets, and the mode. The engines exist.
+func (d *Dataplane) setupCookies() error {
+	ecfg := d.shards[0].eng.Config()
+	if ecfg.SYNCookies == stack.SYNCookiesNever {
+		return nil
+	}
+	c := &cookieCtl{mode: ecfg.SYNCookies, lifetime: ecfg.CookieSecretLifetime, keys: ecfg.Keys}
+	for _, f := range d.ifs {
+		r := d.shards[0].eng.CookieResponder(f.index)
+		if err := f.prog.SetCookieResponder(bpf.CookieResponder{
+			Lifetime: c.lifetime, TSKey: c.keys.Timestamp, MSSTable: stack.CookieMSS(),
+			MSS4: r.MSS4, MSS6: r.MSS6, Window: r.Window, WScale: r.WScale,
+		}); err != nil {
+			return fmt.Errorf("dataplane: %s: %w", f.name, err)
+		}
+	}
+	c.epoch = stack.CookieEpoch(d.now(), c.lifetime)
+	if err := d.installSecrets(c, c.epoch); err != nil {
+		return err
+	}
+	d.cookies = c
+	if c.mode == stack.SYNCookiesAlways {
+		c.on = true
+		d.xdpCookiesOn.Store(true)
+		return d.setXDPCookies(c, true)
+	}
+	for _, f := range d.ifs {
+		if err := f.prog.SetCookieLearning(true); err != nil {
+			return fmt.Errorf("dataplane: %s: %w", f.name, err)
+		}
+	}
+	return nil
+}
+
+// installSecrets puts the secrets of epoch-1, epoch and epoch+1 in every program.
+func (d *Dataplane) installSecrets(c *cookieCtl, epoch uint64) error {
+	for _, f := range d.ifs {
+		for e := max(epoch, 1) - 1; e <= epoch+1; e++ {
+			if err := f.prog.SetCookieSecret(e, c.keys.CookieSecret(e)); err != nil {
+				return fmt.Errorf("dataplane: %s: %w", f.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// setXDPCookies turns the programs' cookies on or off.
+func (d *Dataplane) setXDPCookies(c *cookieCtl, on bool) error {
+	for _, f := range d.ifs {
+		if err := f.prog.SetSYNCookies(on); err != nil {
+			return fmt.Errorf("dataplane: %s: %w", f.name, err)
+		}
+	}
+	if on {
+		d.setExternalCookies(c, true)
+	}
+	return nil
+}
+
+func (d *Dataplane) setExternalCookies(c *cookieCtl, on bool) {
+	for _, s := range d.shards {
+		s.eng.SetExternalCookies(on)
+	}
+	c.external = on
+}
+
+// XDPCookies reports whether the XDP programs answer SYNs now.
+func (d *Dataplane) XDPCookies() bool { return d.xdpCookiesOn.Load() }
+
+// watchCookies rotates the programs' secrets and, with syn_cookies auto,
+// turns their cookies on and off (see above).
+func (d *Dataplane) watchCookies(end <-chan struct{}) {
+	c := d.cookies
+	t := time.NewTicker(cookieEvery)
+	defer t.Stop()
+	c.since = time.Now()
+	for {
+		select {
+		case <-end:
+			return
+		case now := <-t.C:
+			d.cookieTick(c, now)
+		}
+	}
+}
+
+func (d *Dataplane) cookieTick(c *cookieCtl, now time.Time) {
+	if epoch := stack.CookieEpoch(d.now(), c.lifetime); epoch != c.epoch {
+		if err := d.installSecrets(c, epoch); err != nil {
+			d.log.Error("xdp syn cookies: installing the secrets of the next epoch", "err", err)
+		} else {
+			c.epoch = epoch
+		}
+	}
+	if c.mode != stack.SYNCookiesAuto {
+		return
+	}
+
+	var overflow uint64
+	high := false
+	for _, s := range d.shards {
+		cn := s.eng.Counters()
+		overflow += cn.Load(stack.SYNQueueOverflow) + cn.Load(stack.SYNCookiesMemory)
+		high = high || s.eng.Memory().Level() == stack.MemoryHigh
+	}
+	var xdpSYNs uint64
+	for _, f := range d.ifs {
+		if cn, err := f.prog.Counters(); err == nil {
+			xdpSYNs += cn.TxSYNCookie
+		}
+	}
+	if overflow != c.overflow || high {
+		c.pressureAt = now
+		c.heldSYNs = xdpSYNs
+	}
+	c.overflow = overflow
+	// While on, a flood that would fill the engines' SYN queues within the
+	// hold is pressure too.
+	backlog := uint64(d.shards[0].eng.Config().SYNBacklog * len(d.shards))
+	if c.on && xdpSYNs-c.heldSYNs >= backlog {
+		c.pressureAt = now
+		c.heldSYNs = xdpSYNs
+	}
+	switch {
+	case !c.on && c.pressureAt == now:
+		if err := d.setXDPCookies(c, true); err != nil {
+			d.log.Error("xdp syn cookies: turning on", "err", err)
+			return
+		}
+		c.on, c.since = true, now
+		d.xdpCookiesOn.Store(true)
+		d.log.Warn("SYN pressure: SYN cookies answered in XDP", "syn_queue_overflows", overflow, "memory_high", high)
+	case c.on && now.Sub(c.pressureAt) >= cookieHold:
+		if err := d.setXDPCookies(c, false); err != nil {
+			d.log.Error("xdp syn cookies: turning off", "err", err)
+			return
+		}
+		d.log.Info("SYN pressure over: SYNs to the engines again", "lasted", now.Sub(c.since).Round(time.Millisecond).String(),
+			"answered_in_xdp", xdpSYNs-c.xdpSYNs)
+		c.on, c.since = false, now
+		c.xdpSYNs = xdpSYNs
+		d.xdpCookiesOn.Store(false)
+	case !c.on && c.external && now.Sub(c.since) >= 2*c.lifetime:
+		// No cookie of the program's can still be valid.
+		d.setExternalCookies(c, false)
+	}
+	if !c.on {
+		c.xdpSYNs = xdpSYNs
+	}
+}
