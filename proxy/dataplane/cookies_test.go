@@ -336,4 +336,3 @@ func floodClient(el *echoLab) error {
 	}
 	return nil
 }
-
