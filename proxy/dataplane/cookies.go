@@ -16,9 +16,9 @@ import (
 //     whose cookie is valid; the shards never see a SYN.
 //   - auto: the program steers SYNs to the engines as usual, remembering
 //     their flows (cookie learning), until an engine shows SYN pressure —
-//     its SYN queue overflowed (SYNQueueOverflow: it answered with its own
-//     cookies) or its memory reached the high mark (SYNCookiesMemory, or the
-//     level itself). Then the program takes over, within cookieEvery, and
+//     its SYN queue overflowed cookieTrigger times within cookieEvery
+//     (SYNQueueOverflow, SYNCookiesMemory: it answered with its own cookies)
+//     or its memory is at the high mark. Then the program takes over, and
 //     keeps the SYNs from the shards until cookieHold has passed without
 //     pressure: no engine overflowing, and fewer SYNs answered in XDP in
 //     that time than the engines' SYN queues hold together (so a flood that
@@ -38,6 +38,12 @@ import (
 const (
 	cookieEvery = 50 * time.Millisecond
 	cookieHold  = 5 * time.Second
+	// cookieTrigger is how many SYNs the engines must have turned away from
+	// their full SYN queues (answering them with their own cookies) within
+	// one cookieEvery for the program to take over: ~1,300 a second. Fewer
+	// are no flood, and the engines' queues can stay full of a past flood's
+	// entries for a minute (SYN-ACK retries) after it ended.
+	cookieTrigger = 64
 )
 
 // cookieCtl is the XDP cookie controller's state (the watchCookies goroutine's).
@@ -167,7 +173,7 @@ func (d *Dataplane) cookieTick(c *cookieCtl, now time.Time) {
 			xdpSYNs += cn.TxSYNCookie
 		}
 	}
-	if overflow != c.overflow || high {
+	if overflow-c.overflow >= cookieTrigger || high {
 		c.pressureAt = now
 		c.heldSYNs = xdpSYNs
 	}

@@ -198,7 +198,9 @@ func (el *echoLab) shardRx() uint64 {
 // TestSYNFloodXDPCookies floods the listener for floodFor while clients
 // connect and echo, with syn_cookies always and auto: at least 99% of the
 // clients succeed, and the shards receive about what the clients send (the
-// flood's SYNs never reach them). The rates reached are logged.
+// flood's SYNs never reach them; with auto, those before the switch). The
+// rates reached are logged. With auto, the engines take the SYNs back once
+// the flood has been over for cookieHold.
 func TestSYNFloodXDPCookies(t *testing.T) {
 	for _, mode := range []stack.SYNCookieMode{stack.SYNCookiesAlways, stack.SYNCookiesAuto} {
 		t.Run(mode.String(), func(t *testing.T) { synFloodRun(t, mode) })
@@ -317,6 +319,24 @@ func synFloodRun(t *testing.T, mode stack.SYNCookieMode) {
 	}
 	if floodRx > allow {
 		t.Errorf("shards received %d frames during the flood: want at most %d (the clients' own)", floodRx, allow)
+	}
+	if mode != stack.SYNCookiesAuto {
+		return
+	}
+	// auto: once the flood is over the engines take the SYNs back.
+	for deadline := time.Now().Add(cookieHold + 3*time.Second); el.dp.XDPCookies(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("XDP cookies still on %v after the flood", cookieHold+3*time.Second)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	before, _ := prog.Counters()
+	if err := floodClient(el); err != nil {
+		t.Fatalf("after the flood: %v", err)
+	}
+	after, _ := prog.Counters()
+	if d := after.Sub(before); d.TxSYNCookie != 0 || d.RedirectListener == 0 {
+		t.Errorf("after the flood the SYN went to XDP (%+v), want to the engine", d)
 	}
 }
 
