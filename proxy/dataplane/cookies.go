@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xdproxy/xdproxy/bpf"
 	"github.com/xdproxy/xdproxy/stack"
 )
@@ -34,6 +36,13 @@ import (
 // again on the ACK (stack's cookieACK) and take MSS, window scale and SACK
 // from it as from their own; SetExternalCookies keeps them from answering
 // those ACKs with RSTs while a cookie of the program's may be outstanding.
+//
+// XDP_TX can fail where the program cannot see it: a veth in native mode
+// whose peer end has no NAPI (no XDP program, GRO off) refuses the frames
+// and counts them in rx_queue_N_xdp_tx_errors. The controller reads that
+// counter (ethtool.go) on every veth; at the first error with cookies on,
+// it turns the programs' cookies and learning off for the rest of the run
+// and the engines answer floods with their own cookies, as before.
 
 const (
 	cookieEvery = 50 * time.Millisecond
@@ -59,6 +68,12 @@ type cookieCtl struct {
 	xdpSYNs    uint64    // the programs' TxSYNCookie at the last tick
 	heldSYNs   uint64    // TxSYNCookie when pressureAt was last moved on by a rate
 	external   bool      // what the engines were last told
+	// XDP_TX failures: veth counts the frames its peer refused (no NAPI
+	// there) in rx_queue_N_xdp_tx_errors; one interface's failing is enough
+	// to leave the cookies to the engines for the rest of the run.
+	txStats  []*ethtoolStats // per interface; nil where not watched
+	txErrs   []uint64
+	disabled bool
 }
 
 // setupCookies gives every interface's program the engines' cookie
@@ -81,6 +96,24 @@ func (d *Dataplane) setupCookies() error {
 	c.epoch = stack.CookieEpoch(d.now(), c.lifetime)
 	if err := d.installSecrets(c, c.epoch); err != nil {
 		return err
+	}
+	c.txStats, c.txErrs = make([]*ethtoolStats, len(d.ifs)), make([]uint64, len(d.ifs))
+	for i, f := range d.ifs {
+		if f.link.Type() != "veth" {
+			continue
+		}
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("dataplane: %s: ethtool socket: %w", f.name, err)
+		}
+		d.restore = append(d.restore, func() { unix.Close(fd) })
+		st, err := newEthtoolStats(fd, f.name)
+		if err != nil {
+			d.log.Warn("xdp syn cookies: XDP_TX failures on this interface will go unnoticed", "interface", f.name, "err", err)
+			continue
+		}
+		c.txStats[i] = st
+		c.txErrs[i], _ = st.sum("xdp_tx_errors")
 	}
 	d.cookies = c
 	if c.mode == stack.SYNCookiesAlways {
@@ -156,6 +189,15 @@ func (d *Dataplane) cookieTick(c *cookieCtl, now time.Time) {
 			c.epoch = epoch
 		}
 	}
+	if c.disabled {
+		if c.external && now.Sub(c.since) >= 2*c.lifetime {
+			d.setExternalCookies(c, false)
+		}
+		return
+	}
+	if d.txFailing(c) {
+		return
+	}
 	if c.mode != stack.SYNCookiesAuto {
 		return
 	}
@@ -211,4 +253,39 @@ func (d *Dataplane) cookieTick(c *cookieCtl, now time.Time) {
 	if !c.on {
 		c.xdpSYNs = xdpSYNs
 	}
+}
+
+// txFailing checks the watched interfaces for XDP_TX failures and, at the
+// first, turns the programs' cookies and learning off for good: the engines
+// answer SYN floods with their own cookies from then on.
+func (d *Dataplane) txFailing(c *cookieCtl) bool {
+	for i, st := range c.txStats {
+		if st == nil {
+			continue
+		}
+		n, err := st.sum("xdp_tx_errors")
+		if err != nil || n == c.txErrs[i] {
+			continue
+		}
+		c.txErrs[i] = n
+		if !c.on {
+			continue
+		}
+		f := d.ifs[i]
+		d.log.Error("xdp syn cookies: the kernel drops the SYN-ACKs sent with XDP_TX (xdp_tx_errors in ethtool -S); SYN cookies are left to the engines. "+
+			"On veth in native XDP mode the peer end needs an XDP program or GRO on (ethtool -K PEER gro on); or use xdp_mode: generic",
+			"interface", f.name, "xdp_tx_errors", n)
+		for _, f := range d.ifs {
+			if err := f.prog.SetCookieLearning(false); err != nil {
+				d.log.Error("xdp syn cookies: turning learning off", "interface", f.name, "err", err)
+			}
+		}
+		if err := d.setXDPCookies(c, false); err != nil {
+			d.log.Error("xdp syn cookies: turning off", "err", err)
+		}
+		c.on, c.disabled, c.since = false, true, time.Now()
+		d.xdpCookiesOn.Store(false)
+		return true
+	}
+	return false
 }

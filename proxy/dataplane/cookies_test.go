@@ -26,6 +26,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/xdproxy/xdproxy/bpf"
 	"github.com/xdproxy/xdproxy/stack"
 )
 
@@ -355,4 +356,40 @@ func floodClient(el *echoLab) error {
 		return fmt.Errorf("echo: %w", err)
 	}
 	return nil
+}
+
+// On veth in native mode, XDP_TX needs NAPI on the peer end (an XDP program
+// there, or GRO on); the lab's client end has neither here, so the kernel
+// refuses the program's SYN-ACKs (xdp_tx_errors). The data plane sees those
+// errors and leaves the cookies to the engines: the client's retransmitted
+// SYN is answered by the engine and the connection works.
+func TestSYNCookiesXDPTXRefused(t *testing.T) {
+	el := newLabLink(t, 1)
+	el.start(t, func(c *Config) { c.Engine.SYNCookies = stack.SYNCookiesAlways })
+	if mode := el.dp.Interfaces()[0].Program().AttachedMode(); mode != bpf.ModeNative {
+		t.Skipf("attached in %v mode: XDP_TX works there", mode)
+	}
+	if !el.dp.XDPCookies() {
+		t.Fatal("syn_cookies always: XDP cookies off at start")
+	}
+	if err := el.roundTrip(t, []byte("after a SYN retransmission")); err != nil {
+		t.Fatal(err)
+	}
+	if el.dp.XDPCookies() {
+		t.Error("XDP cookies still on after the kernel refused their SYN-ACKs")
+	}
+	c, err := el.dp.Interfaces()[0].Program().Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TxSYNCookie == 0 {
+		t.Error("the program answered no SYN: the test saw no XDP_TX refused")
+	}
+	var cookies uint64
+	for _, s := range el.dp.Shards() {
+		cookies += s.Engine().Counters().Load(stack.SYNCookiesSent)
+	}
+	if cookies == 0 {
+		t.Error("the engine sent no cookie SYN-ACK")
+	}
 }
