@@ -388,10 +388,14 @@ func TestCookieForgedACK(t *testing.T) {
 	if ret := run(t, p.objs.XdproxySteer, ack); ret != xdpDrop {
 		t.Errorf("ACK after its secrets were removed: verdict %s, want XDP_DROP", actionNames[ret])
 	}
-	// ... and SYNs go to the engine, which can still answer them.
+	// ... and SYNs go to the engine, which can still answer them, from its
+	// SYN queue too: the flow is learnt, so its handshake's ACK passes.
 	syn := tcpSeg(t, listen4, 33003, &layers.TCP{SYN: true, Seq: 1})
 	if ret := run(t, p.objs.XdproxySteer, syn); ret != xdpPass {
 		t.Errorf("SYN without a secret: verdict %s, want the redirect's XDP_PASS", actionNames[ret])
+	}
+	if ret := run(t, p.objs.XdproxySteer, tcpSeg(t, listen4, 33003, &layers.TCP{ACK: true, Seq: 2, Ack: 0x777})); ret != xdpPass {
+		t.Errorf("ACK of a handshake left to the engine: verdict %s, want the redirect's XDP_PASS", actionNames[ret])
 	}
 }
 

@@ -642,8 +642,17 @@ static __always_inline enum cookie_act cookie_listener(struct xdp_md *ctx, __u32
 	if (th->syn) {
 		if (th->ack || th->fin)
 			return CK_STEER;
-		if (flags & SETTING_COOKIES)
-			return answer_syn(ctx, at, &f, th);
+		if (flags & SETTING_COOKIES) {
+			enum cookie_act act = answer_syn(ctx, at, &f, th);
+
+			/*
+			 * Left to the engine, which may answer from its SYN queue
+			 * (no cookie): its handshake's ACK must pass.
+			 */
+			if (act == CK_STEER)
+				bpf_map_update_elem(&cookie_flows, &f, &zero, BPF_ANY);
+			return act;
+		}
 		if (flags & SETTING_COOKIE_LEARN)
 			bpf_map_update_elem(&cookie_flows, &f, &zero, BPF_ANY);
 		return CK_STEER;
