@@ -70,8 +70,8 @@
 // and cookies off, every SYN steered to a listener adds its flow to
 // cookie_flows, so that turning cookies on does not cut the engine's own
 // handshakes and connections. The SYN is left to the engine (steered as
-// before) when the IPv4 header has options, when no secret is installed for
-// now's epoch, or when the frame cannot be resized.
+// before, its flow learnt) when the IPv4 header has options, when no secret
+// is installed for now's epoch, or when the frame cannot be resized.
 //
 // XDP_TX on veth: in native mode the frame goes to the peer through
 // veth_xdp_xmit, which refuses it (rx_queue_N_xdp_tx_errors in ethtool -S)
