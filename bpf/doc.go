@@ -160,9 +160,10 @@
 //     LRU map (more than 262,144 flows touched since its last segment), or
 //     opened while neither cookies nor learning were on — has its segments
 //     taken for forged ACKs and dropped. A SYN is answered with a cookie even
-//     when its 4-tuple is in the engine's TIME_WAIT table or SYN_RCVD
-//     (a retransmitted SYN whose first SYN-ACK was lost after learning);
-//     the engine decides what the ACK means then. Cookie SYN-ACKs leave by
+//     when its 4-tuple is in the engine's TIME_WAIT table (the engine then
+//     reopens it on the ACK if that is newer, RFC 6191, and the cookie
+//     valid) or in SYN_RCVD (a SYN retransmitted after learning; the
+//     engine's SYN-ACK retransmission settles it). Cookie SYN-ACKs leave by
 //     the interface the SYN came in by, to the MAC it came from, not by the
 //     route the engine would pick. The Ethernet FCS and the SYN's checksums
 //     are not verified before answering.

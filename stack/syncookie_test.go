@@ -580,3 +580,57 @@ func TestCookieFromOutside(t *testing.T) {
 		}
 	}
 }
+
+// A client reusing a 4-tuple the engine holds in TIME_WAIT, while the XDP
+// program answers SYNs: the engine sees no SYN, only the ACK of a cookie.
+// Newer than the old incarnation (RFC 6191, as for a SYN) and with a valid
+// cookie, it reopens the 4-tuple; otherwise TIME_WAIT answers as ever.
+func TestCookieReopensTimeWait(t *testing.T) {
+	keys := &Keys{ISN: [2]uint64{1, 2}, Timestamp: [2]uint64{3, 4}, Cookie: [2]uint64{5, 6}}
+	for _, tc := range []struct {
+		name   string
+		tsVal  uint32 // the old incarnation's last TSval was 5000
+		cookie bool
+		reopen bool
+	}{
+		{"newer timestamp, valid cookie", 6000, true, true},
+		{"older timestamp", 4000, true, false},
+		{"forged cookie", 6000, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, withConfig(func(c *Config) { c.Keys = keys }))
+			h.timeWait()
+			h.advance(time.Second)
+			h.e.SetExternalCookies(true)
+			isn := uint32(h.peerISS) + 1000 // the new incarnation's ISN, relative seq 1000
+			epoch := CookieEpoch(h.now, cookieLifetime)
+			cookie := SYNCookie(keys.CookieSecret(epoch), epoch, h.key(), isn, 1460)
+			if !tc.cookie {
+				cookie ^= 0x5555
+			}
+			old := h.ourISS
+			h.ourISS = seqnum.Value(cookie)
+			tsNow := TSClock(h.now) + keys.TSOffset(engineAddr, peerAddr)
+			h.lastTSEcho = CookieTSVal(tsNow, &wire.TCPOptions{HasWScale: true, WScale: 7, SACKPermitted: true})
+			h.peerTSVal = tc.tsVal
+			h.send(seg{flags: ACK, seq: 1001, ack: 1})
+			if !tc.reopen {
+				h.ourISS = old
+				h.expect(seg{flags: ACK, seq: 2, ack: 2}) // TIME_WAIT's own ACK
+				h.expectState(TimeWait)
+				h.expectCounter(TimeWaitReopened, 0)
+				return
+			}
+			h.expectNone()
+			h.expectState(Established)
+			h.expectCounter(TimeWaitReopened, 1)
+			h.expectCounter(SYNCookiesAccepted, 1)
+			if n := h.e.Stats().Connections(TimeWait); n != 0 {
+				t.Fatalf("TIME_WAIT gauge %d, want 0", n)
+			}
+			if i := h.l.Accept().Info(); i.RcvNxt != isn+1 || i.SndUna != cookie+1 || !i.SACK || !i.Timestamps {
+				t.Fatalf("reopened %+v", i)
+			}
+		})
+	}
+}
