@@ -88,8 +88,9 @@ func (p *Program) SetSYNCookies(on bool) error {
 }
 
 // SetCookieLearning makes the program remember the flow of every SYN it
-// steers to a listener (while cookies are off), so that turning cookies on
-// later does not cut the engine's own handshakes and connections.
+// steers to a listener while cookies are off (confirmed by the flow's first
+// ACK), so that turning cookies on later does not cut the engine's own
+// handshakes and connections.
 func (p *Program) SetCookieLearning(on bool) error {
 	return p.setFlag("set xdp cookie learning", settingCookieLearn, on)
 }

@@ -400,31 +400,53 @@ func TestCookieForgedACK(t *testing.T) {
 }
 
 // With learning on and cookies off, the SYNs the engine handles put their
-// flows in cookie_flows: once cookies turn on, those handshakes' ACKs and
-// those connections' segments still pass; strangers' do not.
+// flows in cookie_flows, and their first ACKs confirm them: once cookies
+// turn on, confirmed flows and handshakes begun less than COOKIE_PENDING_NS
+// ago pass; a flow whose SYN was seen long ago and never acknowledged (a
+// flood's spoofed source) is checked for a cookie like a stranger.
 func TestCookieLearning(t *testing.T) {
 	ref, _, _ := cookieEngine(t, stack.SYNCookiesAlways)
 	p := cookieProgram(t, ref)
-	if err := p.SetSYNCookies(false); err != nil {
-		t.Fatal(err)
+	for _, err := range []error{p.SetSYNCookies(false), p.SetCookieLearning(true)} {
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := p.SetCookieLearning(true); err != nil {
-		t.Fatal(err)
+	syn := func(port uint16) []byte { return tcpSeg(t, listen6, port, &layers.TCP{SYN: true, Seq: 1}) }
+	ack := func(port uint16) []byte { return tcpSeg(t, listen6, port, &layers.TCP{ACK: true, Seq: 2, Ack: 12345}) }
+	const confirmed, stale, fresh, stranger = 34000, 34001, 34002, 34003
+	for _, pkt := range [][]byte{syn(confirmed), syn(stale), ack(confirmed)} {
+		if ret := run(t, p.objs.XdproxySteer, pkt); ret != xdpPass {
+			t.Fatalf("cookies off: verdict %s, want the redirect's XDP_PASS", actionNames[ret])
+		}
 	}
-	syn := tcpSeg(t, listen6, 34000, &layers.TCP{SYN: true, Seq: 1})
-	if ret := run(t, p.objs.XdproxySteer, syn); ret != xdpPass {
-		t.Fatalf("SYN with cookies off: verdict %s, want the redirect's XDP_PASS", actionNames[ret])
+	// Age every entry past COOKIE_PENDING_NS.
+	var k xdpCookieFlow
+	var st xdpCookieFlowState
+	for it := p.objs.CookieFlows.Iterate(); it.Next(&k, &st); {
+		st.SeenNs = 1
+		if err := p.objs.CookieFlows.Update(&k, &st, ebpf.UpdateExist); err != nil {
+			t.Fatal(err)
+		}
 	}
+	run(t, p.objs.XdproxySteer, syn(fresh))
 	if err := p.SetSYNCookies(true); err != nil {
 		t.Fatal(err)
 	}
-	known := tcpSeg(t, listen6, 34000, &layers.TCP{ACK: true, Seq: 2, Ack: 12345})
-	stranger := tcpSeg(t, listen6, 34001, &layers.TCP{ACK: true, Seq: 2, Ack: 12345})
-	if ret := run(t, p.objs.XdproxySteer, known); ret != xdpPass {
-		t.Errorf("ACK of a learnt flow: verdict %s, want the redirect's XDP_PASS", actionNames[ret])
-	}
-	if ret := run(t, p.objs.XdproxySteer, stranger); ret != xdpDrop {
-		t.Errorf("ACK of an unknown flow: verdict %s, want XDP_DROP", actionNames[ret])
+	for _, tc := range []struct {
+		name string
+		port uint16
+		want uint32
+	}{
+		{"confirmed", confirmed, xdpPass},
+		{"handshake in flight", fresh, xdpPass},
+		{"handshake in flight, again (now confirmed)", fresh, xdpPass},
+		{"SYN long ago, never acknowledged", stale, xdpDrop},
+		{"unknown", stranger, xdpDrop},
+	} {
+		if ret := run(t, p.objs.XdproxySteer, ack(tc.port)); ret != tc.want {
+			t.Errorf("%s: verdict %s, want %s", tc.name, actionNames[ret], actionNames[tc.want])
+		}
 	}
 }
 

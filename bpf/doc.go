@@ -62,14 +62,18 @@
 // the secret lifetime, and the secrets of the epochs around now come from the
 // engine's own keys (SetCookieSecret, stack.Keys.CookieSecret). An ACK (no
 // SYN, no RST) to a listener then passes only if its flow is in
-// cookie_flows, or if ack-1 is a valid cookie for seq-1 under the current or
-// the previous epoch's secret (CookieACK; its flow is added); the rest are
-// dropped (DropBadCookie). The engine checks the cookie again and takes MSS,
+// cookie_flows — confirmed, or its SYN seen less than 5 s ago — or if ack-1
+// is a valid cookie for seq-1 under the current or the previous epoch's
+// secret (CookieACK; its flow is added, confirmed); the rest are dropped
+// (DropBadCookie). The engine checks the cookie again and takes MSS,
 // window scale and SACK from it as from its own (stack.Engine.SetExternalCookies
 // lets it accept cookies it did not send). With SetCookieLearning(true)
 // and cookies off, every SYN steered to a listener adds its flow to
-// cookie_flows, so that turning cookies on does not cut the engine's own
-// handshakes and connections. The SYN is left to the engine (steered as
+// cookie_flows, unconfirmed, and its first ACK confirms it (a lookup per
+// ACK to a listener), so that turning cookies on does not cut the engine's
+// own handshakes and connections, while the spoofed SYNs of a flood that
+// came before the switch, never acknowledged, stop vouching for their
+// flows 5 s after they were seen. The SYN is left to the engine (steered as
 // before, its flow learnt) when the IPv4 header has options, when no secret
 // is installed for now's epoch, or when the frame cannot be resized.
 //
@@ -102,7 +106,7 @@
 //	                           lifetime (ns), timestamp key, MSS table, MSS v4/v6, window, wscale
 //	cookie_keys   ARRAY, 4     {epoch, k0, k1 uint64; valid, pad uint32}: epoch e's secret in slot e % 4
 //	cookie_flows  LRU_HASH, 262144   key {local, remote [16]byte; lport, rport uint16 (network order)}
-//	                           value uint32, unused: client legs known while cookies are on
+//	                           value {seen_ns uint64; confirmed, pad uint32}: client legs known while cookies are on
 //
 // # Counters
 //

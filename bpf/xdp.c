@@ -83,7 +83,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MAX_COOKIE_FLOWS);
 	__type(key, struct cookie_flow);
-	__type(value, __u32); /* unused, zero */
+	__type(value, struct cookie_flow_state);
 } cookie_flows SEC(".maps");
 
 /* What the classification decided; the caller counts and acts on it. */
@@ -617,23 +617,36 @@ static __always_inline enum cookie_act answer_syn(struct xdp_md *ctx, const stru
 	return CK_TX;
 }
 
+/* flow_note records f in cookie_flows as seen at now, confirmed or not. */
+static __always_inline void flow_note(const struct cookie_flow *f, __u64 now, __u32 confirmed)
+{
+	struct cookie_flow_state st = { .seen_ns = now, .confirmed = confirmed };
+
+	bpf_map_update_elem(&cookie_flows, f, &st, BPF_ANY);
+}
+
 /*
  * cookie_listener applies SETTING_COOKIES and SETTING_COOKIE_LEARN to a
- * segment steered to a listener. SYNs are answered here; an ACK (no SYN, no
- * RST) reaches the engine only if its flow is known (learnt from a SYN the
- * engine handled or from an earlier valid cookie) or its cookie is valid
- * under the current or the previous secret, as the engine's cookieACK
- * checks it; every other segment goes to the engine as before.
+ * segment steered to a listener. With cookies on, SYNs are answered here
+ * and an ACK (no SYN, no RST) reaches the engine only if its flow is known
+ * — confirmed (an ACK of it reached the engine), or a handshake the engine
+ * took up less than COOKIE_PENDING_NS ago — or its cookie is valid under
+ * the current or the previous secret, as the engine's cookieACK checks it.
+ * Learning (cookies off) records the flow of every SYN, unconfirmed, and
+ * confirms it at its first ACK: a flood's spoofed SYNs from before cookies
+ * came on never get confirmed, so their ACKs do not pass for long. Every
+ * other segment goes to the engine as before.
  */
 static __always_inline enum cookie_act cookie_listener(struct xdp_md *ctx, __u32 flags,
 						       const struct tcp_at *at)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
 	struct cookie_flow f = {};
+	struct cookie_flow_state *st;
 	struct cookie_settings *cs;
 	struct tcphdr *th;
 	__u32 zero = 0, isn, cookie;
-	__u64 epoch;
+	__u64 now, epoch;
 
 	if (!flow_of(data, end, at, &f, &th))
 		return CK_STEER;
@@ -650,27 +663,40 @@ static __always_inline enum cookie_act cookie_listener(struct xdp_md *ctx, __u32
 			 * (no cookie): its handshake's ACK must pass.
 			 */
 			if (act == CK_STEER)
-				bpf_map_update_elem(&cookie_flows, &f, &zero, BPF_ANY);
+				flow_note(&f, bpf_ktime_get_boot_ns(), 0);
 			return act;
 		}
 		if (flags & SETTING_COOKIE_LEARN)
-			bpf_map_update_elem(&cookie_flows, &f, &zero, BPF_ANY);
+			flow_note(&f, bpf_ktime_get_boot_ns(), 0);
 		return CK_STEER;
 	}
-	if (!(flags & SETTING_COOKIES) || !th->ack)
+	if (!th->ack)
 		return CK_STEER;
-	if (bpf_map_lookup_elem(&cookie_flows, &f))
+	st = bpf_map_lookup_elem(&cookie_flows, &f);
+	if (!(flags & SETTING_COOKIES)) {
+		if (st && !st->confirmed)
+			st->confirmed = 1;
 		return CK_STEER;
+	}
+	now = bpf_ktime_get_boot_ns();
+	if (st) {
+		if (st->confirmed)
+			return CK_STEER;
+		if (now - st->seen_ns < COOKIE_PENDING_NS) {
+			st->confirmed = 1;
+			return CK_STEER;
+		}
+	}
 
 	cs = bpf_map_lookup_elem(&syn_cookie, &zero);
 	if (!cs || !cs->lifetime_ns)
 		return CK_STEER;
-	epoch = bpf_ktime_get_boot_ns() / cs->lifetime_ns;
+	epoch = now / cs->lifetime_ns;
 	isn = bpf_ntohl(th->seq) - 1;
 	cookie = bpf_ntohl(th->ack_seq) - 1;
 	if (cookie_valid(&cookie_keys, epoch, &f, isn, cookie) ||
 	    (epoch > 0 && cookie_valid(&cookie_keys, epoch - 1, &f, isn, cookie))) {
-		bpf_map_update_elem(&cookie_flows, &f, &zero, BPF_ANY);
+		flow_note(&f, now, 1);
 		return CK_STEER_VALID;
 	}
 	return CK_DROP;

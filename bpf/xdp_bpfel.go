@@ -26,6 +26,13 @@ type xdpCookieFlow struct {
 	Rport  uint16
 }
 
+type xdpCookieFlowState struct {
+	_         structs.HostLayout
+	SeenNs    uint64
+	Confirmed uint32
+	Pad       uint32
+}
+
 type xdpCookieKey struct {
 	_     structs.HostLayout
 	Epoch uint64

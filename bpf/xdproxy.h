@@ -117,6 +117,19 @@ struct cookie_flow {
 	__be16 rport;
 };
 
+/* cookie_flows value. */
+struct cookie_flow_state {
+	__u64 seen_ns;   /* CLOCK_BOOTTIME when its SYN (or valid cookie) was seen */
+	__u32 confirmed; /* an ACK of it reached the engine */
+	__u32 pad;
+};
+
+/*
+ * With cookies on, the ACK of an unconfirmed flow passes for this long after
+ * its SYN: the handshakes the engine had taken up when cookies came on.
+ */
+#define COOKIE_PENDING_NS (5ULL * 1000 * 1000 * 1000)
+
 /*
  * counters: one per-CPU entry (index 0). Every packet increments rx_packets
  * and exactly one of the others, except redirect_failed, which counts the
