@@ -466,7 +466,7 @@ func TestCookiesOff(t *testing.T) {
 
 // BenchmarkXDPCookie is the program's cost per SYN answered with a cookie,
 // per forged ACK (one SipHash, then the drop) and per ACK of a known flow,
-// beside a SYN steered to the engine, in ns/pkt. The ACKs and the steered
+// beside a SYN and an ACK steered to the engine while learning, in ns/pkt. The ACKs and the steered
 // SYN run under BPF_PROG_TEST_RUN's repeat (the kernel's time per run); a
 // SYN cannot, since the first run turns the frame into our SYN-ACK, so it
 // runs once per call and what the same calls cost a program that returns
@@ -498,7 +498,13 @@ func BenchmarkXDPCookie(b *testing.B) {
 			b.ReportMetric(float64(perRun.Nanoseconds()), "ns/pkt")
 		})
 	}
-	repeat("syn_to_engine", syn, false, xdpPass)
+	if err := p.SetCookieLearning(true); err != nil {
+		b.Fatal(err)
+	}
+	// Cookies off, learning on (syn_cookies auto without pressure): the
+	// SYN's flow is recorded, the ACK's looked up (and confirmed once).
+	repeat("syn_to_engine_learning", syn, false, xdpPass)
+	repeat("ack_to_engine_learning", ack, false, xdpPass)
 	repeat("forged_ack_drop", forged, true, xdpDrop)
 	// After its first run the flow is known: a lookup, no cookie check.
 	repeat("known_flow_ack", ack, true, xdpPass)
