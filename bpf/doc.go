@@ -166,8 +166,10 @@
 //     taken for forged ACKs and dropped. A SYN is answered with a cookie even
 //     when its 4-tuple is in the engine's TIME_WAIT table (the engine then
 //     reopens it on the ACK if that is newer, RFC 6191, and the cookie
-//     valid) or in SYN_RCVD (a SYN retransmitted after learning; the
-//     engine's SYN-ACK retransmission settles it). Cookie SYN-ACKs leave by
+//     valid) or in SYN_RCVD (a SYN retransmitted across the switch: if
+//     the client takes the cookie SYN-ACK, the engine's SYN_RCVD entry,
+//     whose ISN differs, finds its ACK unacceptable and resets it; the
+//     client's next attempt gets through). Cookie SYN-ACKs leave by
 //     the interface the SYN came in by, to the MAC it came from, not by the
 //     route the engine would pick. The Ethernet FCS and the SYN's checksums
 //     are not verified before answering.
