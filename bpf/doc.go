@@ -77,6 +77,11 @@
 // before, its flow learnt) when the IPv4 header has options, when no secret
 // is installed for now's epoch, or when the frame cannot be resized.
 //
+// The cookie code walks the SYN's options with bpf_loop over a copy made
+// by bpf_xdp_load_bytes (as the kernel's xdp_synproxy selftest does: an
+// open-coded walk over packet pointers is more than the verifier will
+// explore), so the program needs Linux 5.18 or later.
+//
 // XDP_TX on veth: in native mode the frame goes to the peer through
 // veth_xdp_xmit, which refuses it (rx_queue_N_xdp_tx_errors in ethtool -S)
 // unless the peer end has NAPI on — an XDP program attached, or GRO turned
