@@ -10,7 +10,7 @@
  * SACK-permitted ride in the low six bits of our TSval when the SYN carried
  * timestamps. The secrets of the epochs around now are put in cookie_keys by
  * the loader from the engine's own keys, and the timestamp offset key in
- * cookie_settings, so the engine takes the connection from the returning ACK
+ * the syn_cookie map, so the engine takes the connection from the returning ACK
  * as if it had sent the SYN-ACK itself (it checks the cookie again). Fixture
  * tests (cookie_test.go) hold this code to the engine's.
  */
