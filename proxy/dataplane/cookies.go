@@ -272,7 +272,7 @@ func (d *Dataplane) txFailing(c *cookieCtl) bool {
 			continue
 		}
 		f := d.ifs[i]
-		d.log.Error("xdp syn cookies: the kernel drops the SYN-ACKs sent with XDP_TX (xdp_tx_errors in ethtool -S); SYN cookies are left to the engines. "+
+		d.log.Warn("xdp syn cookies: the kernel drops the SYN-ACKs sent with XDP_TX (xdp_tx_errors in ethtool -S); SYN cookies are left to the engines. "+
 			"On veth in native XDP mode the peer end needs an XDP program or GRO on (ethtool -K PEER gro on); or use xdp_mode: generic",
 			"interface", f.name, "xdp_tx_errors", n)
 		for _, f := range d.ifs {
