@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
 )
 
 // SYN cookies answered in XDP (syncookie.h). The program computes the
@@ -93,4 +95,39 @@ func (p *Program) SetSYNCookies(on bool) error {
 // handshakes and connections.
 func (p *Program) SetCookieLearning(on bool) error {
 	return p.setFlag("set xdp cookie learning", settingCookieLearn, on)
+}
+
+// SendByXDPTX hands frame to the driver of interface ifindex (in the
+// calling thread's network namespace) as XDP_TX would: a program that
+// returns XDP_TX runs once on it under BPF_PROG_TEST_RUN with live frames
+// (Linux 5.18), which turns the verdict into the driver's ndo_xdp_xmit. It
+// tells whether XDP_TX reaches the wire there when the caller sees the
+// driver count the frame (veth: tx_queue_N_xdp_xmit in ethtool -S; a veth
+// whose peer has no NAPI refuses it). frame must be a whole Ethernet frame
+// that the link may carry (the peer receives it if it works).
+func SendByXDPTX(ifindex int, frame []byte) error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "xdp_tx_probe", Type: ebpf.XDP, License: "Dual MIT/GPL",
+		Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R0, xdpTXAction),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("xdp_tx probe: %w", err)
+	}
+	defer prog.Close()
+	ctx := xdpMD{DataEnd: uint32(len(frame)), IngressIfindex: uint32(ifindex)}
+	if _, err := prog.Run(&ebpf.RunOptions{Data: frame, Repeat: 1, Flags: unix.BPF_F_TEST_XDP_LIVE_FRAMES, Context: ctx}); err != nil {
+		return fmt.Errorf("xdp_tx probe on ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// xdpTXAction is XDP_TX (linux/bpf.h).
+const xdpTXAction = 3
+
+// xdpMD is struct xdp_md, the context of an XDP test run.
+type xdpMD struct {
+	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
 }

@@ -39,10 +39,12 @@ import (
 //
 // XDP_TX can fail where the program cannot see it: a veth in native mode
 // whose peer end has no NAPI (no XDP program, GRO off) refuses the frames
-// and counts them in rx_queue_N_xdp_tx_errors. The controller reads that
-// counter (ethtool.go) on every veth; at the first error with cookies on,
-// it turns the programs' cookies and learning off for the rest of the run
-// and the engines answer floods with their own cookies, as before.
+// and counts them in rx_queue_N_xdp_tx_errors. At start the data plane
+// sends a probe frame by XDP_TX on every veth in native mode
+// (probeCookieTX), and the controller reads that counter (ethtool.go)
+// afterwards; where XDP_TX does not get through, the programs' cookies and
+// learning stay off for the rest of the run and the engines answer floods
+// with their own cookies, as before.
 
 const (
 	cookieEvery = 50 * time.Millisecond
@@ -271,21 +273,65 @@ func (d *Dataplane) txFailing(c *cookieCtl) bool {
 		if !c.on {
 			continue
 		}
-		f := d.ifs[i]
 		d.log.Warn("xdp syn cookies: the kernel drops the SYN-ACKs sent with XDP_TX (xdp_tx_errors in ethtool -S); SYN cookies are left to the engines. "+
 			"On veth in native XDP mode the peer end needs an XDP program or GRO on (ethtool -K PEER gro on); or use xdp_mode: generic",
-			"interface", f.name, "xdp_tx_errors", n)
-		for _, f := range d.ifs {
-			if err := f.prog.SetCookieLearning(false); err != nil {
-				d.log.Error("xdp syn cookies: turning learning off", "interface", f.name, "err", err)
-			}
-		}
-		if err := d.setXDPCookies(c, false); err != nil {
-			d.log.Error("xdp syn cookies: turning off", "err", err)
-		}
-		c.on, c.disabled, c.since = false, true, time.Now()
-		d.xdpCookiesOn.Store(false)
+			"interface", d.ifs[i].name, "xdp_tx_errors", n)
+		d.disableXDPCookies(c)
 		return true
 	}
 	return false
+}
+
+// disableXDPCookies turns the programs' cookies and learning off for the
+// rest of the run: the engines answer SYN floods with their own cookies.
+func (d *Dataplane) disableXDPCookies(c *cookieCtl) {
+	for _, f := range d.ifs {
+		if err := f.prog.SetCookieLearning(false); err != nil {
+			d.log.Error("xdp syn cookies: turning learning off", "interface", f.name, "err", err)
+		}
+	}
+	if err := d.setXDPCookies(c, false); err != nil {
+		d.log.Error("xdp syn cookies: turning off", "err", err)
+	}
+	c.on, c.disabled, c.since = false, true, time.Now()
+	d.xdpCookiesOn.Store(false)
+}
+
+// probeCookieTX checks, before any SYN depends on it, that XDP_TX reaches
+// the peer of every veth whose program runs in native mode: a frame that
+// the peer drops unread (to a locally administered MAC nobody has,
+// EtherType 0x88b5, local experimental) goes out as XDP_TX would send it,
+// and the veth must count it sent (tx_queue_N_xdp_xmit). If it does not,
+// the programs' cookies stay off for the run. The runtime watch
+// (txFailing) still catches a peer that loses its NAPI later.
+func (d *Dataplane) probeCookieTX() {
+	c := d.cookies
+	if c == nil || c.disabled {
+		return
+	}
+	for i, f := range d.ifs {
+		st := c.txStats[i]
+		if st == nil || f.prog.AttachedMode() != bpf.ModeNative {
+			continue
+		}
+		before, err := st.sum("xdp_xmit")
+		if err != nil {
+			continue
+		}
+		frame := make([]byte, 60)
+		copy(frame[0:6], []byte{0x02, 'x', 'd', 'p', 't', 'x'})
+		copy(frame[6:12], f.mac[:])
+		frame[12], frame[13] = 0x88, 0xb5
+		if err := bpf.SendByXDPTX(f.link.Attrs().Index, frame); err != nil {
+			d.log.Warn("xdp syn cookies: cannot check that XDP_TX works here", "interface", f.name, "err", err)
+			continue
+		}
+		if after, err := st.sum("xdp_xmit"); err != nil || after > before {
+			continue
+		}
+		d.log.Warn("xdp syn cookies: XDP_TX does not reach the peer of this veth (native mode needs an XDP program or GRO on at the peer end: ethtool -K PEER gro on; or use xdp_mode: generic); SYN cookies stay in the engines",
+			"interface", f.name)
+		d.disableXDPCookies(c)
+		return
+	}
 }

@@ -395,37 +395,81 @@ func floodClient(el *echoLab) error {
 }
 
 // On veth in native mode, XDP_TX needs NAPI on the peer end (an XDP program
-// there, or GRO on); the lab's client end has neither here, so the kernel
-// refuses the program's SYN-ACKs (xdp_tx_errors). The data plane sees those
-// errors and leaves the cookies to the engines: the client's retransmitted
-// SYN is answered by the engine and the connection works.
+// there, or GRO on); the lab's client end has neither unless asked. The data
+// plane probes XDP_TX at start and leaves the cookies to the engines when it
+// does not get through; when the peer loses its NAPI later, the kernel's
+// xdp_tx_errors tell it. Either way the client's connection works (the
+// second time, after a SYN retransmission, in the latter case).
 func TestSYNCookiesXDPTXRefused(t *testing.T) {
-	el := newLabLink(t, 1)
-	el.start(t, func(c *Config) {
-		c.Engine.SYNCookies = stack.SYNCookiesAlways
-		c.Interfaces[0].XDPMode = bpf.ModeNative // generic XDP_TX works on any veth
+	start := func(t *testing.T, gro bool) *echoLab {
+		el := newLabLink(t, 1)
+		if gro {
+			el.setGRO(t, true)
+		}
+		el.start(t, func(c *Config) {
+			c.Engine.SYNCookies = stack.SYNCookiesAlways
+			c.Interfaces[0].XDPMode = bpf.ModeNative // generic XDP_TX works on any veth
+		})
+		return el
+	}
+	counts := func(el *echoLab) (xdp, engine uint64) {
+		c, err := el.dp.Interfaces()[0].Program().Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range el.dp.Shards() {
+			engine += s.Engine().Counters().Load(stack.SYNCookiesSent)
+		}
+		return c.TxSYNCookie, engine
+	}
+	t.Run("at start", func(t *testing.T) {
+		el := start(t, false)
+		if el.dp.XDPCookies() {
+			t.Fatal("XDP cookies on although XDP_TX cannot reach the peer")
+		}
+		t0 := time.Now()
+		if err := el.roundTrip(t, []byte("first time")); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(t0); d > 900*time.Millisecond {
+			t.Errorf("the connection took %v: a SYN was lost", d)
+		}
+		if xdp, engine := counts(el); xdp != 0 || engine == 0 {
+			t.Errorf("cookie SYN-ACKs: %d by XDP, %d by the engine; want the engine's only", xdp, engine)
+		}
 	})
-	if !el.dp.XDPCookies() {
-		t.Fatal("syn_cookies always: XDP cookies off at start")
+	t.Run("later", func(t *testing.T) {
+		el := start(t, true)
+		if !el.dp.XDPCookies() {
+			t.Fatal("XDP cookies off although XDP_TX reaches the peer (GRO on)")
+		}
+		if err := el.roundTrip(t, []byte("through XDP")); err != nil {
+			t.Fatal(err)
+		}
+		if xdp, _ := counts(el); xdp == 0 {
+			t.Fatal("the program answered no SYN")
+		}
+		el.setGRO(t, false)
+		if err := el.roundTrip(t, []byte("after a SYN retransmission")); err != nil {
+			t.Fatal(err)
+		}
+		if el.dp.XDPCookies() {
+			t.Error("XDP cookies still on after the kernel refused their SYN-ACKs")
+		}
+		if _, engine := counts(el); engine == 0 {
+			t.Error("the engine sent no cookie SYN-ACK")
+		}
+	})
+}
+
+// setGRO turns GRO on or off at the client end (NAPI for it on veth).
+func (el *echoLab) setGRO(t *testing.T, on bool) {
+	t.Helper()
+	v := "off"
+	if on {
+		v = "on"
 	}
-	if err := el.roundTrip(t, []byte("after a SYN retransmission")); err != nil {
-		t.Fatal(err)
-	}
-	if el.dp.XDPCookies() {
-		t.Error("XDP cookies still on after the kernel refused their SYN-ACKs")
-	}
-	c, err := el.dp.Interfaces()[0].Program().Counters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.TxSYNCookie == 0 {
-		t.Error("the program answered no SYN: the test saw no XDP_TX refused")
-	}
-	var cookies uint64
-	for _, s := range el.dp.Shards() {
-		cookies += s.Engine().Counters().Load(stack.SYNCookiesSent)
-	}
-	if cookies == 0 {
-		t.Error("the engine sent no cookie SYN-ACK")
+	if out, err := el.client.Run(context.Background(), "ethtool", "-K", el.veth.A.Name, "gro", v); err != nil {
+		t.Fatalf("ethtool -K %s gro %s: %v %s", el.veth.A.Name, v, err, out)
 	}
 }

@@ -420,6 +420,7 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 			return nil, fmt.Errorf("dataplane: %s: %w", f.name, err)
 		}
 	}
+	d.probeCookieTX()
 	d.watchEnd = make(chan struct{})
 	end := d.watchEnd
 	d.watchKernel()
