@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdproxy/xdproxy/stack"
@@ -536,4 +538,32 @@ func BenchmarkXDPCookie(b *testing.B) {
 		}
 		b.ReportMetric(float64((best[0] - best[1]).Nanoseconds()), "ns/pkt")
 	})
+}
+
+// SendByXDPTX hands a frame to the driver as XDP_TX: with an XDP program on
+// the veth's peer (NAPI there), the peer receives it.
+func TestSendByXDPTX(t *testing.T) {
+	v := newVethPair(t)
+	l, err := link.AttachXDP(link.XDPOptions{Program: foreignProgram(t), Interface: v.out.Attrs().Index})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	rx := func() uint64 {
+		lk, err := netlink.LinkByIndex(v.out.Attrs().Index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lk.Attrs().Statistics.RxPackets
+	}
+	before := rx()
+	frame := make([]byte, 60)
+	copy(frame, []byte{0x02, 'x', 'd', 'p', 't', 'x'})
+	frame[12], frame[13] = 0x88, 0xb5
+	if err := SendByXDPTX(v.in.Attrs().Index, frame); err != nil {
+		t.Fatal(err)
+	}
+	if after := rx(); after != before+1 {
+		t.Fatalf("peer received %d frames, want 1", after-before)
+	}
 }
