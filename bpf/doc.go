@@ -8,6 +8,8 @@
 //	xdp.c          the program (xdproxy_steer) and its maps
 //	parse.h        header parsing: cursor, Ethernet and VLAN, ARP, ICMP layouts
 //	xdproxy.h      map key/value layouts and constants shared with Go
+//	syncookie.h    SYN cookies: SipHash-2-4, the engine's cookie, option walk, checksums
+//	cookie.go      SetCookieResponder, SetCookieSecret, SetSYNCookies, SetCookieLearning
 //	gen.go         the bpf2go line; xdp_bpfel.go and xdp_bpfel.o are generated
 //	               and committed, so building needs no clang (make generate)
 //	loader.go      Load, Attach/Detach, map updates, Counters
@@ -45,6 +47,48 @@
 // queue has no socket the packet goes to the kernel and RedirectFailed counts
 // it (besides its reason counter).
 //
+// # SYN cookies
+//
+// With SetSYNCookies(true) the program answers SYN floods itself. A SYN to a
+// listener (no ACK, RST or FIN) becomes, in place, the SYN-ACK the engine's
+// sendCookie would send for it at that instant — byte for byte: the cookie
+// ISN (stack/syncookie.go: epoch<<24 | SipHash-2-4 MAC of the 4-tuple and
+// client ISN + MSS index, under the epoch's secret), our MSS, and with
+// timestamps SACK-permitted, window scale and a TSval whose low six bits
+// carry the client's window scale and SACK-permitted — and goes back out of
+// the interface it came in by (XDP_TX, TxSYNCookie), MACs swapped, VLAN tags
+// kept, any payload cut. The clock is CLOCK_BOOTTIME (bpf_ktime_get_boot_ns),
+// which is the engines' (proxy/dataplane's now); the epoch is it divided by
+// the secret lifetime, and the secrets of the epochs around now come from the
+// engine's own keys (SetCookieSecret, stack.Keys.CookieSecret). An ACK (no
+// SYN, no RST) to a listener then passes only if its flow is in
+// cookie_flows — confirmed, or its SYN seen less than 5 s ago — or if ack-1
+// is a valid cookie for seq-1 under the current or the previous epoch's
+// secret (CookieACK; its flow is added, confirmed); the rest are dropped
+// (DropBadCookie). The engine checks the cookie again and takes MSS,
+// window scale and SACK from it as from its own (stack.Engine.SetExternalCookies
+// lets it accept cookies it did not send). With SetCookieLearning(true)
+// and cookies off, every SYN steered to a listener adds its flow to
+// cookie_flows, unconfirmed, and its first ACK confirms it (a lookup per
+// ACK to a listener), so that turning cookies on does not cut the engine's
+// own handshakes and connections, while the spoofed SYNs of a flood that
+// came before the switch, never acknowledged, stop vouching for their
+// flows 5 s after they were seen. The SYN is left to the engine (steered as
+// before, its flow learnt) when the IPv4 header has options, when no secret
+// is installed for now's epoch, or when the frame cannot be resized.
+//
+// The cookie code walks the SYN's options with bpf_loop over a copy made
+// by bpf_xdp_load_bytes (as the kernel's xdp_synproxy selftest does: an
+// open-coded walk over packet pointers is more than the verifier will
+// explore), so the program needs Linux 5.18 or later.
+//
+// XDP_TX on veth: in native mode the frame goes to the peer through
+// veth_xdp_xmit, which refuses it (rx_queue_N_xdp_tx_errors in ethtool -S)
+// unless the peer end has NAPI on — an XDP program attached, or GRO turned
+// on (ethtool -K PEER gro on). In generic mode XDP_TX works on any veth (it
+// goes through the peer's ordinary receive path). Physical NICs in native
+// mode transmit on their own TX rings.
+//
 // # Maps
 //
 // Every address is 16 bytes in network byte order: IPv6 as is, IPv4 as the
@@ -61,17 +105,25 @@
 //	xsks          XSKMAP, 64   key  queue index uint32; value XSK fd (MaxQueues)
 //	settings      ARRAY, 1     {flags uint32}: bit 0 steering enabled (set by Load),
 //	                           bit 1 a wildcard listener exists (kept by the loader),
-//	                           bit 2 ICMP steering
+//	                           bit 2 ICMP steering, bit 3 SYN cookies, bit 4 cookie learning
 //	counters      PERCPU_ARRAY, 1   struct of uint64 counters, below
+//	syn_cookie    ARRAY, 1     what the cookie SYN-ACK needs (SetCookieResponder):
+//	                           lifetime (ns), timestamp key, MSS table, MSS v4/v6, window, wscale
+//	cookie_keys   ARRAY, 4     {epoch, k0, k1 uint64; valid, pad uint32}: epoch e's secret in slot e % 4
+//	cookie_flows  LRU_HASH, 262144   key {local, remote [16]byte; lport, rport uint16 (network order)}
+//	                           value {seen_ns uint64; confirmed, pad uint32}: client legs known while cookies are on
 //
 // # Counters
 //
 // In order, with the names Counters.List gives them: rx_packets (every
 // packet), redirect_listener, redirect_owned, redirect_arp, redirect_ndp,
 // redirect_icmp, pass_not_ours, pass_disabled (steering off), drop_malformed,
-// and redirect_failed. Each packet is counted in rx_packets and in exactly
-// one of the next eight; redirect_failed counts the redirects, already
-// counted by reason, that found no socket and went to the kernel.
+// redirect_failed, tx_syn_cookie, drop_bad_cookie and cookie_ack. Each
+// packet is counted in rx_packets and in exactly one of redirect_listener
+// ... drop_malformed, tx_syn_cookie and drop_bad_cookie; redirect_failed
+// counts the redirects, already counted by reason, that found no socket and
+// went to the kernel, and cookie_ack the listener redirects that a valid
+// cookie let through.
 //
 // # Attaching
 //
@@ -112,4 +164,18 @@
 //     and LRO off on steered interfaces.
 //   - Without SetICMPSteering(true), ICMP about the engine's flows (path MTU
 //     included) goes to the kernel, which has no socket for them.
+//   - SYN cookies on: the program knows no connection state, only
+//     cookie_flows. A client leg whose flow is not there — evicted from the
+//     LRU map (more than 262,144 flows touched since its last segment), or
+//     opened while neither cookies nor learning were on — has its segments
+//     taken for forged ACKs and dropped. A SYN is answered with a cookie even
+//     when its 4-tuple is in the engine's TIME_WAIT table (the engine then
+//     reopens it on the ACK if that is newer, RFC 6191, and the cookie
+//     valid) or in SYN_RCVD (a SYN retransmitted across the switch: if
+//     the client takes the cookie SYN-ACK, the engine's SYN_RCVD entry,
+//     whose ISN differs, finds its ACK unacceptable and resets it; the
+//     client's next attempt gets through). Cookie SYN-ACKs leave by
+//     the interface the SYN came in by, to the MAC it came from, not by the
+//     route the engine would pick. The Ethernet FCS and the SYN's checksums
+//     are not verified before answering.
 package bpf

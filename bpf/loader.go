@@ -54,6 +54,9 @@ const (
 	settingEnabled  = 1 << 0
 	settingWildcard = 1 << 1
 	settingICMP     = 1 << 2
+	settingCookies  = 1 << 3
+
+	settingCookieLearn = 1 << 4
 )
 
 // xdpAttachedMulti is IFLA_XDP_ATTACHED's value for driver and offload
@@ -491,14 +494,18 @@ func (p *Program) Counters() (Counters, error) {
 		c.PassDisabled += v.PassDisabled
 		c.DropMalformed += v.DropMalformed
 		c.RedirectFailed += v.RedirectFailed
+		c.TxSYNCookie += v.TxSynCookie
+		c.DropBadCookie += v.DropBadCookie
+		c.CookieACK += v.CookieAck
 	}
 	return c, nil
 }
 
 // Counters are the XDP program's packet counts. Every packet is counted in
-// RxPackets and in exactly one of the redirect, pass and drop counters,
+// RxPackets and in exactly one of the redirect, pass, drop and TX counters,
 // except RedirectFailed, which counts the redirects (already counted by
-// reason) that found no socket for their queue and went to the kernel.
+// reason) that found no socket for their queue and went to the kernel, and
+// CookieACK, which counts the listener redirects a valid cookie let through.
 type Counters struct {
 	RxPackets        uint64
 	RedirectListener uint64 // TCP to a listener address:port
@@ -510,6 +517,9 @@ type Counters struct {
 	PassDisabled     uint64 // passed to the kernel because steering is off
 	DropMalformed    uint64 // ours by address and port, but malformed
 	RedirectFailed   uint64 // no socket in the queue's XSK slot: passed to the kernel
+	TxSYNCookie      uint64 // SYN to a listener answered with a cookie SYN-ACK (XDP_TX)
+	DropBadCookie    uint64 // ACK to a listener of no known flow without a valid cookie: dropped
+	CookieACK        uint64 // of RedirectListener: ACKs that a valid cookie let through
 }
 
 // Counter is one named counter value, for metrics.
@@ -531,6 +541,9 @@ func (c Counters) List() []Counter {
 		{"pass_disabled", c.PassDisabled},
 		{"drop_malformed", c.DropMalformed},
 		{"redirect_failed", c.RedirectFailed},
+		{"tx_syn_cookie", c.TxSYNCookie},
+		{"drop_bad_cookie", c.DropBadCookie},
+		{"cookie_ack", c.CookieACK},
 	}
 }
 
@@ -547,6 +560,9 @@ func (c Counters) Sub(o Counters) Counters {
 		PassDisabled:     c.PassDisabled - o.PassDisabled,
 		DropMalformed:    c.DropMalformed - o.DropMalformed,
 		RedirectFailed:   c.RedirectFailed - o.RedirectFailed,
+		TxSYNCookie:      c.TxSYNCookie - o.TxSYNCookie,
+		DropBadCookie:    c.DropBadCookie - o.DropBadCookie,
+		CookieACK:        c.CookieACK - o.CookieACK,
 	}
 }
 

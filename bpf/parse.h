@@ -40,6 +40,7 @@
 #define ARP_OP_REPLY    2
 
 struct cursor {
+	void *start; /* the frame's first byte */
 	void *pos;
 	void *end;
 };

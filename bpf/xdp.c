@@ -21,6 +21,7 @@
 
 #include "xdproxy.h"
 #include "parse.h"
+#include "syncookie.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -64,6 +65,27 @@ struct {
 	__type(value, struct steer_counters);
 } counters SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, COOKIE_KEY_SLOTS);
+	__type(key, __u32);
+	__type(value, struct cookie_key);
+} cookie_keys SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cookie_settings);
+} syn_cookie SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_COOKIE_FLOWS);
+	__type(key, struct cookie_flow);
+	__type(value, struct cookie_flow_state);
+} cookie_flows SEC(".maps");
+
 /* What the classification decided; the caller counts and acts on it. */
 enum steer {
 	NOT_OURS = 0,
@@ -74,6 +96,20 @@ enum steer {
 	STEER_NDP,
 	STEER_ICMP,
 };
+
+/* Where a segment to a listener sits in the frame, for the cookie code. */
+struct tcp_at {
+	__u32 l3; /* offset of the IP header */
+	__u32 l4; /* offset of the TCP header */
+	__u32 v4;
+};
+
+/*
+ * Masks over the offsets: an IP header starts at most 14 + 4 * VLAN_MAX_DEPTH
+ * bytes in, a TCP header at most 60 bytes after that.
+ */
+#define L3_OFF_MASK 0x1f
+#define L4_OFF_MASK 0x7f
 
 static __always_inline void addr_set_v4(struct addr16 *a, __be32 v4)
 {
@@ -181,7 +217,7 @@ static __always_inline enum steer steer_icmp4(struct cursor *c, struct iphdr *ip
 	}
 }
 
-static __always_inline enum steer steer_ipv4(struct cursor *c, __u32 flags)
+static __always_inline enum steer steer_ipv4(struct cursor *c, __u32 flags, struct tcp_at *at)
 {
 	struct listener_key key = {};
 	struct iphdr *ip = cursor_pull(c, sizeof(*ip));
@@ -222,6 +258,9 @@ static __always_inline enum steer steer_ipv4(struct cursor *c, __u32 flags)
 		return MALFORMED;
 	if ((void *)ip + tot_len > c->end)
 		return MALFORMED;
+	at->l3 = (void *)ip - c->start;
+	at->l4 = (void *)th - c->start;
+	at->v4 = 1;
 	return check_tcp(th, c->end, tot_len - ihl, ours);
 }
 
@@ -286,7 +325,7 @@ static __always_inline enum steer steer_icmp6(struct cursor *c, struct ipv6hdr *
 	}
 }
 
-static __always_inline enum steer steer_ipv6(struct cursor *c, __u32 flags)
+static __always_inline enum steer steer_ipv6(struct cursor *c, __u32 flags, struct tcp_at *at)
 {
 	struct listener_key key = {};
 	struct ipv6hdr *ip6 = cursor_pull(c, sizeof(*ip6));
@@ -316,6 +355,9 @@ static __always_inline enum steer steer_ipv6(struct cursor *c, __u32 flags)
 		return MALFORMED;
 	if ((void *)(ip6 + 1) + payload_len > c->end)
 		return MALFORMED;
+	at->l3 = (void *)ip6 - c->start;
+	at->l4 = (void *)th - c->start;
+	at->v4 = 0;
 	return check_tcp(th, c->end, payload_len, ours);
 }
 
@@ -339,23 +381,325 @@ static __always_inline enum steer steer_arp(struct cursor *c)
 	return STEER_ARP;
 }
 
-static __always_inline enum steer classify(struct xdp_md *ctx, __u32 flags)
+static __always_inline enum steer classify(struct xdp_md *ctx, __u32 flags, struct tcp_at *at)
 {
 	struct cursor c = {
+		.start = (void *)(long)ctx->data,
 		.pos = (void *)(long)ctx->data,
 		.end = (void *)(long)ctx->data_end,
 	};
 
 	switch (parse_ethernet(&c)) {
 	case bpf_htons(ETH_P_IP):
-		return steer_ipv4(&c, flags);
+		return steer_ipv4(&c, flags, at);
 	case bpf_htons(ETH_P_IPV6):
-		return steer_ipv6(&c, flags);
+		return steer_ipv6(&c, flags, at);
 	case bpf_htons(ETH_P_ARP):
 		return steer_arp(&c);
 	default:
 		return NOT_OURS;
 	}
+}
+
+/* What the cookie code decided for a segment to a listener. */
+enum cookie_act {
+	CK_STEER = 0,  /* to the engine, as any segment to a listener */
+	CK_STEER_VALID, /* to the engine: an ACK whose cookie is valid */
+	CK_TX,          /* answered: the frame is now our SYN-ACK */
+	CK_DROP,        /* an ACK of no known flow without a valid cookie */
+	CK_ABORT,       /* the frame changed under us: cannot happen */
+};
+
+/* flow_of reads the client leg's tuple of the segment at at. */
+static __always_inline int flow_of(void *data, void *end, const struct tcp_at *at,
+				   struct cookie_flow *f, struct tcphdr **thp)
+{
+	/*
+	 * classify set them below 32 and 128; the masks tell the verifier so
+	 * (a comparison the compiler may fold away).
+	 */
+	__u32 l3 = at->l3 & L3_OFF_MASK, l4 = at->l4 & L4_OFF_MASK;
+	struct tcphdr *th;
+
+	th = data + l4;
+	if ((void *)(th + 1) > end)
+		return 0;
+	if (at->v4) {
+		struct iphdr *ip = data + l3;
+
+		if ((void *)(ip + 1) > end)
+			return 0;
+		addr_set_v4(&f->local, ip->daddr);
+		addr_set_v4(&f->remote, ip->saddr);
+	} else {
+		struct ipv6hdr *ip6 = data + l3;
+
+		if ((void *)(ip6 + 1) > end)
+			return 0;
+		__builtin_memcpy(&f->local, &ip6->daddr, sizeof(f->local));
+		__builtin_memcpy(&f->remote, &ip6->saddr, sizeof(f->remote));
+	}
+	f->lport = th->dest;
+	f->rport = th->source;
+	*thp = th;
+	return 1;
+}
+
+/*
+ * synack_tcp writes the TCP header and options of the cookie SYN-ACK into
+ * w (zeroed, 40 bytes) as the engine's sendCookie would, and returns its
+ * length: MSS alone without timestamps; with them SACK-permitted (or two
+ * NOPs) and timestamps, then window scale if the SYN offered it (the
+ * layout of wire.TCPOptions.Encode).
+ */
+static __always_inline __u32 synack_tcp(__u32 *w, const struct cookie_settings *cs,
+					const struct cookie_flow *f, const struct syn_opts *o,
+					__u32 cookie, __u32 client_isn, __u32 tsval, __u16 mss)
+{
+	__u8 *b = (__u8 *)w;
+	__u32 len = 24;
+
+	__builtin_memcpy(b, &f->lport, 2);
+	__builtin_memcpy(b + 2, &f->rport, 2);
+	w[1] = bpf_htonl(cookie);
+	w[2] = bpf_htonl(client_isn + 1);
+	b[13] = 0x12; /* SYN|ACK */
+	b[14] = cs->window >> 8;
+	b[15] = cs->window & 0xff;
+	b[20] = TCPOPT_MSS;
+	b[21] = 4;
+	b[22] = mss >> 8;
+	b[23] = mss & 0xff;
+	if (o->has_ts) {
+		if (o->sack_ok) {
+			b[24] = TCPOPT_SACK_PERM;
+			b[25] = 2;
+		} else {
+			b[24] = TCPOPT_NOP;
+			b[25] = TCPOPT_NOP;
+		}
+		b[26] = TCPOPT_TIMESTAMPS;
+		b[27] = 10;
+		w[7] = bpf_htonl(tsval);
+		w[8] = o->tsval; /* TSecr: the SYN's TSval, still in network order */
+		len = 36;
+		if (o->has_wscale) {
+			b[36] = TCPOPT_NOP;
+			b[37] = TCPOPT_WSCALE;
+			b[38] = 3;
+			b[39] = cs->wscale;
+			len = 40;
+		}
+	}
+	b[12] = (len / 4) << 4;
+	return len;
+}
+
+/*
+ * answer_syn turns the SYN at at into our cookie SYN-ACK, in place, for
+ * XDP_TX: MACs swapped, VLAN tags kept, IP and TCP headers rewritten, the
+ * payload (if any) cut. CK_STEER leaves the SYN to the engine (IPv4
+ * options, no secret for now's epoch, a frame that cannot be resized).
+ */
+static __always_inline enum cookie_act answer_syn(struct xdp_md *ctx, const struct tcp_at *at,
+						  const struct cookie_flow *f, struct tcphdr *th)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0, isn, cookie, tcp_len, ip_len, l3, tsval = 0, w[10] = {};
+	struct cookie_settings *cs = bpf_map_lookup_elem(&syn_cookie, &zero);
+	struct opt_walk ow = {};
+	struct syn_opts *o = &ow.o;
+	struct cookie_key *k;
+	struct ethhdr *eth;
+	__u64 now, epoch, sum;
+	__u16 peer_mss, mss;
+	__u32 doff;
+	void *tp;
+	__u8 mac[ETH_ALEN];
+
+	if (!cs || !cs->lifetime_ns)
+		return CK_STEER;
+	if (at->v4 && at->l4 - at->l3 != sizeof(struct iphdr))
+		return CK_STEER;
+	doff = th->doff * 4; /* check_tcp: 20 <= doff <= the segment */
+	ow.len = (doff - sizeof(*th)) & 0x3f;
+	if (ow.len > sizeof(ow.buf))
+		return CK_STEER;
+	if (ow.len > 0) {
+		if (bpf_xdp_load_bytes(ctx, (at->l4 & L4_OFF_MASK) + sizeof(*th), ow.buf, ow.len))
+			return CK_STEER;
+		bpf_loop(sizeof(ow.buf), opt_step, &ow, 0);
+	}
+	now = bpf_ktime_get_boot_ns();
+	epoch = now / cs->lifetime_ns;
+	k = cookie_key_of(&cookie_keys, epoch);
+	if (!k)
+		return CK_STEER;
+
+	/* The engine's sendCookie, field by field. */
+	isn = bpf_ntohl(th->seq);
+	peer_mss = o->mss ? o->mss : (at->v4 ? 536 : 1220); /* defaultMSS */
+	cookie = (__u32)(epoch & 0xff) << COOKIE_MAC_BITS |
+		 ((cookie_mac(k, f, isn) + mss_index(cs, peer_mss)) & COOKIE_MAC_MASK);
+	if (o->has_ts)
+		tsval = cookie_tsval((__u32)(now / NSEC_PER_MSEC) + ts_offset(cs, f), o);
+	mss = at->v4 ? cs->mss4 : cs->mss6;
+	tcp_len = synack_tcp(w, cs, f, o, cookie, isn, tsval, mss);
+
+	ip_len = at->v4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+	l3 = at->l3 & L3_OFF_MASK;
+	if (bpf_xdp_adjust_tail(ctx, (int)(l3 + ip_len + tcp_len) - (int)(end - data)))
+		return CK_STEER;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+
+	eth = data;
+	if ((void *)(eth + 1) > end)
+		return CK_ABORT;
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+
+	if (at->v4) {
+		struct iphdr *ip = data + l3;
+		__u32 iw[5] = {};
+		struct iphdr *h = (struct iphdr *)iw;
+
+		if ((void *)(ip + 1) > end)
+			return CK_ABORT;
+		h->version = 4;
+		h->ihl = 5;
+		h->tot_len = bpf_htons(sizeof(*h) + tcp_len);
+		h->frag_off = bpf_htons(0x4000); /* DF, ID 0: as the engine sends */
+		h->ttl = 64;
+		h->protocol = IPPROTO_TCP;
+		h->saddr = f->local.w[3];
+		h->daddr = f->remote.w[3];
+		h->check = csum_fold(csum_words(iw, 5));
+		__builtin_memcpy(ip, iw, sizeof(iw));
+		sum = (__u64)f->local.w[3] + f->remote.w[3] + bpf_htons(IPPROTO_TCP) + bpf_htons(tcp_len);
+		tp = ip + 1;
+	} else {
+		struct ipv6hdr *ip6 = data + l3;
+
+		if ((void *)(ip6 + 1) > end)
+			return CK_ABORT;
+		*(__be32 *)ip6 = bpf_htonl(6U << 28); /* traffic class and flow label 0 */
+		ip6->payload_len = bpf_htons(tcp_len);
+		ip6->nexthdr = IPPROTO_TCP;
+		ip6->hop_limit = 64;
+		__builtin_memcpy(&ip6->saddr, &f->local, sizeof(f->local));
+		__builtin_memcpy(&ip6->daddr, &f->remote, sizeof(f->remote));
+		sum = csum_words(f->local.w, 4) + csum_words(f->remote.w, 4) +
+		      bpf_htonl(IPPROTO_TCP) + bpf_htonl(tcp_len);
+		tp = ip6 + 1;
+	}
+	sum += csum_words(w, 10);
+	((__u16 *)w)[8] = csum_fold(sum);
+
+	switch (tcp_len) {
+	case 24:
+		if (tp + 24 > end)
+			return CK_ABORT;
+		__builtin_memcpy(tp, w, 24);
+		break;
+	case 36:
+		if (tp + 36 > end)
+			return CK_ABORT;
+		__builtin_memcpy(tp, w, 36);
+		break;
+	default:
+		if (tp + 40 > end)
+			return CK_ABORT;
+		__builtin_memcpy(tp, w, 40);
+		break;
+	}
+	return CK_TX;
+}
+
+/* flow_note records f in cookie_flows as seen at now, confirmed or not. */
+static __always_inline void flow_note(const struct cookie_flow *f, __u64 now, __u32 confirmed)
+{
+	struct cookie_flow_state st = { .seen_ns = now, .confirmed = confirmed };
+
+	bpf_map_update_elem(&cookie_flows, f, &st, BPF_ANY);
+}
+
+/*
+ * cookie_listener applies SETTING_COOKIES and SETTING_COOKIE_LEARN to a
+ * segment steered to a listener. With cookies on, SYNs are answered here
+ * and an ACK (no SYN, no RST) reaches the engine only if its flow is known
+ * — confirmed (an ACK of it reached the engine), or a handshake the engine
+ * took up less than COOKIE_PENDING_NS ago — or its cookie is valid under
+ * the current or the previous secret, as the engine's cookieACK checks it.
+ * Learning (cookies off) records the flow of every SYN, unconfirmed, and
+ * confirms it at its first ACK: a flood's spoofed SYNs from before cookies
+ * came on never get confirmed, so their ACKs do not pass for long. Every
+ * other segment goes to the engine as before.
+ */
+static __always_inline enum cookie_act cookie_listener(struct xdp_md *ctx, __u32 flags,
+						       const struct tcp_at *at)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct cookie_flow f = {};
+	struct cookie_flow_state *st;
+	struct cookie_settings *cs;
+	struct tcphdr *th;
+	__u32 zero = 0, isn, cookie;
+	__u64 now, epoch;
+
+	if (!flow_of(data, end, at, &f, &th))
+		return CK_STEER;
+	if (th->rst)
+		return CK_STEER;
+	if (th->syn) {
+		if (th->ack || th->fin)
+			return CK_STEER;
+		if (flags & SETTING_COOKIES) {
+			enum cookie_act act = answer_syn(ctx, at, &f, th);
+
+			/*
+			 * Left to the engine, which may answer from its SYN queue
+			 * (no cookie): its handshake's ACK must pass.
+			 */
+			if (act == CK_STEER)
+				flow_note(&f, bpf_ktime_get_boot_ns(), 0);
+			return act;
+		}
+		if (flags & SETTING_COOKIE_LEARN)
+			flow_note(&f, bpf_ktime_get_boot_ns(), 0);
+		return CK_STEER;
+	}
+	if (!th->ack)
+		return CK_STEER;
+	st = bpf_map_lookup_elem(&cookie_flows, &f);
+	if (!(flags & SETTING_COOKIES)) {
+		if (st && !st->confirmed)
+			st->confirmed = 1;
+		return CK_STEER;
+	}
+	now = bpf_ktime_get_boot_ns();
+	if (st) {
+		if (st->confirmed)
+			return CK_STEER;
+		if (now - st->seen_ns < COOKIE_PENDING_NS) {
+			st->confirmed = 1;
+			return CK_STEER;
+		}
+	}
+
+	cs = bpf_map_lookup_elem(&syn_cookie, &zero);
+	if (!cs || !cs->lifetime_ns)
+		return CK_STEER;
+	epoch = now / cs->lifetime_ns;
+	isn = bpf_ntohl(th->seq) - 1;
+	cookie = bpf_ntohl(th->ack_seq) - 1;
+	if (cookie_valid(&cookie_keys, epoch, &f, isn, cookie) ||
+	    (epoch > 0 && cookie_valid(&cookie_keys, epoch - 1, &f, isn, cookie))) {
+		flow_note(&f, now, 1);
+		return CK_STEER_VALID;
+	}
+	return CK_DROP;
 }
 
 SEC("xdp")
@@ -364,6 +708,7 @@ int xdproxy_steer(struct xdp_md *ctx)
 	__u32 zero = 0;
 	struct steer_counters *cnt = bpf_map_lookup_elem(&counters, &zero);
 	struct steer_settings *set = bpf_map_lookup_elem(&settings, &zero);
+	struct tcp_at at = {};
 	long action;
 
 	/* Index 0 of an array map always exists. */
@@ -375,7 +720,7 @@ int xdproxy_steer(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 
-	switch (classify(ctx, set->flags)) {
+	switch (classify(ctx, set->flags, &at)) {
 	case NOT_OURS:
 		cnt->pass_not_ours++;
 		return XDP_PASS;
@@ -383,6 +728,23 @@ int xdproxy_steer(struct xdp_md *ctx)
 		cnt->drop_malformed++;
 		return XDP_DROP;
 	case STEER_LISTENER:
+		if (set->flags & (SETTING_COOKIES | SETTING_COOKIE_LEARN)) {
+			switch (cookie_listener(ctx, set->flags, &at)) {
+			case CK_TX:
+				cnt->tx_syn_cookie++;
+				return XDP_TX;
+			case CK_DROP:
+				cnt->drop_bad_cookie++;
+				return XDP_DROP;
+			case CK_ABORT:
+				return XDP_ABORTED;
+			case CK_STEER_VALID:
+				cnt->cookie_ack++;
+				break;
+			default:
+				break;
+			}
+		}
 		cnt->redirect_listener++;
 		break;
 	case STEER_OWNED:

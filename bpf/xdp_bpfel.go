@@ -18,6 +18,43 @@ type xdpAddr16 struct {
 	B [16]uint8
 }
 
+type xdpCookieFlow struct {
+	_      structs.HostLayout
+	Local  xdpAddr16
+	Remote xdpAddr16
+	Lport  uint16
+	Rport  uint16
+}
+
+type xdpCookieFlowState struct {
+	_         structs.HostLayout
+	SeenNs    uint64
+	Confirmed uint32
+	Pad       uint32
+}
+
+type xdpCookieKey struct {
+	_     structs.HostLayout
+	Epoch uint64
+	K0    uint64
+	K1    uint64
+	Valid uint32
+	Pad   uint32
+}
+
+type xdpCookieSettings struct {
+	_          structs.HostLayout
+	LifetimeNs uint64
+	TsK0       uint64
+	TsK1       uint64
+	MssTable   [8]uint16
+	Mss4       uint16
+	Mss6       uint16
+	Window     uint16
+	Wscale     uint8
+	Pad        uint8
+}
+
 type xdpListenerKey struct {
 	_    structs.HostLayout
 	Addr xdpAddr16
@@ -43,6 +80,9 @@ type xdpSteerCounters struct {
 	PassDisabled     uint64
 	DropMalformed    uint64
 	RedirectFailed   uint64
+	TxSynCookie      uint64
+	DropBadCookie    uint64
+	CookieAck        uint64
 }
 
 type xdpSteerSettings struct {
@@ -55,10 +95,13 @@ type xdpSteerSettings struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	xdpMapArpAddrs      = "arp_addrs"
+	xdpMapCookieFlows   = "cookie_flows"
+	xdpMapCookieKeys    = "cookie_keys"
 	xdpMapCounters      = "counters"
 	xdpMapListeners     = "listeners"
 	xdpMapOwnedRanges   = "owned_ranges"
 	xdpMapSettings      = "settings"
+	xdpMapSynCookie     = "syn_cookie"
 	xdpMapXsks          = "xsks"
 	xdpProgXdproxySteer = "xdproxy_steer"
 )
@@ -113,10 +156,13 @@ type xdpProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpMapSpecs struct {
 	ArpAddrs    *ebpf.MapSpec `ebpf:"arp_addrs"`
+	CookieFlows *ebpf.MapSpec `ebpf:"cookie_flows"`
+	CookieKeys  *ebpf.MapSpec `ebpf:"cookie_keys"`
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
 	OwnedRanges *ebpf.MapSpec `ebpf:"owned_ranges"`
 	Settings    *ebpf.MapSpec `ebpf:"settings"`
+	SynCookie   *ebpf.MapSpec `ebpf:"syn_cookie"`
 	Xsks        *ebpf.MapSpec `ebpf:"xsks"`
 }
 
@@ -147,20 +193,26 @@ func (o *xdpObjects) Close() error {
 // It can be passed to loadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpMaps struct {
 	ArpAddrs    *ebpf.Map `ebpf:"arp_addrs"`
+	CookieFlows *ebpf.Map `ebpf:"cookie_flows"`
+	CookieKeys  *ebpf.Map `ebpf:"cookie_keys"`
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
 	OwnedRanges *ebpf.Map `ebpf:"owned_ranges"`
 	Settings    *ebpf.Map `ebpf:"settings"`
+	SynCookie   *ebpf.Map `ebpf:"syn_cookie"`
 	Xsks        *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *xdpMaps) Close() error {
 	return _XdpClose(
 		m.ArpAddrs,
+		m.CookieFlows,
+		m.CookieKeys,
 		m.Counters,
 		m.Listeners,
 		m.OwnedRanges,
 		m.Settings,
+		m.SynCookie,
 		m.Xsks,
 	)
 }

@@ -16,6 +16,10 @@
 #define MAX_NEIGH_ADDRS  256
 /* XSKMAP slots: one per NIC queue, indexed by rx_queue_index. */
 #define MAX_QUEUES       64
+/* cookie_flows: client legs known to the engine while SYN cookies are on (LRU). */
+#define MAX_COOKIE_FLOWS 262144
+/* cookie_keys: the secret of epoch e lives in slot e % COOKIE_KEY_SLOTS. */
+#define COOKIE_KEY_SLOTS 4
 
 /*
  * Addresses are 16 bytes in network order. IPv4 is written as the
@@ -68,11 +72,69 @@ struct steer_settings {
  * an owned range, i.e. by the engine (path MTU discovery).
  */
 #define SETTING_ICMP     (1U << 2)
+/*
+ * Answer SYNs to listeners with SYN cookies (XDP_TX) and let through only
+ * the ACKs of flows in cookie_flows or carrying a valid cookie (syncookie.h).
+ */
+#define SETTING_COOKIES  (1U << 3)
+/*
+ * While SETTING_COOKIES is clear: record the flow of every SYN steered to a
+ * listener in cookie_flows, so that turning cookies on (tcp.syn_cookies:
+ * auto) does not cut the handshakes and connections that the engine made.
+ */
+#define SETTING_COOKIE_LEARN (1U << 4)
+
+/* cookie_keys: the SipHash-2-4 key of one epoch's cookie secret. */
+struct cookie_key {
+	__u64 epoch;
+	__u64 k0;
+	__u64 k1;
+	__u32 valid; /* 0: no secret in this slot */
+	__u32 pad;
+};
+
+/*
+ * syn_cookie (map): one entry (index 0); what the engine would put in its
+ * cookie SYN-ACK (stack.CookieResponder) and how it times and keys it.
+ */
+struct cookie_settings {
+	__u64 lifetime_ns;  /* the cookie secret's lifetime: epoch = CLOCK_BOOTTIME / this */
+	__u64 ts_k0;        /* the key of the timestamp offsets (stack.Keys.Timestamp) */
+	__u64 ts_k1;
+	__u16 mss_table[8]; /* stack.CookieMSS */
+	__u16 mss4;         /* our MSS option to an IPv4 client */
+	__u16 mss6;         /* and to an IPv6 one */
+	__u16 window;       /* the SYN-ACK's window field */
+	__u8 wscale;        /* our window scale */
+	__u8 pad;
+};
+
+/* cookie_flows key: a client leg, our end first; ports in network order. */
+struct cookie_flow {
+	struct addr16 local;
+	struct addr16 remote;
+	__be16 lport;
+	__be16 rport;
+};
+
+/* cookie_flows value. */
+struct cookie_flow_state {
+	__u64 seen_ns;   /* CLOCK_BOOTTIME when its SYN (or valid cookie) was seen */
+	__u32 confirmed; /* an ACK of it reached the engine */
+	__u32 pad;
+};
+
+/*
+ * With cookies on, the ACK of an unconfirmed flow passes for this long after
+ * its SYN: the handshakes the engine had taken up when cookies came on.
+ */
+#define COOKIE_PENDING_NS (5ULL * 1000 * 1000 * 1000)
 
 /*
  * counters: one per-CPU entry (index 0). Every packet increments rx_packets
  * and exactly one of the others, except redirect_failed, which counts the
- * redirects (already counted by reason) whose queue had no socket.
+ * redirects (already counted by reason) whose queue had no socket, and
+ * cookie_ack, which counts the listener redirects that a cookie let through.
  */
 struct steer_counters {
 	__u64 rx_packets;
@@ -85,6 +147,9 @@ struct steer_counters {
 	__u64 pass_disabled;     /* passed because SETTING_ENABLED is clear */
 	__u64 drop_malformed;    /* ours by address, but malformed */
 	__u64 redirect_failed;   /* no XSK in xsks[rx_queue]: fell back to XDP_PASS */
+	__u64 tx_syn_cookie;     /* a SYN to a listener answered with a cookie SYN-ACK (XDP_TX) */
+	__u64 drop_bad_cookie;   /* an ACK to a listener of no known flow, with no valid cookie */
+	__u64 cookie_ack;        /* of redirect_listener: ACKs whose cookie was valid */
 };
 
 #endif /* XDPROXY_H */

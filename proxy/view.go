@@ -290,6 +290,7 @@ func (p *Proxy) View(ctx context.Context, q admin.ConnQuery) admin.PlaneView {
 	}
 	shards := dp.Shards()
 	out.MemoryLimit = dp.MemoryLimit()
+	out.XDPSYNCookies = dp.XDPCookies()
 	out.Shards = make([]admin.ShardView, len(shards))
 	var wg sync.WaitGroup
 	for i, sh := range shards {

@@ -239,7 +239,7 @@ func (l *Listener) sendCookie(s *segment) {
 // cookiesOutstanding reports whether a cookie this listener sent could still be valid.
 func (l *Listener) cookiesOutstanding() bool {
 	e := l.e
-	if e.cfg.SYNCookies == SYNCookiesAlways {
+	if e.cfg.SYNCookies == SYNCookiesAlways || e.cookies.external.Load() {
 		return true
 	}
 	return l.cookieSent && e.now.Sub(l.cookieSentAt) < 2*e.cfg.CookieSecretLifetime
@@ -299,6 +299,38 @@ func (l *Listener) cookieACK(s *segment) {
 	if len(s.payload) > 0 || s.has(wire.FlagFIN) {
 		c.input(s)
 	}
+}
+
+// cookieReopen takes an ACK to a 4-tuple in TIME_WAIT that completes a new
+// handshake: one whose SYN was answered with a cookie outside the engine (the
+// XDP program, SetExternalCookies), which knows nothing of TIME_WAIT. The
+// engine admits it as timeWaitInput admits a SYN (RFC 6191): newer than the
+// old incarnation by timestamp when both carry them, else by sequence
+// number (here the ACK's seq-1, the new ISN) — and with a valid cookie.
+// Linux, whose SYN reaches the TIME_WAIT socket before any cookie, does the
+// same at the SYN. It reports whether the segment was taken.
+func (e *Engine) cookieReopen(slot int, tw *twEntry, s *segment) bool {
+	l := e.listeners[s.key.Local()]
+	if l == nil || l.closed || !e.cookies.external.Load() {
+		return false
+	}
+	newer := (s.seq - 1).GreaterThan(tw.rcvNxt)
+	if tw.hasTS && s.opts.HasTimestamps {
+		d := int32(s.opts.TSVal - tw.tsRecent)
+		newer = d > 0 || (d == 0 && newer)
+	}
+	if !newer {
+		return false
+	}
+	e.cookies.rotate(e.now, e.rand)
+	if _, ok := e.cookies.check(s.key, uint32(s.seq-1), uint32(s.ack-1)); !ok {
+		return false
+	}
+	e.tw.remove(slot)
+	e.stats.states[TimeWait].Add(-1)
+	e.counters.inc(TimeWaitReopened)
+	l.cookieACK(s)
+	return true
 }
 
 // defaultMSS is the MSS to assume when the peer sent none (RFC 9293 section 3.7.1; RFC 8200 for IPv6).

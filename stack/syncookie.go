@@ -1,6 +1,8 @@
 package stack
 
 import (
+	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/xdproxy/xdproxy/stack/wire"
@@ -43,6 +45,7 @@ type cookieJar struct {
 	cur, prev cookieSecret
 	master    [2]uint64 // with derived: each epoch's secret is a hash of it (Keys.Cookie)
 	derived   bool
+	external  atomic.Bool // cookies sent outside the engine may be outstanding (SetExternalCookies)
 }
 
 // rotate brings the secrets up to the epoch of now, drawing new ones lazily.
@@ -71,30 +74,47 @@ func (j *cookieJar) rotate(now Time, r Rand) {
 // make returns the cookie ISN for a SYN from k with sequence number clientISN
 // and the MSS the client asked for.
 func (j *cookieJar) make(k FlowKey, clientISN uint32, mss uint16) uint32 {
-	idx := 0
-	for i, m := range cookieMSS {
-		if m <= mss {
-			idx = i
-		}
-	}
-	mac := uint32(j.cur.hash.sum(k, uint64(clientISN)))
-	return uint32(j.cur.epoch&0xff)<<cookieMACBits | (mac+uint32(idx))&cookieMACMask
+	return makeCookie(j.cur.hash, j.cur.epoch, k, clientISN, mss)
 }
 
 // check validates the cookie ISN (the ACK's ack-1) for a handshake whose
 // client ISN is clientISN and returns the MSS it encodes.
 func (j *cookieJar) check(k FlowKey, clientISN, cookie uint32) (mss uint16, ok bool) {
 	for _, s := range [2]*cookieSecret{&j.cur, &j.prev} {
-		if !s.valid || uint32(s.epoch&0xff) != cookie>>cookieMACBits {
+		if !s.valid {
 			continue
 		}
-		mac := uint32(s.hash.sum(k, uint64(clientISN)))
-		idx := (cookie - mac) & cookieMACMask
-		if idx < uint32(len(cookieMSS)) {
-			return cookieMSS[idx], true
+		if mss, ok := checkCookie(s.hash, s.epoch, k, clientISN, cookie); ok {
+			return mss, true
 		}
 	}
 	return 0, false
+}
+
+// makeCookie is the one definition of the cookie: the XDP program (bpf/xdp.c)
+// computes the same function, and its fixture tests hold it to this one.
+func makeCookie(h flowHasher, epoch uint64, k FlowKey, clientISN uint32, mss uint16) uint32 {
+	idx := 0
+	for i, m := range cookieMSS {
+		if m <= mss {
+			idx = i
+		}
+	}
+	mac := uint32(h.sum(k, uint64(clientISN)))
+	return uint32(epoch&0xff)<<cookieMACBits | (mac+uint32(idx))&cookieMACMask
+}
+
+// checkCookie validates cookie against the secret of one epoch.
+func checkCookie(h flowHasher, epoch uint64, k FlowKey, clientISN, cookie uint32) (mss uint16, ok bool) {
+	if uint32(epoch&0xff) != cookie>>cookieMACBits {
+		return 0, false
+	}
+	mac := uint32(h.sum(k, uint64(clientISN)))
+	idx := (cookie - mac) & cookieMACMask
+	if idx >= uint32(len(cookieMSS)) {
+		return 0, false
+	}
+	return cookieMSS[idx], true
 }
 
 // cookieTSVal encodes the SYN's window scale and SACK-permitted in the low
@@ -119,3 +139,79 @@ func cookieTSOptions(tsEcr uint32) (wscale uint8, hasWScale, sackOK bool) {
 	w := tsEcr & 0xf
 	return uint8(w), w != cookieNoWScale, tsEcr&cookieSACKBit != 0
 }
+
+// A stateless SYN-ACK sent outside the engine (the XDP program answers SYNs
+// itself under a flood, bpf/xdp.c) must be the one sendCookie would send, and
+// its returning ACK must pass cookieACK. What follows hands that responder
+// the engine's keys, tables and parameters; the algorithm stays here.
+
+// CookieMSS returns the MSS values a cookie can carry, by index.
+func CookieMSS() [8]uint16 { return cookieMSS }
+
+// CookieEpoch is the epoch of the cookie secret in force at now: cookies
+// made at now carry its low 8 bits in their top byte.
+func CookieEpoch(now Time, lifetime time.Duration) uint64 { return uint64(now) / uint64(lifetime) }
+
+// CookieSecret is the SipHash-2-4 key (k0, k1) under which the engine makes
+// and checks cookies in epoch, when it runs with keys k (Config.Keys).
+func (k *Keys) CookieSecret(epoch uint64) [2]uint64 {
+	h := deriveHasher(k.Cookie, epoch)
+	return [2]uint64{h.k0, h.k1}
+}
+
+// SYNCookie is the cookie ISN the engine sends, in epoch under secret, to a
+// SYN from k (LocalAddr ours) with sequence number clientISN and MSS mss
+// (0: the SYN had none).
+func SYNCookie(secret [2]uint64, epoch uint64, k FlowKey, clientISN uint32, mss uint16) uint32 {
+	if mss == 0 {
+		mss = defaultMSS(k)
+	}
+	return makeCookie(flowHasher{secret[0], secret[1]}, epoch, k, clientISN, mss)
+}
+
+// CheckSYNCookie validates cookie (an ACK's ack-1) for the handshake whose
+// client ISN is clientISN (the ACK's seq-1), in epoch under secret, and
+// returns the MSS it carries.
+func CheckSYNCookie(secret [2]uint64, epoch uint64, k FlowKey, clientISN, cookie uint32) (mss uint16, ok bool) {
+	return checkCookie(flowHasher{secret[0], secret[1]}, epoch, k, clientISN, cookie)
+}
+
+// CookieTSVal is the TSval of a cookie SYN-ACK at the timestamp clock tsNow
+// (TSClock plus TSOffset) to a SYN with options o.
+func CookieTSVal(tsNow uint32, o *wire.TCPOptions) uint32 { return cookieTSVal(tsNow, o) }
+
+// TSClock is the engine's 1 ms timestamp clock at now.
+func TSClock(now Time) uint32 { return tsClock(now) }
+
+// TSOffset is the offset the engine adds to TSClock for the address pair
+// (local, remote) under keys k.
+func (k *Keys) TSOffset(local, remote netip.Addr) uint32 {
+	return uint32(flowHasher{k.Timestamp[0], k.Timestamp[1]}.sumAddrs(local, remote))
+}
+
+// CookieResponder is what a stateless responder needs to answer a SYN on an
+// interface as sendCookie does.
+type CookieResponder struct {
+	MSS4, MSS6 uint16 // our MSS option, by the family of the listener address
+	Window     uint16 // the SYN-ACK's window field
+	WScale     uint8  // our window scale, offered when the SYN offered one (and timestamps)
+}
+
+// CookieResponder returns the engine's cookie SYN-ACK parameters on its
+// interface ifx.
+func (e *Engine) CookieResponder(ifx int) CookieResponder {
+	return CookieResponder{
+		MSS4:   e.ifs[ifx].mss4,
+		MSS6:   e.ifs[ifx].mss6,
+		Window: uint16(min(e.cfg.RcvBuffer, 0xffff)),
+		WScale: e.rcvWScale,
+	}
+}
+
+// SetExternalCookies tells the engine whether SYN cookies it did not send
+// (the XDP program's) may be outstanding: while set, an ACK to a listener
+// that matches no connection is checked as a cookie, as after the engine's
+// own cookies, instead of answered with a RST. Whoever sends them keeps it
+// set for two CookieSecretLifetimes after the last one. Safe from any
+// goroutine.
+func (e *Engine) SetExternalCookies(on bool) { e.cookies.external.Store(on) }

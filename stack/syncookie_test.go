@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdproxy/xdproxy/stack/seqnum"
 	"github.com/xdproxy/xdproxy/stack/wire"
 )
 
@@ -526,5 +527,110 @@ func TestCookieDataOnThirdACK(t *testing.T) {
 	}
 	if got := h.readAll(h.c); got != "GET /" {
 		t.Fatalf("read %q", got)
+	}
+}
+
+// A cookie made outside the engine (the XDP program, bpf/syncookie.h) from
+// the exported definition and the engine's keys: it is the cookie the engine
+// sends itself, and its ACK opens a connection in an engine in auto mode
+// that never sent a cookie — once SetExternalCookies says one may be
+// outstanding; before, the ACK is answered as LISTEN answers a stray ACK.
+func TestCookieFromOutside(t *testing.T) {
+	keys := &Keys{ISN: [2]uint64{1, 2}, Timestamp: [2]uint64{3, 4}, Cookie: [2]uint64{5, 6}}
+	withKeys := withConfig(func(c *Config) { c.Keys = keys })
+
+	h := newHarness(t, withKeys, withCookies(SYNCookiesAlways))
+	h.listen()
+	h.send(seg{flags: SYN, seq: 0})
+	p := h.expectCookieSYNACK(1)
+	epoch := CookieEpoch(h.now, cookieLifetime)
+	made := SYNCookie(keys.CookieSecret(epoch), epoch, h.key(), uint32(h.peerISS), 1460)
+	if p.TCP.Seq != made {
+		t.Fatalf("engine's cookie %#x, SYNCookie %#x", p.TCP.Seq, made)
+	}
+	if mss, ok := CheckSYNCookie(keys.CookieSecret(epoch), epoch, h.key(), uint32(h.peerISS), made); !ok || mss != 1460 {
+		t.Fatalf("CheckSYNCookie = %d, %v; want 1460, true", mss, ok)
+	}
+	tsNow := TSClock(h.now) + keys.TSOffset(engineAddr, peerAddr)
+	if want := CookieTSVal(tsNow, &wire.TCPOptions{HasWScale: true, WScale: 7, SACKPermitted: true, HasTimestamps: true}); p.TCP.Options.TSVal != want {
+		t.Fatalf("engine's TSval %d, CookieTSVal %d", p.TCP.Options.TSVal, want)
+	}
+	if r := h.e.CookieResponder(0); r != (CookieResponder{MSS4: 1460, MSS6: 1440, Window: 65535, WScale: 3}) {
+		t.Fatalf("CookieResponder %+v", r)
+	}
+
+	for _, external := range []bool{false, true} {
+		h := newHarness(t, withKeys) // auto: no cookie of its own outstanding
+		h.listen()
+		h.e.SetExternalCookies(external)
+		h.ourISS, h.knowISS = seqnum.Value(made), true
+		h.peerTSVal = 6000
+		h.lastTSEcho = p.TCP.Options.TSVal
+		h.send(seg{flags: ACK, seq: 1, ack: 1})
+		if !external {
+			h.expect(seg{flags: RST, seq: 1})
+			h.expectCounter(RxNoSocket, 1)
+			continue
+		}
+		h.expectNone()
+		h.expectState(Established)
+		h.expectCounter(SYNCookiesAccepted, 1)
+		if i := h.l.Accept().Info(); i.MSS != 1460 || !i.SACK || !i.Timestamps || i.SndWnd != 65535<<7 {
+			t.Fatalf("recovered %+v", i)
+		}
+	}
+}
+
+// A client reusing a 4-tuple the engine holds in TIME_WAIT, while the XDP
+// program answers SYNs: the engine sees no SYN, only the ACK of a cookie.
+// Newer than the old incarnation (RFC 6191, as for a SYN) and with a valid
+// cookie, it reopens the 4-tuple; otherwise TIME_WAIT answers as ever.
+func TestCookieReopensTimeWait(t *testing.T) {
+	keys := &Keys{ISN: [2]uint64{1, 2}, Timestamp: [2]uint64{3, 4}, Cookie: [2]uint64{5, 6}}
+	for _, tc := range []struct {
+		name   string
+		tsVal  uint32 // the old incarnation's last TSval was 5000
+		cookie bool
+		reopen bool
+	}{
+		{"newer timestamp, valid cookie", 6000, true, true},
+		{"older timestamp", 4000, true, false},
+		{"forged cookie", 6000, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, withConfig(func(c *Config) { c.Keys = keys }))
+			h.timeWait()
+			h.advance(time.Second)
+			h.e.SetExternalCookies(true)
+			isn := uint32(h.peerISS) + 1000 // the new incarnation's ISN, relative seq 1000
+			epoch := CookieEpoch(h.now, cookieLifetime)
+			cookie := SYNCookie(keys.CookieSecret(epoch), epoch, h.key(), isn, 1460)
+			if !tc.cookie {
+				cookie ^= 0x5555
+			}
+			old := h.ourISS
+			h.ourISS = seqnum.Value(cookie)
+			tsNow := TSClock(h.now) + keys.TSOffset(engineAddr, peerAddr)
+			h.lastTSEcho = CookieTSVal(tsNow, &wire.TCPOptions{HasWScale: true, WScale: 7, SACKPermitted: true})
+			h.peerTSVal = tc.tsVal
+			h.send(seg{flags: ACK, seq: 1001, ack: 1})
+			if !tc.reopen {
+				h.ourISS = old
+				h.expect(seg{flags: ACK, seq: 2, ack: 2}) // TIME_WAIT's own ACK
+				h.expectState(TimeWait)
+				h.expectCounter(TimeWaitReopened, 0)
+				return
+			}
+			h.expectNone()
+			h.expectState(Established)
+			h.expectCounter(TimeWaitReopened, 1)
+			h.expectCounter(SYNCookiesAccepted, 1)
+			if n := h.e.Stats().Connections(TimeWait); n != 0 {
+				t.Fatalf("TIME_WAIT gauge %d, want 0", n)
+			}
+			if i := h.l.Accept().Info(); i.RcvNxt != isn+1 || i.SndUna != cookie+1 || !i.SACK || !i.Timestamps {
+				t.Fatalf("reopened %+v", i)
+			}
+		})
 	}
 }

@@ -208,6 +208,10 @@ func (e *Engine) timeWaitInput(slot int, s *segment) {
 			l.handleSYN(s, iss, true)
 			return
 		}
+	case s.has(wire.FlagACK) && !s.has(wire.FlagSYN) && e.cookieReopen(slot, tw, s):
+		// The third segment of a handshake whose SYN was answered outside
+		// the engine (listen.go).
+		return
 	case s.has(wire.FlagFIN) && s.seq.Add(seqnum.Size(len(s.payload))).Add(1) == tw.rcvNxt:
 		// The peer retransmitted its FIN: our last ACK was lost. ACK it
 		// again and restart the 2MSL timer (RFC 9293 section 3.10.7.4).

@@ -70,7 +70,8 @@ var (
 	mSYNCookies     = desc("syn_cookies_total", "SYN cookies sent, accepted (a valid cookie completed a handshake) and rejected, summed over shards.", "kind")
 
 	// XDP.
-	mXDPPackets = desc("xdp_packets_total", "Packets the XDP program saw (rx_packets) and what it did with them (reason).", "interface", "reason")
+	mXDPPackets    = desc("xdp_packets_total", "Packets the XDP program saw (rx_packets) and what it did with them (reason).", "interface", "reason")
+	mXDPSYNCookies = desc("xdp_syn_cookies", "1 while the XDP programs answer SYNs to the listeners with SYN cookies (tcp.syn_cookies always, or auto under SYN pressure), else 0.")
 
 	// Shards.
 	mShardInfo           = desc("shard_info", "Maps a shard to the queue of each interface it serves (always 1).", "interface", "shard", "queue")
@@ -128,7 +129,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		mAccepted, mRefused, mNoBackend, mConnectFailures, mConnectTimeouts, mIdleTimeouts, mClientTimeouts, mMemoryResets, mResets, mCompleted, mBytes, mActive,
 		mBackendUp, mBackendActive, mBackendSessions, mBackendFailures, mBackendState, mBackendWeight, mBackendChecks,
 		mConnections, mTCPConnections, mTCPEvents, mSYNCookies, mMemoryBytes, mMemoryLimit, mMemoryPressure, mMemoryTransits,
-		mXDPPackets,
+		mXDPPackets, mXDPSYNCookies,
 		mShardInfo, mShardUp, mShardRxFrames, mShardHandoffs, mShardHandoffDrops, mShardTxHandoffs, mShardTxHandoffDrops,
 		mShardSleeps, mShardWakeups, mShardFlushErrors, mShardControlDrops,
 		mIfaceRxFrames, mIfaceChecksumDrops, mIfacePartialSums,
@@ -303,6 +304,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- gauge(mMemoryBytes, float64(v), stack.MemoryKind(k).String())
 	}
 	ch <- gauge(mMemoryLimit, float64(pv.MemoryLimit))
+	xdpCookies := 0.0
+	if pv.XDPSYNCookies {
+		xdpCookies = 1
+	}
+	ch <- gauge(mXDPSYNCookies, xdpCookies)
 	ch <- gauge(mMemoryPressure, float64(memLevel))
 	ch <- counter(mMemoryTransits, events[stack.MemoryNormalEntered], "normal")
 	ch <- counter(mMemoryTransits, events[stack.MemoryPressureEntered], "pressure")

@@ -113,6 +113,9 @@ type PlaneView struct {
 	Ifaces      []IfaceView
 	Shards      []ShardView
 	MemoryLimit int64 // the engines' budget (tcp.memory_limit), 0 for none
+	// XDPSYNCookies: the XDP programs answer SYNs now (tcp.syn_cookies
+	// always, or auto under SYN pressure).
+	XDPSYNCookies bool
 }
 
 // MemoryView is one engine's memory at one moment (stack.MemoryStats).

@@ -142,11 +142,13 @@ type Dataplane struct {
 	// the queue is the sender's skb->hash, which its TCP re-randomises on
 	// an RTO or duplicate data), so client flows are owned by a hash of
 	// their address instead of by the queue they happen to arrive on.
-	hashClients bool
-	memLimit    atomic.Int64            // Config.MemoryLimit, or SetMemoryLimit's
-	capture     atomic.Pointer[Capture] // the running capture (one at a time), or nil
-	log         *slog.Logger
-	stopOnce    sync.Once
+	hashClients  bool
+	memLimit     atomic.Int64            // Config.MemoryLimit, or SetMemoryLimit's
+	capture      atomic.Pointer[Capture] // the running capture (one at a time), or nil
+	cookies      *cookieCtl              // SYN cookies in XDP (cookies.go); nil with syn_cookies never
+	xdpCookiesOn atomic.Bool             // the programs answer SYNs now
+	log          *slog.Logger
+	stopOnce     sync.Once
 }
 
 // now is the engines' clock: CLOCK_BOOTTIME, which does not restart with
@@ -338,6 +340,11 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 			}
 		}
 	}
+	if cfg.Engine.Keys == nil && cfg.Engine.SYNCookies != stack.SYNCookiesNever {
+		// The XDP program makes the engines' cookies: one set of keys for all.
+		cfg.Engine.Keys = newKeys()
+		d.cfg.Engine.Keys = cfg.Engine.Keys
+	}
 	for i, s := range d.shards {
 		ecfg := cfg.Engine
 		ecfg.Interfaces = nil
@@ -400,6 +407,9 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 			}
 		}
 	}
+	if err := d.setupCookies(); err != nil {
+		return nil, err
+	}
 	for j, f := range d.ifs {
 		// ICMP for our flows (path MTU discovery) and echo to engine-owned
 		// addresses go to the engine too; the kernel has no socket for them.
@@ -410,6 +420,7 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 			return nil, fmt.Errorf("dataplane: %s: %w", f.name, err)
 		}
 	}
+	d.probeCookieTX()
 	d.watchEnd = make(chan struct{})
 	end := d.watchEnd
 	d.watchKernel()
@@ -429,6 +440,13 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 		defer d.wg.Done()
 		d.watchMemory(end)
 	}()
+	if d.cookies != nil {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.watchCookies(end)
+		}()
+	}
 	for _, s := range d.shards {
 		d.wg.Add(1)
 		go func() {
@@ -769,6 +787,16 @@ func newRand() stack.Rand {
 		panic(fmt.Sprintf("crypto/rand: %v", err)) // the OS has no entropy source: nothing sensible to do
 	}
 	return rand.New(rand.NewChaCha8(seed))
+}
+
+// newKeys draws the engines' keys (stack.Keys) for a run without state_dir.
+func newKeys() *stack.Keys {
+	r := newRand()
+	k := &stack.Keys{}
+	k.ISN = [2]uint64{r.Uint64(), r.Uint64()}
+	k.Timestamp = [2]uint64{r.Uint64(), r.Uint64()}
+	k.Cookie = [2]uint64{r.Uint64(), r.Uint64()}
+	return k
 }
 
 // NewRand is newRand for the packages above (tests building engines).

@@ -48,6 +48,16 @@
 // checksums dominate an interface's traffic the data plane logs what is
 // likely wrong, at most once every ten minutes.
 //
+// # SYN floods
+//
+// The XDP programs answer SYN floods with the engines' own SYN cookies
+// (cookies.go, bpf/syncookie.h): always, or under SYN pressure with
+// tcp.syn_cookies auto, so that a flood never reaches the shards. The data
+// plane gives the programs the engines' keys and parameters, rotates their
+// secrets with the engines' epochs, switches them on and off from the
+// engines' counters, and turns them off for the run if the kernel refuses
+// their XDP_TX (veth in native mode without NAPI on the peer; ethtool.go).
+//
 // # Packet capture
 //
 // StartCapture taps the frames the shards take off their AF_XDP sockets and
