@@ -44,6 +44,13 @@ struct {
 } arp_addrs SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PEERS);
+	__type(key, struct addr16);
+	__type(value, __u32); /* unused, zero */
+} peers SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
 	__uint(max_entries, MAX_QUEUES);
 	__type(key, __u32);
@@ -73,6 +80,10 @@ enum steer {
 	STEER_ARP,
 	STEER_NDP,
 	STEER_ICMP,
+	STEER_SECOND_CHANCE4, /* decapsulate, then steer the inner IPv4 packet */
+	STEER_SECOND_CHANCE6, /* the same for IPv6 in IPv6 */
+	ENCAP4,               /* IPv4 in IPv4: classify looks inside */
+	ENCAP6,               /* IPv6 in IPv6: classify looks inside */
 };
 
 static __always_inline void addr_set_v4(struct addr16 *a, __be32 v4)
@@ -191,6 +202,8 @@ static __always_inline enum steer steer_ipv4(struct cursor *c, __u32 flags)
 
 	if (!ip || ip->version != 4)
 		return NOT_OURS;
+	if (ip->protocol == IPPROTO_IPIP)
+		return (flags & SETTING_SECOND_CHANCE) ? ENCAP4 : NOT_OURS;
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_ICMP)
 		return NOT_OURS;
 	/* Fragments, the first one included, are the kernel's to reassemble. */
@@ -298,6 +311,8 @@ static __always_inline enum steer steer_ipv6(struct cursor *c, __u32 flags)
 		return NOT_OURS;
 	if (ip6->nexthdr == IPPROTO_ICMPV6)
 		return steer_icmp6(c, ip6, flags);
+	if (ip6->nexthdr == IPPROTO_IPV6)
+		return (flags & SETTING_SECOND_CHANCE) ? ENCAP6 : NOT_OURS;
 	/* Extension headers (and so fragments) are not walked: the kernel's. */
 	if (ip6->nexthdr != IPPROTO_TCP)
 		return NOT_OURS;
@@ -339,18 +354,90 @@ static __always_inline enum steer steer_arp(struct cursor *c)
 	return STEER_ARP;
 }
 
-static __always_inline enum steer classify(struct xdp_md *ctx, __u32 flags)
+/*
+ * inner_verdict: what a packet a peer forwarded becomes. Only segments to
+ * a listener are forwarded (stack/secondchance.go); anything else inside a
+ * tunnel from a peer is the kernel's.
+ */
+static __always_inline enum steer inner_verdict(enum steer inner, enum steer ours)
+{
+	if (inner == STEER_LISTENER)
+		return ours;
+	if (inner == MALFORMED)
+		return MALFORMED;
+	return NOT_OURS;
+}
+
+/*
+ * steer_encap4: outer is an IPv4 header whose protocol is IPv4 (RFC 2003),
+ * c is past its first 20 bytes. Ours only from a peer, without options or
+ * fragmentation (a peer's engine sends neither), with an inner IPv4 TCP
+ * segment to a listener that fills the outer packet exactly.
+ */
+static __always_inline enum steer steer_encap4(struct cursor *c, struct iphdr *outer, __u32 flags)
+{
+	struct addr16 src;
+	struct iphdr *in;
+
+	if (outer->ihl != 5 || (outer->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+		return NOT_OURS;
+	addr_set_v4(&src, outer->saddr);
+	if (!bpf_map_lookup_elem(&peers, &src))
+		return NOT_OURS;
+	in = c->pos;
+	if ((void *)(in + 1) > c->end)
+		return MALFORMED;
+	if (bpf_ntohs(outer->tot_len) != sizeof(*outer) + bpf_ntohs(in->tot_len))
+		return MALFORMED;
+	return inner_verdict(steer_ipv4(c, flags), STEER_SECOND_CHANCE4);
+}
+
+/* steer_encap6 is steer_encap4 for IPv6 in IPv6 (RFC 2473). */
+static __always_inline enum steer steer_encap6(struct cursor *c, struct ipv6hdr *outer, __u32 flags)
+{
+	struct ipv6hdr *in;
+
+	if (!bpf_map_lookup_elem(&peers, &outer->saddr))
+		return NOT_OURS;
+	in = c->pos;
+	if ((void *)(in + 1) > c->end)
+		return MALFORMED;
+	if (bpf_ntohs(outer->payload_len) != sizeof(*in) + bpf_ntohs(in->payload_len))
+		return MALFORMED;
+	return inner_verdict(steer_ipv6(c, flags), STEER_SECOND_CHANCE6);
+}
+
+/*
+ * classify decides for one frame. For a packet to decapsulate it sets
+ * *strip to the bytes to take off the front so that a fresh Ethernet header
+ * lands right before the inner IP header.
+ */
+static __always_inline enum steer classify(struct xdp_md *ctx, __u32 flags, __u32 *strip)
 {
 	struct cursor c = {
 		.pos = (void *)(long)ctx->data,
 		.end = (void *)(long)ctx->data_end,
 	};
+	void *l3;
+	enum steer s;
 
 	switch (parse_ethernet(&c)) {
 	case bpf_htons(ETH_P_IP):
-		return steer_ipv4(&c, flags);
+		l3 = c.pos;
+		s = steer_ipv4(&c, flags);
+		if (s != ENCAP4)
+			return s;
+		s = steer_encap4(&c, l3, flags);
+		*strip = (__u32)(l3 - (void *)(long)ctx->data) + sizeof(struct iphdr) - sizeof(struct ethhdr);
+		return s;
 	case bpf_htons(ETH_P_IPV6):
-		return steer_ipv6(&c, flags);
+		l3 = c.pos;
+		s = steer_ipv6(&c, flags);
+		if (s != ENCAP6)
+			return s;
+		s = steer_encap6(&c, l3, flags);
+		*strip = (__u32)(l3 - (void *)(long)ctx->data) + sizeof(struct ipv6hdr) - sizeof(struct ethhdr);
+		return s;
 	case bpf_htons(ETH_P_ARP):
 		return steer_arp(&c);
 	default:
@@ -358,10 +445,39 @@ static __always_inline enum steer classify(struct xdp_md *ctx, __u32 flags)
 	}
 }
 
+/*
+ * decapsulate takes the Ethernet header, VLAN tags and outer IP header
+ * (strip bytes, less a new Ethernet header) off the front and writes an
+ * Ethernet header in front of the inner packet: the old source MAC,
+ * SECOND_CHANCE_MAC as destination (the engine's "forwarded already"
+ * mark), EtherType proto. Tags are not kept: the engine never sends them.
+ */
+static __always_inline int decapsulate(struct xdp_md *ctx, __u32 strip, __be16 proto)
+{
+	static const __u8 mark[ETH_ALEN] = SECOND_CHANCE_MAC;
+	struct ethhdr *eth = (void *)(long)ctx->data;
+	__u8 src[ETH_ALEN];
+
+	if ((void *)(eth + 1) > (void *)(long)ctx->data_end)
+		return -1;
+	__builtin_memcpy(src, eth->h_source, ETH_ALEN);
+	if (bpf_xdp_adjust_head(ctx, (int)strip))
+		return -1;
+	eth = (void *)(long)ctx->data;
+	if ((void *)(eth + 1) > (void *)(long)ctx->data_end)
+		return -1;
+	__builtin_memcpy(eth->h_dest, mark, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, src, ETH_ALEN);
+	eth->h_proto = proto;
+	return 0;
+}
+
 SEC("xdp")
 int xdproxy_steer(struct xdp_md *ctx)
 {
 	__u32 zero = 0;
+	__u32 strip = 0;
+	enum steer verdict;
 	struct steer_counters *cnt = bpf_map_lookup_elem(&counters, &zero);
 	struct steer_settings *set = bpf_map_lookup_elem(&settings, &zero);
 	long action;
@@ -375,7 +491,8 @@ int xdproxy_steer(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 
-	switch (classify(ctx, set->flags)) {
+	verdict = classify(ctx, set->flags, &strip);
+	switch (verdict) {
 	case NOT_OURS:
 		cnt->pass_not_ours++;
 		return XDP_PASS;
@@ -396,6 +513,14 @@ int xdproxy_steer(struct xdp_md *ctx)
 		break;
 	case STEER_ICMP:
 		cnt->redirect_icmp++;
+		break;
+	case STEER_SECOND_CHANCE4:
+	case STEER_SECOND_CHANCE6:
+		if (decapsulate(ctx, strip, verdict == STEER_SECOND_CHANCE4 ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6))) {
+			cnt->drop_malformed++;
+			return XDP_DROP;
+		}
+		cnt->redirect_second_chance++;
 		break;
 	default:
 		return XDP_ABORTED;

@@ -32,17 +32,18 @@ type xdpOwnedRange struct {
 }
 
 type xdpSteerCounters struct {
-	_                structs.HostLayout
-	RxPackets        uint64
-	RedirectListener uint64
-	RedirectOwned    uint64
-	RedirectArp      uint64
-	RedirectNdp      uint64
-	RedirectIcmp     uint64
-	PassNotOurs      uint64
-	PassDisabled     uint64
-	DropMalformed    uint64
-	RedirectFailed   uint64
+	_                    structs.HostLayout
+	RxPackets            uint64
+	RedirectListener     uint64
+	RedirectOwned        uint64
+	RedirectArp          uint64
+	RedirectNdp          uint64
+	RedirectIcmp         uint64
+	RedirectSecondChance uint64
+	PassNotOurs          uint64
+	PassDisabled         uint64
+	DropMalformed        uint64
+	RedirectFailed       uint64
 }
 
 type xdpSteerSettings struct {
@@ -58,6 +59,7 @@ const (
 	xdpMapCounters      = "counters"
 	xdpMapListeners     = "listeners"
 	xdpMapOwnedRanges   = "owned_ranges"
+	xdpMapPeers         = "peers"
 	xdpMapSettings      = "settings"
 	xdpMapXsks          = "xsks"
 	xdpProgXdproxySteer = "xdproxy_steer"
@@ -116,6 +118,7 @@ type xdpMapSpecs struct {
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
 	OwnedRanges *ebpf.MapSpec `ebpf:"owned_ranges"`
+	Peers       *ebpf.MapSpec `ebpf:"peers"`
 	Settings    *ebpf.MapSpec `ebpf:"settings"`
 	Xsks        *ebpf.MapSpec `ebpf:"xsks"`
 }
@@ -150,6 +153,7 @@ type xdpMaps struct {
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
 	OwnedRanges *ebpf.Map `ebpf:"owned_ranges"`
+	Peers       *ebpf.Map `ebpf:"peers"`
 	Settings    *ebpf.Map `ebpf:"settings"`
 	Xsks        *ebpf.Map `ebpf:"xsks"`
 }
@@ -160,6 +164,7 @@ func (m *xdpMaps) Close() error {
 		m.Counters,
 		m.Listeners,
 		m.OwnedRanges,
+		m.Peers,
 		m.Settings,
 		m.Xsks,
 	)
