@@ -201,22 +201,34 @@ func TestSecondChanceConfig(t *testing.T) {
 
 // BenchmarkSecondChanceForward is the cost of one stray segment handed to
 // one peer: the engine's input (parse, flow and TIME_WAIT misses, listener
-// lookup) and the route lookup, encapsulation and copy.
+// lookup) and the route lookup, encapsulation and copy; next to it, what
+// the same segment cost before second chance (answered with a RST).
 func BenchmarkSecondChanceForward(b *testing.B) {
-	for _, size := range []int{0, 1400} {
-		b.Run(map[int]string{0: "ack", 1400: "1400B"}[size], func(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		size  int
+		peers []netip.Addr
+	}{
+		{"ack", 0, []netip.Addr{nodeB}},
+		{"1400B", 1400, []netip.Addr{nodeB}},
+		{"ack_reset_without_peers", 0, nil},
+		{"1400B_reset_without_peers", 1400, nil},
+	} {
+		size := bc.size
+		b.Run(bc.name, func(b *testing.B) {
 			sink := &benchSink{}
 			e, err := New(Config{
 				Interfaces:   []Interface{{MAC: engineMAC, Sink: sink, Sources: []netip.Addr{engineAddr}, MTU: 1500}},
 				Addresses:    []netip.Addr{engineAddr},
 				Handler:      discardHandler{},
 				Rand:         rand.New(rand.NewPCG(1, 2)),
-				SecondChance: SecondChance{Peers: []netip.Addr{nodeB}},
+				SecondChance: SecondChance{Peers: bc.peers},
 			})
 			if err != nil {
 				b.Fatal(err)
 			}
 			e.SetNeighbor(nodeB, nodeBMAC)
+			e.SetNeighbor(peerAddr, peerMAC)
 			if _, err := e.Listen(listenAP); err != nil {
 				b.Fatal(err)
 			}
@@ -229,7 +241,11 @@ func BenchmarkSecondChanceForward(b *testing.B) {
 				e.HandleFrame(t0, f)
 			}
 			b.StopTimer()
-			if got := e.Counters().Load(SecondChanceForwarded); got != uint64(b.N) || sink.frames != b.N {
+			want := uint64(b.N)
+			if bc.peers == nil {
+				want = 0
+			}
+			if got := e.Counters().Load(SecondChanceForwarded); got != want || sink.frames != b.N {
 				b.Fatalf("forwarded %d, sent %d, of %d", got, sink.frames, b.N)
 			}
 		})
