@@ -105,6 +105,25 @@ func TestSecondChanceSYNIsServedHere(t *testing.T) {
 	h.expectCounter(SecondChanceForwarded, 0)
 }
 
+// With SYN cookies on, an ACK whose cookie does not check is more likely a
+// segment of a connection another node holds: forwarded, not just dropped.
+func TestSecondChanceBadCookie(t *testing.T) {
+	h := newHarness(t, withSecondChance(nodeB), func(c *Config) { c.SYNCookies = SYNCookiesAlways })
+	h.e.SetNeighbor(nodeB, nodeBMAC)
+	h.listen()
+	h.ourISS, h.knowISS = 7000, true
+	f := h.frame(seg{flags: ACK, seq: 1, ack: 1})
+	h.e.HandleFrame(h.now, f)
+	h.expectForwarded(f, nodeB, nodeBMAC)
+	h.expectNone()
+	h.expectCounter(SYNCookiesRejected, 0)
+	// Forwarded already: dropped as before second chance.
+	h.e.HandleFrame(h.now, forwarded(h.frame(seg{flags: ACK, seq: 1, ack: 1})))
+	h.expectNone()
+	h.expectCounter(SYNCookiesRejected, 1)
+	h.expectCounter(SecondChanceNoOwner, 1)
+}
+
 // The owner serves a forwarded segment like any other.
 func TestSecondChanceOwnerServesForwarded(t *testing.T) {
 	h := newHarness(t, withSecondChance(nodeB))
@@ -173,6 +192,47 @@ func TestSecondChanceNotForListenersOnly(t *testing.T) {
 	h.send(seg{flags: ACK, seq: 1, ack: 5})
 	h.expect(seg{flags: RST, seq: 5})
 	h.expectCounter(SecondChanceForwarded, 0)
+}
+
+// IPv6: a stray segment goes IPv6 in IPv6 (next header 41) to the IPv6
+// peer, and the MSS advertised for IPv6 leaves room for the 40-byte header.
+func TestSecondChanceIPv6(t *testing.T) {
+	vip := netip.MustParseAddrPort("[2001:db8::1]:443")
+	self, peer, client := netip.MustParseAddr("2001:db8::10"), netip.MustParseAddr("2001:db8::20"), netip.MustParseAddr("2001:db8:1::7")
+	sink := &recordingSink{}
+	e, err := New(Config{
+		Interfaces:   []Interface{{MAC: engineMAC, Sink: sink, Sources: []netip.Addr{self}}},
+		Handler:      &recorder{},
+		Rand:         rand.New(rand.NewPCG(1, 2)),
+		SecondChance: SecondChance{Peers: []netip.Addr{nodeB, peer}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetNeighbor(peer, nodeCMAC)
+	if _, err := e.Listen(vip); err != nil {
+		t.Fatal(err)
+	}
+	f := &wire.TCPFrame{EthSrc: peerMAC, EthDst: engineMAC, Src: client, Dst: vip.Addr(),
+		TCP: wire.TCPHeader{SrcPort: 40000, DstPort: vip.Port(), Seq: 1, Ack: 1, Flags: ACK, Window: 1000}}
+	in := make([]byte, wire.TCPFrameLen(f, 3))
+	wire.EncodeTCP(in, f, []byte("abc"), nil)
+	e.HandleFrame(t0, in)
+	if len(sink.frames) != 1 {
+		t.Fatalf("sent %d frames, want the segment forwarded once (to the IPv6 peer only)", len(sink.frames))
+	}
+	out := sink.frames[0]
+	eth := wire.EthernetHeaderLen
+	if wire.MAC(out[0:6]) != nodeCMAC || binary.BigEndian.Uint16(out[12:]) != wire.EtherTypeIPv6 || out[eth+6] != wire.ProtoIPv6Encap ||
+		netip.AddrFrom16([16]byte(out[eth+8:eth+24])) != self || netip.AddrFrom16([16]byte(out[eth+24:eth+40])) != peer {
+		t.Fatalf("forwarded frame %x", out[:eth+40])
+	}
+	if !bytes.Equal(out[eth+40:], in[eth:]) {
+		t.Fatal("inner packet differs from the segment received")
+	}
+	if got := e.ourMSS(0, FlowKey{LocalAddr: vip.Addr()}); got != 1500-40-20-40 {
+		t.Errorf("IPv6 MSS %d, want %d", got, 1500-40-20-40)
+	}
 }
 
 // Forwarding a too-big packet would be dropped by the link: counted.
