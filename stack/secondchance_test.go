@@ -70,24 +70,27 @@ func (h *harness) expectForwarded(frame []byte, peer netip.Addr, peerMAC wire.MA
 	}
 }
 
+// sendStray sends the peer's segment s and expects it forwarded to the
+// given peer and nothing else.
+func (h *harness) sendStray(s seg, peer netip.Addr, mac wire.MAC) {
+	h.t.Helper()
+	f := h.frame(s)
+	h.e.HandleFrame(h.now, f)
+	h.expectForwarded(f, peer, mac)
+	h.expectNone()
+}
+
 // A mid-connection segment for a listener, held by no connection here, goes
 // to the other node; no RST.
 func TestSecondChanceForwardsStraySegment(t *testing.T) {
 	h := newSecondChanceHarness(t, nodeB)
-	f := h.frame(seg{flags: ACK | PSH, seq: 1, ack: 1, data: []byte("GET / HTTP/1.1\r\n")})
-	h.e.HandleFrame(h.now, f)
-	h.expectForwarded(f, nodeB, nodeBMAC)
-	h.expectNone()
+	h.sendStray(seg{flags: ACK | PSH, seq: 1, ack: 1, data: []byte("GET / HTTP/1.1\r\n")}, nodeB, nodeBMAC)
 	h.expectCounter(SecondChanceForwarded, 1)
 	h.expectCounter(TxResets, 0)
 
 	// A FIN, and the client's RST, too: the owner must hear them.
-	for _, s := range []seg{{flags: FIN | ACK, seq: 17, ack: 1}, {flags: RST, seq: 18}} {
-		f = h.frame(s)
-		h.e.HandleFrame(h.now, f)
-		h.expectForwarded(f, nodeB, nodeBMAC)
-		h.expectNone()
-	}
+	h.sendStray(seg{flags: FIN | ACK, seq: 17, ack: 1}, nodeB, nodeBMAC)
+	h.sendStray(seg{flags: RST, seq: 18}, nodeB, nodeBMAC)
 	h.expectCounter(SecondChanceForwarded, 3)
 	h.expectCounter(RxRSTIgnored, 0)
 }
@@ -112,10 +115,7 @@ func TestSecondChanceBadCookie(t *testing.T) {
 	h.e.SetNeighbor(nodeB, nodeBMAC)
 	h.listen()
 	h.ourISS, h.knowISS = 7000, true
-	f := h.frame(seg{flags: ACK, seq: 1, ack: 1})
-	h.e.HandleFrame(h.now, f)
-	h.expectForwarded(f, nodeB, nodeBMAC)
-	h.expectNone()
+	h.sendStray(seg{flags: ACK, seq: 1, ack: 1}, nodeB, nodeBMAC)
 	h.expectCounter(SYNCookiesRejected, 0)
 	// Forwarded already: dropped as before second chance.
 	h.e.HandleFrame(h.now, forwarded(h.frame(seg{flags: ACK, seq: 1, ack: 1})))
