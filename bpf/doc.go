@@ -32,7 +32,9 @@
 //     fragmentation needed among them, packet too big, time exceeded,
 //     parameter problem) that quote a TCP segment sent from a listener
 //     address:port or an owned port (RedirectICMP): the engine's path MTU
-//     discovery and ping. Off after Load.
+//     discovery and ping; and, with a second chance peer, ICMP errors that
+//     quote an IP-in-IP packet to a peer (the engine passes that peer over
+//     for a while). Off after Load.
 //   - Second chance, once a peer is added (AddPeer): IPv4 in IPv4
 //     (protocol 4, RFC 2003) or IPv6 in IPv6 (next header 41, RFC 2473)
 //     from a peer node's address, without outer options or fragmentation,

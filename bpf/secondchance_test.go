@@ -190,3 +190,46 @@ func BenchmarkXDPSecondChance(b *testing.B) {
 		})
 	}
 }
+
+// forwardedByUs is the IP packet of a segment this node forwarded to peer
+// (outer source self), as an ICMP error quotes it.
+func forwardedByUs(tb testing.TB, peer netip.Addr) []byte {
+	tb.Helper()
+	self, inner := self4, tcp4(tb, listen4)
+	if peer.Is6() {
+		self, inner = self6, tcp6(tb, listen6)
+	}
+	b := make([]byte, 2048)
+	n := wire.EncodeIPInIP(b, wire.MAC(macServer), wire.MAC(macClient), self, peer, unpadded(inner)[offIP:])
+	if n == 0 {
+		tb.Fatal("EncodeIPInIP failed")
+	}
+	return b[offIP:n]
+}
+
+// An ICMP destination unreachable about a packet forwarded to a peer goes to
+// the engine (it passes the peer over); about a tunnel to anyone else it is
+// the kernel's.
+func TestSecondChanceICMP(t *testing.T) {
+	p := loadForTest(t)
+	configure(t, p)
+	if err := p.SetICMPSteering(true); err != nil {
+		t.Fatal(err)
+	}
+	unreach4 := icmp4Error(t, 3, 2, forwardedByUs(t, peer4))
+	unreach6 := icmp6Error(t, 1, 4, forwardedByUs(t, peer6))
+	stranger := icmp4Error(t, 3, 2, forwardedByUs(t, stranger4))
+	check := func(name string, pkt []byte, want reason) {
+		t.Helper()
+		checkVerdict(t, p, name, pkt, want)
+	}
+	check("no peers: ipv4", unreach4, notOurs)
+	for _, a := range []netip.Addr{peer4, peer6} {
+		if err := p.AddPeer(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("ipv4 tunnel to a peer", unreach4, toICMP)
+	check("ipv6 tunnel to a peer", unreach6, toICMP)
+	check("tunnel to another node", stranger, notOurs)
+}

@@ -144,9 +144,21 @@ static __always_inline enum steer check_tcp(struct tcphdr *th, void *end, __u32 
 }
 
 /*
+ * steer_quoted_peer decides for an ICMP error that quotes an IP-in-IP
+ * packet to dst: ours if dst is a second chance peer (we forwarded it, and
+ * the peer's host cannot take it: the engine passes the peer over).
+ */
+static __always_inline enum steer steer_quoted_peer(struct addr16 *dst, __u32 flags)
+{
+	if (!(flags & SETTING_SECOND_CHANCE) || !bpf_map_lookup_elem(&peers, dst))
+		return NOT_OURS;
+	return STEER_ICMP;
+}
+
+/*
  * steer_quoted4 decides for an ICMP error by the segment it quotes (RFC 792:
  * the IP header and at least 8 bytes): ours if we sent it, from a listener
- * address:port or an owned port.
+ * address:port or an owned port, or forwarded it to a peer.
  */
 static __always_inline enum steer steer_quoted4(struct cursor *c, __u32 flags)
 {
@@ -155,7 +167,13 @@ static __always_inline enum steer steer_quoted4(struct cursor *c, __u32 flags)
 	__be16 *ports;
 	__u32 ihl;
 
-	if (!in || in->version != 4 || in->protocol != IPPROTO_TCP)
+	if (!in || in->version != 4)
+		return NOT_OURS;
+	if (in->protocol == IPPROTO_IPIP) {
+		addr_set_v4(&key.addr, in->daddr);
+		return steer_quoted_peer(&key.addr, flags);
+	}
+	if (in->protocol != IPPROTO_TCP)
 		return NOT_OURS;
 	ihl = in->ihl * 4;
 	if (ihl < sizeof(*in))
@@ -265,7 +283,13 @@ static __always_inline enum steer steer_quoted6(struct cursor *c, __u32 flags)
 	struct ipv6hdr *in = cursor_pull(c, sizeof(*in));
 	__be16 *ports;
 
-	if (!in || in->version != 6 || in->nexthdr != IPPROTO_TCP)
+	if (!in || in->version != 6)
+		return NOT_OURS;
+	if (in->nexthdr == IPPROTO_IPV6) {
+		__builtin_memcpy(&key.addr, &in->daddr, sizeof(key.addr));
+		return steer_quoted_peer(&key.addr, flags);
+	}
+	if (in->nexthdr != IPPROTO_TCP)
 		return NOT_OURS;
 	ports = cursor_pull(c, 4);
 	if (!ports)

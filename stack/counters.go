@@ -125,6 +125,10 @@ const (
 	SecondChanceNoRoute    // copies not sent: no route (or no source address) to the peer
 	SecondChanceUnresolved // copies not sent: the next hop's MAC was unknown (resolution asked)
 	SecondChanceTooBig     // copies not sent: the encapsulated packet exceeds the link MTU
+	// SecondChancePeerUnreachable: ICMP destination unreachable for a
+	// forwarded packet; the peer is passed over for PeerDownFor.
+	SecondChancePeerUnreachable
+	SecondChancePeersDown // stray segments answered as without second chance: every peer passed over
 
 	// Parse drops: one counter per wire.Drop reason, in wire's order.
 	parseDropBase
@@ -159,6 +163,7 @@ var counterNames = [numCounters]string{
 	ICMPEchoReplies: "icmp_echo_replies", ICMPPathMTU: "icmp_path_mtu", ICMPIgnored: "icmp_ignored",
 	SecondChanceForwarded: "second_chance_forwarded", SecondChanceNoOwner: "second_chance_no_owner",
 	SecondChanceNoRoute: "second_chance_no_route", SecondChanceUnresolved: "second_chance_unresolved", SecondChanceTooBig: "second_chance_too_big",
+	SecondChancePeerUnreachable: "second_chance_peer_unreachable", SecondChancePeersDown: "second_chance_peers_down",
 }
 
 func init() {

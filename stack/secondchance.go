@@ -3,6 +3,7 @@ package stack
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/xdproxy/xdproxy/stack/wire"
 )
@@ -30,6 +31,13 @@ import (
 // With several peers every one got a copy and one of them may hold it, so
 // the others drop theirs silently; a connection no node holds is then not
 // reset but times out at the client.
+//
+// A peer whose host answers a forwarded packet with ICMP destination
+// unreachable (its daemon is not running: its kernel has no handler for IP
+// in IP) is passed over for PeerDownFor, and while every peer of the
+// family is passed over stray segments are answered as without second
+// chance (RST). A peer that is silent (its machine is gone) cannot be told
+// from a live one: the clients it held time out instead of being reset.
 //
 // Cost: nothing on a segment that matches a connection; per forwarded
 // segment, per peer, one route lookup, one neighbour lookup and one copy
@@ -62,9 +70,18 @@ func (sc *SecondChance) validate() error {
 	return nil
 }
 
+// PeerDownFor is how long a peer that answered a forwarded packet with ICMP
+// destination unreachable is passed over.
+const PeerDownFor = 5 * time.Second
+
 // secondChance is the engine's side: the peers split by family.
 type secondChance struct {
-	peers4, peers6 []netip.Addr
+	peers4, peers6 []scPeer
+}
+
+type scPeer struct {
+	addr      netip.Addr
+	downUntil Time // passed over before this (an ICMP unreachable came back)
 }
 
 // initSecondChance takes the configured peers and lowers the MSS that every
@@ -73,9 +90,9 @@ type secondChance struct {
 func (e *Engine) initSecondChance(cfg SecondChance) {
 	for _, a := range cfg.Peers {
 		if a = a.Unmap(); a.Is4() {
-			e.sc.peers4 = append(e.sc.peers4, a)
+			e.sc.peers4 = append(e.sc.peers4, scPeer{addr: a})
 		} else {
-			e.sc.peers6 = append(e.sc.peers6, a)
+			e.sc.peers6 = append(e.sc.peers6, scPeer{addr: a})
 		}
 	}
 	if len(cfg.Peers) == 0 {
@@ -112,11 +129,20 @@ func (e *Engine) secondChance(s *segment) bool {
 		return len(peers) > 1
 	}
 	ip := p.IPPacket()
-	sent := false
-	for _, peer := range peers {
-		if e.forwardTo(peer, ip) {
+	live, sent := false, false
+	for i := range peers {
+		if e.now < peers[i].downUntil {
+			continue
+		}
+		live = true
+		if e.forwardTo(peers[i].addr, ip) {
 			sent = true
 		}
+	}
+	if !live {
+		// Every peer said it cannot take them: nobody else holds it.
+		e.counters.inc(SecondChancePeersDown)
+		return false
 	}
 	if sent {
 		e.counters.inc(SecondChanceForwarded)
@@ -171,4 +197,40 @@ func (e *Engine) forwardTo(peer netip.Addr, ip []byte) bool {
 	ifc.Sink.Commit(n)
 	e.counters.inc(TxFrames)
 	return true
+}
+
+// secondChanceUnreachable takes an ICMP destination unreachable that quotes
+// a packet we forwarded (IP in IP from one of our addresses to a peer): the
+// peer's host cannot take them, so the peer is passed over for PeerDownFor.
+// It reports whether p was such a message.
+func (e *Engine) secondChanceUnreachable(p *wire.Packet) bool {
+	q := p.Payload // the quoted packet, from its IP header
+	var src, dst netip.Addr
+	peers := e.sc.peers4
+	switch {
+	case p.Proto == wire.ProtoICMP && p.ICMP.Type == wire.ICMPv4DestUnreachable:
+		if len(q) < wire.IPv4HeaderLen || q[0]>>4 != 4 || q[9] != wire.ProtoIPIP {
+			return false
+		}
+		src, dst = netip.AddrFrom4([4]byte(q[12:16])), netip.AddrFrom4([4]byte(q[16:20]))
+	case p.Proto == wire.ProtoICMPv6 && p.ICMP.Type == wire.ICMPv6DestUnreachable:
+		if len(q) < wire.IPv6HeaderLen || q[0]>>4 != 6 || q[6] != wire.ProtoIPv6Encap {
+			return false
+		}
+		src, dst = netip.AddrFrom16([16]byte(q[8:24])), netip.AddrFrom16([16]byte(q[24:40]))
+		peers = e.sc.peers6
+	default:
+		return false
+	}
+	if !e.owns(src) {
+		return false
+	}
+	for i := range peers {
+		if peers[i].addr == dst {
+			peers[i].downUntil = e.now.Add(PeerDownFor)
+			e.counters.inc(SecondChancePeerUnreachable)
+			return true
+		}
+	}
+	return false
 }

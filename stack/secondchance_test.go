@@ -235,6 +235,51 @@ func TestSecondChanceIPv6(t *testing.T) {
 	}
 }
 
+// protoUnreachable is the ICMP "protocol unreachable" a host without an
+// IP-in-IP handler sends back for the packet quoted (from its IP header).
+func protoUnreachable(t *testing.T, from netip.Addr, fromMAC wire.MAC, quoted []byte) []byte {
+	b := make([]byte, 1500)
+	n := wire.EncodeICMPFragNeeded(b, fromMAC, engineMAC, from, 0, quoted)
+	if n == 0 {
+		t.Fatal("encode ICMP")
+	}
+	m := b[wire.EthernetHeaderLen+wire.IPv4HeaderLen : n]
+	m[1] = 2 // protocol unreachable (RFC 792)
+	m[2], m[3] = 0, 0
+	binary.BigEndian.PutUint16(m[2:4], wire.Checksum(m, 0))
+	return b[:n]
+}
+
+// A peer whose host answers a forwarded packet with ICMP destination
+// unreachable is passed over for PeerDownFor; with no other peer, stray
+// segments are reset meanwhile, as without second chance.
+func TestSecondChancePeerUnreachable(t *testing.T) {
+	h := newSecondChanceHarness(t, nodeB)
+	h.e.HandleFrame(h.now, h.frame(seg{flags: ACK, seq: 1, ack: 1}))
+	if len(h.sink.frames) != 1 {
+		t.Fatalf("sent %d frames, want the segment forwarded", len(h.sink.frames))
+	}
+	fwd := h.sink.frames[0][wire.EthernetHeaderLen:]
+	h.drain()
+
+	// From someone else about a packet to another address: not ours to act on.
+	other := append([]byte(nil), fwd...)
+	copy(other[16:20], nodeC.AsSlice())
+	h.e.HandleFrame(h.now, protoUnreachable(t, nodeC, nodeCMAC, other))
+	h.expectCounter(SecondChancePeerUnreachable, 0)
+
+	h.e.HandleFrame(h.now, protoUnreachable(t, nodeB, nodeBMAC, fwd))
+	h.expectNone()
+	h.expectCounter(SecondChancePeerUnreachable, 1)
+	h.send(seg{flags: ACK, seq: 1, ack: 5})
+	h.expect(seg{flags: RST, seq: 5})
+	h.expectCounter(SecondChancePeersDown, 1)
+
+	h.now = h.now.Add(PeerDownFor)
+	h.sendStray(seg{flags: ACK, seq: 1, ack: 1}, nodeB, nodeBMAC)
+	h.expectCounter(SecondChanceForwarded, 2)
+}
+
 // Forwarding a too-big packet would be dropped by the link: counted.
 func TestSecondChanceTooBig(t *testing.T) {
 	h := newSecondChanceHarness(t, nodeB)

@@ -554,11 +554,19 @@ func TestBGPECMP(t *testing.T) {
 	if failover > bgpHold+2*time.Second {
 		t.Errorf("failover took %v, want within the hold time %v (+2s of slack)", failover, bgpHold)
 	}
-	// Node 0 hands their segments to node 1, which is gone: they time out
-	// at the client rather than being reset (second chance cannot tell a
-	// dead peer from a live one).
+	// Node 0 hands their segments to node 1, whose kernel, with no daemon
+	// there, answers ICMP protocol unreachable: node 0 passes node 1 over
+	// (second_chance_peer_unreachable) and resets them, as it would without
+	// second chance. (A machine that is gone answers nothing: its clients
+	// would time out instead.)
+	lostAt := time.Now()
 	lost := len(finishAll(inflight))
-	t.Logf("SIGKILL: %d of %d sessions open on node 1 were lost", lost, len(inflight))
+	unreachable := gaugeWith(nodes[0].metrics(), "xdproxy_tcp_events_total", "counter", "second_chance_peer_unreachable")
+	t.Logf("SIGKILL: %d of %d sessions open on node 1 were lost, within %v (node 0 heard %.0f ICMP unreachables for what it forwarded to node 1)",
+		lost, len(inflight), time.Since(lostAt).Round(time.Millisecond), unreachable)
+	if unreachable == 0 {
+		t.Errorf("SIGKILL: node 0 forwarded node 1's sessions but never heard that node 1 cannot take them")
+	}
 	after := exchange(topo, portRange(48000, 200))
 	for p, r := range after {
 		if r.err != nil {
