@@ -34,7 +34,25 @@
 //     fragmentation needed among them, packet too big, time exceeded,
 //     parameter problem) that quote a TCP segment sent from a listener
 //     address:port or an owned port (RedirectICMP): the engine's path MTU
-//     discovery and ping. Off after Load.
+//     discovery and ping; and, with a second chance peer, ICMP errors that
+//     quote an IP-in-IP packet to a peer (the engine passes that peer over
+//     for a while). Off after Load.
+//   - Second chance, once a peer is added (AddPeer): IPv4 in IPv4
+//     (protocol 4, RFC 2003) or IPv6 in IPv6 (next header 41, RFC 2473)
+//     from a peer node's address, without outer options or fragmentation,
+//     whose inner packet is TCP to a listener and fills the outer packet
+//     exactly: another node got a segment of a connection it does not hold
+//     and forwarded it (stack/secondchance.go). The program strips the
+//     outer Ethernet header, VLAN tags and IP header (bpf_xdp_adjust_head)
+//     and writes a new Ethernet header in front of the inner packet: the
+//     outer frame's source MAC, destination SECOND_CHANCE_MAC
+//     (0e:78:64:73:63:00, "xdsc"; stack/wire.SecondChanceMAC), which tells
+//     the engine that the segment was forwarded already and must not be
+//     forwarded again (RedirectSecondChance). A tunnel from anyone else,
+//     or to anything else, is the kernel's; a peer's tunnel whose lengths
+//     disagree or whose inner TCP header is cut short is dropped
+//     (DropMalformed). The outer header checksum is not checked (the inner
+//     TCP checksum is, by the engine).
 //
 // Everything else is passed (XDP_PASS). A packet that is ours by address and
 // port (or NDP target) but malformed is dropped (XDP_DROP, DropMalformed):
@@ -102,10 +120,13 @@
 //	                           value {lo, hi uint16 (host order, inclusive)}: one range per address
 //	arp_addrs     HASH, 256    key  addr [16]byte
 //	                           value uint32, unused (0)
+//	peers         HASH, 64     key  addr [16]byte: a second chance peer (outer source)
+//	                           value uint32, unused (0)
 //	xsks          XSKMAP, 64   key  queue index uint32; value XSK fd (MaxQueues)
 //	settings      ARRAY, 1     {flags uint32}: bit 0 steering enabled (set by Load),
 //	                           bit 1 a wildcard listener exists (kept by the loader),
-//	                           bit 2 ICMP steering, bit 3 SYN cookies, bit 4 cookie learning
+//	                           bit 2 ICMP steering, bit 3 SYN cookies, bit 4 cookie learning,
+//	                           bit 5 a second chance peer exists (kept by the loader)
 //	counters      PERCPU_ARRAY, 1   struct of uint64 counters, below
 //	syn_cookie    ARRAY, 1     what the cookie SYN-ACK needs (SetCookieResponder):
 //	                           lifetime (ns), timestamp key, MSS table, MSS v4/v6, window, wscale
@@ -117,13 +138,13 @@
 //
 // In order, with the names Counters.List gives them: rx_packets (every
 // packet), redirect_listener, redirect_owned, redirect_arp, redirect_ndp,
-// redirect_icmp, pass_not_ours, pass_disabled (steering off), drop_malformed,
-// redirect_failed, tx_syn_cookie, drop_bad_cookie and cookie_ack. Each
-// packet is counted in rx_packets and in exactly one of redirect_listener
-// ... drop_malformed, tx_syn_cookie and drop_bad_cookie; redirect_failed
-// counts the redirects, already counted by reason, that found no socket and
-// went to the kernel, and cookie_ack the listener redirects that a valid
-// cookie let through.
+// redirect_icmp, redirect_second_chance, pass_not_ours, pass_disabled
+// (steering off), drop_malformed, redirect_failed, tx_syn_cookie,
+// drop_bad_cookie and cookie_ack. Each packet is counted in rx_packets and
+// in exactly one of redirect_listener ... drop_malformed, tx_syn_cookie and
+// drop_bad_cookie; redirect_failed counts the redirects, already counted by
+// reason, that found no socket and went to the kernel, and cookie_ack the
+// listener redirects that a valid cookie let through.
 //
 // # Attaching
 //

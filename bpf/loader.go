@@ -57,6 +57,7 @@ const (
 	settingCookies  = 1 << 3
 
 	settingCookieLearn = 1 << 4
+	settingSecond      = 1 << 5 // SETTING_SECOND_CHANCE
 )
 
 // xdpAttachedMulti is IFLA_XDP_ATTACHED's value for driver and offload
@@ -84,6 +85,7 @@ type Program struct {
 	mode      Mode
 	flags     uint32
 	wildcards map[xdpListenerKey]struct{}
+	peers     int // entries in the peers map: SETTING_SECOND_CHANCE while > 0
 }
 
 // Load loads the program and creates its maps, empty, with steering enabled.
@@ -332,9 +334,18 @@ func (p *Program) RemoveListener(ap netip.AddrPort) error {
 // syncWildcard keeps SETTING_WILDCARD set exactly while a wildcard listener
 // exists, so that other traffic pays for no second lookup.
 func (p *Program) syncWildcard(op string, ap netip.AddrPort) error {
-	flags := p.flags &^ settingWildcard
-	if len(p.wildcards) > 0 {
-		flags |= settingWildcard
+	if err := p.syncBit(settingWildcard, len(p.wildcards) > 0); err != nil {
+		return fmt.Errorf("%s %s: %w", op, ap, err)
+	}
+	return nil
+}
+
+// syncBit sets or clears a settings bit that follows the maps' contents,
+// writing the settings only when it changes.
+func (p *Program) syncBit(bit uint32, on bool) error {
+	flags := p.flags &^ bit
+	if on {
+		flags |= bit
 	}
 	if flags == p.flags {
 		return nil
@@ -343,7 +354,63 @@ func (p *Program) syncWildcard(op string, ap netip.AddrPort) error {
 	p.flags = flags
 	if err := p.writeSettings(); err != nil {
 		p.flags = old
-		return fmt.Errorf("%s %s: %w", op, ap, err)
+		return err
+	}
+	return nil
+}
+
+// AddPeer decapsulates what the peer node at addr forwards (second chance:
+// IPv4 in IPv4 or IPv6 in IPv6 from addr, whose inner packet is TCP to a
+// listener) and steers the inner packet, marked with the destination MAC
+// SECOND_CHANCE_MAC, counted as RedirectSecondChance. Adding a peer twice
+// is no error.
+func (p *Program) AddPeer(addr netip.Addr) error {
+	key, err := addrKey(addr)
+	if err == nil && (addr.IsUnspecified() || addr.IsMulticast()) {
+		err = errors.New("not a unicast address")
+	}
+	if err != nil {
+		return fmt.Errorf("add peer %s: %w", addr, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return fmt.Errorf("add peer %s: %w", addr, ErrClosed)
+	}
+	var v uint32
+	if p.objs.Peers.Lookup(&key, &v) == nil {
+		return nil
+	}
+	if err := p.objs.Peers.Update(&key, uint32(0), ebpf.UpdateNoExist); err != nil {
+		return fmt.Errorf("add peer %s: %w", addr, mapFull(err, "peers"))
+	}
+	p.peers++
+	return p.syncPeers("add peer", addr)
+}
+
+// RemovePeer undoes AddPeer. It fails, wrapping ebpf.ErrKeyNotExist, when
+// addr was not a peer.
+func (p *Program) RemovePeer(addr netip.Addr) error {
+	key, err := addrKey(addr)
+	if err != nil {
+		return fmt.Errorf("remove peer %s: %w", addr, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return fmt.Errorf("remove peer %s: %w", addr, ErrClosed)
+	}
+	if err := p.objs.Peers.Delete(&key); err != nil {
+		return fmt.Errorf("remove peer %s: %w", addr, err)
+	}
+	p.peers--
+	return p.syncPeers("remove peer", addr)
+}
+
+// syncPeers keeps SETTING_SECOND_CHANCE set exactly while a peer exists.
+func (p *Program) syncPeers(op string, addr netip.Addr) error {
+	if err := p.syncBit(settingSecond, p.peers > 0); err != nil {
+		return fmt.Errorf("%s %s: %w", op, addr, err)
 	}
 	return nil
 }
@@ -490,6 +557,7 @@ func (p *Program) Counters() (Counters, error) {
 		c.RedirectARP += v.RedirectArp
 		c.RedirectNDP += v.RedirectNdp
 		c.RedirectICMP += v.RedirectIcmp
+		c.RedirectSecondChance += v.RedirectSecondChance
 		c.PassNotOurs += v.PassNotOurs
 		c.PassDisabled += v.PassDisabled
 		c.DropMalformed += v.DropMalformed
@@ -513,13 +581,15 @@ type Counters struct {
 	RedirectARP      uint64 // ARP request or reply for a neighbour address
 	RedirectNDP      uint64 // neighbour solicitation or advertisement for a neighbour address
 	RedirectICMP     uint64 // ICMP for the engine (with SetICMPSteering(true) only)
-	PassNotOurs      uint64 // passed to the kernel
-	PassDisabled     uint64 // passed to the kernel because steering is off
-	DropMalformed    uint64 // ours by address and port, but malformed
-	RedirectFailed   uint64 // no socket in the queue's XSK slot: passed to the kernel
-	TxSYNCookie      uint64 // SYN to a listener answered with a cookie SYN-ACK (XDP_TX)
-	DropBadCookie    uint64 // ACK to a listener of no known flow without a valid cookie: dropped
-	CookieACK        uint64 // of RedirectListener: ACKs that a valid cookie let through
+	// RedirectSecondChance: segments a peer forwarded, decapsulated (AddPeer).
+	RedirectSecondChance uint64
+	PassNotOurs          uint64 // passed to the kernel
+	PassDisabled         uint64 // passed to the kernel because steering is off
+	DropMalformed        uint64 // ours by address and port, but malformed
+	RedirectFailed       uint64 // no socket in the queue's XSK slot: passed to the kernel
+	TxSYNCookie          uint64 // SYN to a listener answered with a cookie SYN-ACK (XDP_TX)
+	DropBadCookie        uint64 // ACK to a listener of no known flow without a valid cookie: dropped
+	CookieACK            uint64 // of RedirectListener: ACKs that a valid cookie let through
 }
 
 // Counter is one named counter value, for metrics.
@@ -537,6 +607,7 @@ func (c Counters) List() []Counter {
 		{"redirect_arp", c.RedirectARP},
 		{"redirect_ndp", c.RedirectNDP},
 		{"redirect_icmp", c.RedirectICMP},
+		{"redirect_second_chance", c.RedirectSecondChance},
 		{"pass_not_ours", c.PassNotOurs},
 		{"pass_disabled", c.PassDisabled},
 		{"drop_malformed", c.DropMalformed},
@@ -550,19 +621,20 @@ func (c Counters) List() []Counter {
 // Sub returns c - o, counter by counter.
 func (c Counters) Sub(o Counters) Counters {
 	return Counters{
-		RxPackets:        c.RxPackets - o.RxPackets,
-		RedirectListener: c.RedirectListener - o.RedirectListener,
-		RedirectOwned:    c.RedirectOwned - o.RedirectOwned,
-		RedirectARP:      c.RedirectARP - o.RedirectARP,
-		RedirectNDP:      c.RedirectNDP - o.RedirectNDP,
-		RedirectICMP:     c.RedirectICMP - o.RedirectICMP,
-		PassNotOurs:      c.PassNotOurs - o.PassNotOurs,
-		PassDisabled:     c.PassDisabled - o.PassDisabled,
-		DropMalformed:    c.DropMalformed - o.DropMalformed,
-		RedirectFailed:   c.RedirectFailed - o.RedirectFailed,
-		TxSYNCookie:      c.TxSYNCookie - o.TxSYNCookie,
-		DropBadCookie:    c.DropBadCookie - o.DropBadCookie,
-		CookieACK:        c.CookieACK - o.CookieACK,
+		RxPackets:            c.RxPackets - o.RxPackets,
+		RedirectListener:     c.RedirectListener - o.RedirectListener,
+		RedirectOwned:        c.RedirectOwned - o.RedirectOwned,
+		RedirectARP:          c.RedirectARP - o.RedirectARP,
+		RedirectNDP:          c.RedirectNDP - o.RedirectNDP,
+		RedirectICMP:         c.RedirectICMP - o.RedirectICMP,
+		RedirectSecondChance: c.RedirectSecondChance - o.RedirectSecondChance,
+		PassNotOurs:          c.PassNotOurs - o.PassNotOurs,
+		PassDisabled:         c.PassDisabled - o.PassDisabled,
+		DropMalformed:        c.DropMalformed - o.DropMalformed,
+		RedirectFailed:       c.RedirectFailed - o.RedirectFailed,
+		TxSYNCookie:          c.TxSYNCookie - o.TxSYNCookie,
+		DropBadCookie:        c.DropBadCookie - o.DropBadCookie,
+		CookieACK:            c.CookieACK - o.CookieACK,
 	}
 }
 

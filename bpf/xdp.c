@@ -45,6 +45,13 @@ struct {
 } arp_addrs SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PEERS);
+	__type(key, struct addr16);
+	__type(value, __u32); /* unused, zero */
+} peers SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
 	__uint(max_entries, MAX_QUEUES);
 	__type(key, __u32);
@@ -95,6 +102,10 @@ enum steer {
 	STEER_ARP,
 	STEER_NDP,
 	STEER_ICMP,
+	STEER_SECOND_CHANCE4, /* decapsulate, then steer the inner IPv4 packet */
+	STEER_SECOND_CHANCE6, /* the same for IPv6 in IPv6 */
+	ENCAP4,               /* IPv4 in IPv4: classify looks inside */
+	ENCAP6,               /* IPv6 in IPv6: classify looks inside */
 };
 
 /* Where a segment to a listener sits in the frame, for the cookie code. */
@@ -169,9 +180,21 @@ static __always_inline enum steer check_tcp(struct tcphdr *th, void *end, __u32 
 }
 
 /*
+ * steer_quoted_peer decides for an ICMP error that quotes an IP-in-IP
+ * packet to dst: ours if dst is a second chance peer (we forwarded it, and
+ * the peer's host cannot take it: the engine passes the peer over).
+ */
+static __always_inline enum steer steer_quoted_peer(struct addr16 *dst, __u32 flags)
+{
+	if (!(flags & SETTING_SECOND_CHANCE) || !bpf_map_lookup_elem(&peers, dst))
+		return NOT_OURS;
+	return STEER_ICMP;
+}
+
+/*
  * steer_quoted4 decides for an ICMP error by the segment it quotes (RFC 792:
  * the IP header and at least 8 bytes): ours if we sent it, from a listener
- * address:port or an owned port.
+ * address:port or an owned port, or forwarded it to a peer.
  */
 static __always_inline enum steer steer_quoted4(struct cursor *c, __u32 flags)
 {
@@ -180,7 +203,13 @@ static __always_inline enum steer steer_quoted4(struct cursor *c, __u32 flags)
 	__be16 *ports;
 	__u32 ihl;
 
-	if (!in || in->version != 4 || in->protocol != IPPROTO_TCP)
+	if (!in || in->version != 4)
+		return NOT_OURS;
+	if (in->protocol == IPPROTO_IPIP) {
+		addr_set_v4(&key.addr, in->daddr);
+		return steer_quoted_peer(&key.addr, flags);
+	}
+	if (in->protocol != IPPROTO_TCP)
 		return NOT_OURS;
 	ihl = in->ihl * 4;
 	if (ihl < sizeof(*in))
@@ -227,6 +256,8 @@ static __always_inline enum steer steer_ipv4(struct cursor *c, __u32 flags, stru
 
 	if (!ip || ip->version != 4)
 		return NOT_OURS;
+	if (ip->protocol == IPPROTO_IPIP)
+		return (flags & SETTING_SECOND_CHANCE) ? ENCAP4 : NOT_OURS;
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_ICMP)
 		return NOT_OURS;
 	/* Fragments, the first one included, are the kernel's to reassemble. */
@@ -291,7 +322,13 @@ static __always_inline enum steer steer_quoted6(struct cursor *c, __u32 flags)
 	struct ipv6hdr *in = cursor_pull(c, sizeof(*in));
 	__be16 *ports;
 
-	if (!in || in->version != 6 || in->nexthdr != IPPROTO_TCP)
+	if (!in || in->version != 6)
+		return NOT_OURS;
+	if (in->nexthdr == IPPROTO_IPV6) {
+		__builtin_memcpy(&key.addr, &in->daddr, sizeof(key.addr));
+		return steer_quoted_peer(&key.addr, flags);
+	}
+	if (in->nexthdr != IPPROTO_TCP)
 		return NOT_OURS;
 	ports = cursor_pull(c, 4);
 	if (!ports)
@@ -337,6 +374,8 @@ static __always_inline enum steer steer_ipv6(struct cursor *c, __u32 flags, stru
 		return NOT_OURS;
 	if (ip6->nexthdr == IPPROTO_ICMPV6)
 		return steer_icmp6(c, ip6, flags);
+	if (ip6->nexthdr == IPPROTO_IPV6)
+		return (flags & SETTING_SECOND_CHANCE) ? ENCAP6 : NOT_OURS;
 	/* Extension headers (and so fragments) are not walked: the kernel's. */
 	if (ip6->nexthdr != IPPROTO_TCP)
 		return NOT_OURS;
@@ -381,19 +420,94 @@ static __always_inline enum steer steer_arp(struct cursor *c)
 	return STEER_ARP;
 }
 
-static __always_inline enum steer classify(struct xdp_md *ctx, __u32 flags, struct tcp_at *at)
+/*
+ * inner_verdict: what a packet a peer forwarded becomes. Only segments to
+ * a listener are forwarded (stack/secondchance.go); anything else inside a
+ * tunnel from a peer is the kernel's.
+ */
+static __always_inline enum steer inner_verdict(enum steer inner, enum steer ours)
+{
+	if (inner == STEER_LISTENER)
+		return ours;
+	if (inner == MALFORMED)
+		return MALFORMED;
+	return NOT_OURS;
+}
+
+/*
+ * steer_encap4: outer is an IPv4 header whose protocol is IPv4 (RFC 2003),
+ * c is past its first 20 bytes. Ours only from a peer, without options or
+ * fragmentation (a peer's engine sends neither), with an inner IPv4 TCP
+ * segment to a listener that fills the outer packet exactly.
+ */
+static __always_inline enum steer steer_encap4(struct cursor *c, struct iphdr *outer, __u32 flags,
+						 struct tcp_at *at)
+{
+	struct addr16 src;
+	struct iphdr *in;
+
+	if (outer->ihl != 5 || (outer->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+		return NOT_OURS;
+	addr_set_v4(&src, outer->saddr);
+	if (!bpf_map_lookup_elem(&peers, &src))
+		return NOT_OURS;
+	in = c->pos;
+	if ((void *)(in + 1) > c->end)
+		return MALFORMED;
+	if (bpf_ntohs(outer->tot_len) != sizeof(*outer) + bpf_ntohs(in->tot_len))
+		return MALFORMED;
+	return inner_verdict(steer_ipv4(c, flags, at), STEER_SECOND_CHANCE4);
+}
+
+/* steer_encap6 is steer_encap4 for IPv6 in IPv6 (RFC 2473). */
+static __always_inline enum steer steer_encap6(struct cursor *c, struct ipv6hdr *outer, __u32 flags,
+						 struct tcp_at *at)
+{
+	struct ipv6hdr *in;
+
+	if (!bpf_map_lookup_elem(&peers, &outer->saddr))
+		return NOT_OURS;
+	in = c->pos;
+	if ((void *)(in + 1) > c->end)
+		return MALFORMED;
+	if (bpf_ntohs(outer->payload_len) != sizeof(*in) + bpf_ntohs(in->payload_len))
+		return MALFORMED;
+	return inner_verdict(steer_ipv6(c, flags, at), STEER_SECOND_CHANCE6);
+}
+
+/*
+ * classify decides for one frame; for a TCP segment it notes where the
+ * TCP header is in *at (the cookie code's). For a packet to decapsulate it sets
+ * *strip to the bytes to take off the front so that a fresh Ethernet header
+ * lands right before the inner IP header.
+ */
+static __always_inline enum steer classify(struct xdp_md *ctx, __u32 flags, struct tcp_at *at, __u32 *strip)
 {
 	struct cursor c = {
 		.start = (void *)(long)ctx->data,
 		.pos = (void *)(long)ctx->data,
 		.end = (void *)(long)ctx->data_end,
 	};
+	void *l3;
+	enum steer s;
 
 	switch (parse_ethernet(&c)) {
 	case bpf_htons(ETH_P_IP):
-		return steer_ipv4(&c, flags, at);
+		l3 = c.pos;
+		s = steer_ipv4(&c, flags, at);
+		if (s != ENCAP4)
+			return s;
+		s = steer_encap4(&c, l3, flags, at);
+		*strip = (__u32)(l3 - (void *)(long)ctx->data) + sizeof(struct iphdr) - sizeof(struct ethhdr);
+		return s;
 	case bpf_htons(ETH_P_IPV6):
-		return steer_ipv6(&c, flags, at);
+		l3 = c.pos;
+		s = steer_ipv6(&c, flags, at);
+		if (s != ENCAP6)
+			return s;
+		s = steer_encap6(&c, l3, flags, at);
+		*strip = (__u32)(l3 - (void *)(long)ctx->data) + sizeof(struct ipv6hdr) - sizeof(struct ethhdr);
+		return s;
 	case bpf_htons(ETH_P_ARP):
 		return steer_arp(&c);
 	default:
@@ -702,10 +816,39 @@ static __always_inline enum cookie_act cookie_listener(struct xdp_md *ctx, __u32
 	return CK_DROP;
 }
 
+/*
+ * decapsulate takes the Ethernet header, VLAN tags and outer IP header
+ * (strip bytes, less a new Ethernet header) off the front and writes an
+ * Ethernet header in front of the inner packet: the old source MAC,
+ * SECOND_CHANCE_MAC as destination (the engine's "forwarded already"
+ * mark), EtherType proto. Tags are not kept: the engine never sends them.
+ */
+static __always_inline int decapsulate(struct xdp_md *ctx, __u32 strip, __be16 proto)
+{
+	static const __u8 mark[ETH_ALEN] = SECOND_CHANCE_MAC;
+	struct ethhdr *eth = (void *)(long)ctx->data;
+	__u8 src[ETH_ALEN];
+
+	if ((void *)(eth + 1) > (void *)(long)ctx->data_end)
+		return -1;
+	__builtin_memcpy(src, eth->h_source, ETH_ALEN);
+	if (bpf_xdp_adjust_head(ctx, (int)strip))
+		return -1;
+	eth = (void *)(long)ctx->data;
+	if ((void *)(eth + 1) > (void *)(long)ctx->data_end)
+		return -1;
+	__builtin_memcpy(eth->h_dest, mark, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, src, ETH_ALEN);
+	eth->h_proto = proto;
+	return 0;
+}
+
 SEC("xdp")
 int xdproxy_steer(struct xdp_md *ctx)
 {
 	__u32 zero = 0;
+	__u32 strip = 0;
+	enum steer verdict;
 	struct steer_counters *cnt = bpf_map_lookup_elem(&counters, &zero);
 	struct steer_settings *set = bpf_map_lookup_elem(&settings, &zero);
 	struct tcp_at at = {};
@@ -720,7 +863,8 @@ int xdproxy_steer(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 
-	switch (classify(ctx, set->flags, &at)) {
+	verdict = classify(ctx, set->flags, &at, &strip);
+	switch (verdict) {
 	case NOT_OURS:
 		cnt->pass_not_ours++;
 		return XDP_PASS;
@@ -758,6 +902,14 @@ int xdproxy_steer(struct xdp_md *ctx)
 		break;
 	case STEER_ICMP:
 		cnt->redirect_icmp++;
+		break;
+	case STEER_SECOND_CHANCE4:
+	case STEER_SECOND_CHANCE6:
+		if (decapsulate(ctx, strip, verdict == STEER_SECOND_CHANCE4 ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6))) {
+			cnt->drop_malformed++;
+			return XDP_DROP;
+		}
+		cnt->redirect_second_chance++;
 		break;
 	default:
 		return XDP_ABORTED;

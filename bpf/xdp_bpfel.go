@@ -69,20 +69,21 @@ type xdpOwnedRange struct {
 }
 
 type xdpSteerCounters struct {
-	_                structs.HostLayout
-	RxPackets        uint64
-	RedirectListener uint64
-	RedirectOwned    uint64
-	RedirectArp      uint64
-	RedirectNdp      uint64
-	RedirectIcmp     uint64
-	PassNotOurs      uint64
-	PassDisabled     uint64
-	DropMalformed    uint64
-	RedirectFailed   uint64
-	TxSynCookie      uint64
-	DropBadCookie    uint64
-	CookieAck        uint64
+	_                    structs.HostLayout
+	RxPackets            uint64
+	RedirectListener     uint64
+	RedirectOwned        uint64
+	RedirectArp          uint64
+	RedirectNdp          uint64
+	RedirectIcmp         uint64
+	RedirectSecondChance uint64
+	PassNotOurs          uint64
+	PassDisabled         uint64
+	DropMalformed        uint64
+	RedirectFailed       uint64
+	TxSynCookie          uint64
+	DropBadCookie        uint64
+	CookieAck            uint64
 }
 
 type xdpSteerSettings struct {
@@ -100,6 +101,7 @@ const (
 	xdpMapCounters      = "counters"
 	xdpMapListeners     = "listeners"
 	xdpMapOwnedRanges   = "owned_ranges"
+	xdpMapPeers         = "peers"
 	xdpMapSettings      = "settings"
 	xdpMapSynCookie     = "syn_cookie"
 	xdpMapXsks          = "xsks"
@@ -161,6 +163,7 @@ type xdpMapSpecs struct {
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
 	OwnedRanges *ebpf.MapSpec `ebpf:"owned_ranges"`
+	Peers       *ebpf.MapSpec `ebpf:"peers"`
 	Settings    *ebpf.MapSpec `ebpf:"settings"`
 	SynCookie   *ebpf.MapSpec `ebpf:"syn_cookie"`
 	Xsks        *ebpf.MapSpec `ebpf:"xsks"`
@@ -198,6 +201,7 @@ type xdpMaps struct {
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
 	OwnedRanges *ebpf.Map `ebpf:"owned_ranges"`
+	Peers       *ebpf.Map `ebpf:"peers"`
 	Settings    *ebpf.Map `ebpf:"settings"`
 	SynCookie   *ebpf.Map `ebpf:"syn_cookie"`
 	Xsks        *ebpf.Map `ebpf:"xsks"`
@@ -211,6 +215,7 @@ func (m *xdpMaps) Close() error {
 		m.Counters,
 		m.Listeners,
 		m.OwnedRanges,
+		m.Peers,
 		m.Settings,
 		m.SynCookie,
 		m.Xsks,

@@ -568,6 +568,18 @@ func TestICMPSteering(t *testing.T) {
 	}
 }
 
+// checkVerdict runs the program on pkt and checks its verdict and counters
+// against want.
+func checkVerdict(t *testing.T, p *Program, step string, pkt []byte, want reason) {
+	t.Helper()
+	wantAction, wantDelta := expect(want)
+	before := counters(t, p)
+	got := run(t, p.objs.XdproxySteer, pkt)
+	if delta := counters(t, p).Sub(before); got != wantAction || delta != wantDelta {
+		t.Errorf("%s: verdict %s, deltas %+v; want %s, %+v", step, actionNames[got], delta, actionNames[wantAction], wantDelta)
+	}
+}
+
 func TestWildcardListener(t *testing.T) {
 	p := loadForTest(t)
 	configure(t, p)
@@ -578,12 +590,7 @@ func TestWildcardListener(t *testing.T) {
 
 	check := func(step string, pkt []byte, want reason) {
 		t.Helper()
-		wantAction, wantDelta := expect(want)
-		before := counters(t, p)
-		got := run(t, p.objs.XdproxySteer, pkt)
-		if delta := counters(t, p).Sub(before); got != wantAction || delta != wantDelta {
-			t.Errorf("%s: verdict %s, deltas %+v; want %s, %+v", step, actionNames[got], delta, actionNames[wantAction], wantDelta)
-		}
+		checkVerdict(t, p, step, pkt, want)
 	}
 	check("no wildcard, ipv4", to4, notOurs)
 	if err := p.AddListener(any4); err != nil {

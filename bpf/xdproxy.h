@@ -14,6 +14,7 @@
 #define MAX_LISTENERS    1024
 #define MAX_OWNED_RANGES 256
 #define MAX_NEIGH_ADDRS  256
+#define MAX_PEERS        64
 /* XSKMAP slots: one per NIC queue, indexed by rx_queue_index. */
 #define MAX_QUEUES       64
 /* cookie_flows: client legs known to the engine while SYN cookies are on (LRU). */
@@ -129,6 +130,25 @@ struct cookie_flow_state {
  * its SYN: the handshakes the engine had taken up when cookies came on.
  */
 #define COOKIE_PENDING_NS (5ULL * 1000 * 1000 * 1000)
+/*
+ * Second chance: at least one peer node is listed in peers. Then an
+ * IPv4-in-IPv4 (protocol 4) or IPv6-in-IPv6 (next header 41) packet from a
+ * peer whose inner packet is TCP to a listener is decapsulated and steered
+ * (redirect_second_chance): another node forwarded a segment of a
+ * connection it does not hold (stack/secondchance.go).
+ */
+#define SETTING_SECOND_CHANCE (1U << 5)
+
+/*
+ * peers: key is a peer node's address (struct addr16), the outer source
+ * of the packets it forwards; value unused, zero.
+ *
+ * A decapsulated frame carries SECOND_CHANCE_MAC as its Ethernet
+ * destination (and the outer frame's source MAC, no VLAN tag): the mark by
+ * which the engine knows a segment was forwarded already and must not be
+ * forwarded again. Keep it equal to stack/wire.SecondChanceMAC.
+ */
+#define SECOND_CHANCE_MAC { 0x0e, 'x', 'd', 's', 'c', 0x00 }
 
 /*
  * counters: one per-CPU entry (index 0). Every packet increments rx_packets
@@ -143,6 +163,7 @@ struct steer_counters {
 	__u64 redirect_arp;      /* ARP request/reply for a neighbour address */
 	__u64 redirect_ndp;      /* NDP NS/NA for a neighbour address */
 	__u64 redirect_icmp;     /* ICMP for the engine (SETTING_ICMP only) */
+	__u64 redirect_second_chance; /* decapsulated: a peer forwarded it (SETTING_SECOND_CHANCE) */
 	__u64 pass_not_ours;     /* passed to the kernel */
 	__u64 pass_disabled;     /* passed because SETTING_ENABLED is clear */
 	__u64 drop_malformed;    /* ours by address, but malformed */

@@ -91,6 +91,11 @@ func FromConfig(c *config.Config, log *slog.Logger) (Config, error) {
 	default:
 		return out, fmt.Errorf("tcp.congestion_control: unknown %q", t.CongestionControl)
 	}
+	if c.BGP != nil {
+		// Second chance (stack/secondchance.go): the other nodes behind the
+		// same ECMP route get the segments of connections this one does not hold.
+		e.SecondChance.Peers = c.BGP.SecondChance.Peers
+	}
 	out.Engine = e
 	out.MemoryLimit = int64(t.MemoryLimit)
 	if out.MemoryLimit == 0 {

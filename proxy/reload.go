@@ -233,6 +233,9 @@ func restartOnly(cur, next Config) []string {
 	if !sameEngine(cur.Engine, next.Engine) {
 		out = append(out, "tcp")
 	}
+	if !slices.Equal(cur.Engine.SecondChance.Peers, next.Engine.SecondChance.Peers) {
+		out = append(out, "bgp.second_chance")
+	}
 	return out
 }
 
@@ -244,5 +247,6 @@ func sameEngine(a, b stack.Config) bool {
 	a.Rand, b.Rand = nil, nil
 	a.Sink, b.Sink = nil, nil
 	a.PortFilter, b.PortFilter = nil, nil
+	a.SecondChance, b.SecondChance = stack.SecondChance{}, stack.SecondChance{} // bgp.second_chance
 	return reflect.DeepEqual(a, b)
 }

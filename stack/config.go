@@ -161,6 +161,10 @@ type Config struct {
 	// Keys, when set, are the ISN, timestamp and cookie secrets (see Keys);
 	// otherwise they are drawn from Rand.
 	Keys *Keys
+	// SecondChance, with peers, hands segments of connections this node
+	// does not hold to the other nodes instead of resetting them
+	// (secondchance.go).
+	SecondChance SecondChance
 }
 
 // maxInterfaces bounds Interfaces: an interface index is a byte on every
@@ -316,6 +320,9 @@ func (c *Config) Validate() error {
 		if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() {
 			errs = append(errs, fmt.Errorf("Addresses[%d]: %v is not a unicast address", i, a))
 		}
+	}
+	if err := c.SecondChance.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

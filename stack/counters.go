@@ -119,6 +119,17 @@ const (
 	ICMPPathMTU // path MSS lowered by frag-needed / packet-too-big
 	ICMPIgnored // ICMP that matched nothing we own, or was not of a kind we act on
 
+	// Second chance (secondchance.go).
+	SecondChanceForwarded  // stray segments for a listener handed to the peers (once per segment, whatever the number of peers)
+	SecondChanceNoOwner    // segments a peer forwarded that match nothing here either: never forwarded again
+	SecondChanceNoRoute    // copies not sent: no route (or no source address) to the peer
+	SecondChanceUnresolved // copies not sent: the next hop's MAC was unknown (resolution asked)
+	SecondChanceTooBig     // copies not sent: the encapsulated packet exceeds the link MTU
+	// SecondChancePeerUnreachable: ICMP destination unreachable for a
+	// forwarded packet; the peer is passed over for PeerDownFor.
+	SecondChancePeerUnreachable
+	SecondChancePeersDown // stray segments answered as without second chance: every peer passed over
+
 	// Parse drops: one counter per wire.Drop reason, in wire's order.
 	parseDropBase
 	numCounters = parseDropBase + Counter(wire.NumDrops)
@@ -150,6 +161,9 @@ var counterNames = [numCounters]string{
 	ARPRequestsIn: "arp_requests_in", ARPRepliesOut: "arp_replies_out", ARPRequestsOut: "arp_requests_out", NeighborResolves: "neighbor_resolves", ARPRepliesIn: "arp_replies_in",
 	NDPSolicitsIn: "ndp_solicits_in", NDPAdvertsOut: "ndp_adverts_out",
 	ICMPEchoReplies: "icmp_echo_replies", ICMPPathMTU: "icmp_path_mtu", ICMPIgnored: "icmp_ignored",
+	SecondChanceForwarded: "second_chance_forwarded", SecondChanceNoOwner: "second_chance_no_owner",
+	SecondChanceNoRoute: "second_chance_no_route", SecondChanceUnresolved: "second_chance_unresolved", SecondChanceTooBig: "second_chance_too_big",
+	SecondChancePeerUnreachable: "second_chance_peer_unreachable", SecondChancePeersDown: "second_chance_peers_down",
 }
 
 func init() {

@@ -31,6 +31,7 @@
 //	keepalive.go keepalive probes
 //	buffer.go    pooled send/receive rings
 //	neighbor.go  ARP, ICMP echo and path MTU
+//	secondchance.go segments of connections other nodes hold, forwarded to them IP-in-IP (second chance)
 //	counters.go  every drop and notable event, readable from other goroutines
 //	trace.go     connection traces (segments, states, timers) for ladder diagrams
 //

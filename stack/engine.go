@@ -32,6 +32,7 @@ type Engine struct {
 	tsHash  flowHasher
 	cookies cookieJar
 	mem     memAcct
+	sc      secondChance // peers to hand stray segments to (secondchance.go)
 
 	rcvWScale   uint8
 	portCounter uint32
@@ -105,6 +106,7 @@ func New(cfg Config) (*Engine, error) {
 			e.AddAddress(a.Unmap())
 		}
 	}
+	e.initSecondChance(cfg.SecondChance)
 	// The smallest shift that lets the 16-bit window field cover the whole
 	// receive buffer (RFC 7323 section 2.3).
 	for cfg.RcvBuffer>>e.rcvWScale > 0xffff {
@@ -348,6 +350,9 @@ func (e *Engine) handleTCP(p *wire.Packet) {
 // 3.10.7.1, CLOSED state); an RST is never answered.
 func (e *Engine) noSocket(s *segment) {
 	e.counters.inc(RxNoSocket)
+	if e.secondChance(s) {
+		return
+	}
 	if s.flags&wire.FlagRST != 0 {
 		e.counters.inc(RxRSTIgnored)
 		return

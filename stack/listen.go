@@ -141,7 +141,10 @@ func (l *Listener) input(s *segment) {
 	e := l.e
 	switch {
 	case s.has(wire.FlagRST):
-		e.counters.inc(RxRSTIgnored)
+		// A client's RST for a connection another node holds goes there.
+		if !e.secondChance(s) {
+			e.counters.inc(RxRSTIgnored)
+		}
 	case s.has(wire.FlagACK) && !s.has(wire.FlagSYN):
 		l.cookieACK(s)
 	case s.has(wire.FlagACK):
@@ -257,8 +260,11 @@ func (l *Listener) cookieACK(s *segment) {
 	mss, ok := e.cookies.check(s.key, uint32(s.seq-1), uint32(s.ack-1))
 	if !ok {
 		// Linux answers a bad cookie with RST; we drop it, so that a flood of
-		// forged ACKs during a SYN flood is not reflected.
-		e.counters.inc(SYNCookiesRejected)
+		// forged ACKs during a SYN flood is not reflected. With second chance
+		// it is more likely a segment of a connection another node holds.
+		if !e.secondChance(s) {
+			e.counters.inc(SYNCookiesRejected)
+		}
 		return
 	}
 	if l.acceptQueueFull() {

@@ -265,6 +265,9 @@ func (e *Engine) handleICMP(p *wire.Packet) {
 		p.Proto == wire.ProtoICMPv6 && ic.Type == wire.ICMPv6PacketTooBig:
 		e.pathMTU(ic)
 	default:
+		if e.secondChanceUnreachable(p) {
+			return
+		}
 		e.counters.inc(ICMPIgnored)
 	}
 }

@@ -24,7 +24,23 @@ type BGP struct {
 	// Announce lists the listeners whose addresses are announced; when the
 	// file has no announce list, every listener, without communities.
 	Announce []BGPAnnounce
+	// SecondChance is bgp.second_chance: the other nodes that segments of
+	// connections this node does not hold are handed to (and accepted
+	// from) instead of being reset. Empty: none.
+	SecondChance BGPSecondChance
 }
+
+// BGPSecondChance is the bgp.second_chance block (stack/secondchance.go).
+type BGPSecondChance struct {
+	// Peers are the other nodes' unicast addresses: each is where this
+	// node forwards to, and the source it accepts forwarded segments from
+	// (the address a node sends from is its own source address for the
+	// route to the peer).
+	Peers []netip.Addr
+}
+
+// MaxSecondChancePeers is the size of the XDP program's peers map.
+const MaxSecondChancePeers = 64
 
 // BGPNeighbor is a router the speaker opens a session to.
 type BGPNeighbor struct {
@@ -54,7 +70,7 @@ const (
 )
 
 func (d *decoder) bgp(v *yaml.Node, listeners []Listener) *BGP {
-	bm := d.mapping(v, "bgp", "asn", "router_id", "withdraw_delay", "neighbors", "announce")
+	bm := d.mapping(v, "bgp", "asn", "router_id", "withdraw_delay", "neighbors", "announce", "second_chance")
 	if bm == nil {
 		return nil
 	}
@@ -78,7 +94,52 @@ func (d *decoder) bgp(v *yaml.Node, listeners []Listener) *BGP {
 	bm.duration("withdraw_delay", &b.WithdrawDelay, 0, 0)
 	d.bgpNeighbors(bm, b)
 	d.bgpAnnounce(bm, b, listeners)
+	d.bgpSecondChance(bm, b)
 	return b
+}
+
+// bgpSecondChance reads bgp.second_chance: {peers: [address, ...]}.
+func (d *decoder) bgpSecondChance(bm *mapping, b *BGP) {
+	v := bm.get("second_chance")
+	if v == nil {
+		return
+	}
+	sm := d.mapping(v, "bgp.second_chance", "peers")
+	if sm == nil {
+		return
+	}
+	items, lv, ok := sm.list("peers")
+	if !ok || !sm.needItems("peers", items, lv, "list the other nodes' addresses (or leave second_chance out)") {
+		return
+	}
+	if len(items) > MaxSecondChancePeers {
+		d.add(lv.Line, sm.field("peers"), "at most %d peers (got %d)", MaxSecondChancePeers, len(items))
+		return
+	}
+	firstLine := map[netip.Addr]int{}
+	for i, it := range items {
+		path := index(sm.field("peers"), i)
+		if it.Kind != yaml.ScalarNode {
+			d.add(it.Line, path, "expected an IP address, got %s", describe(it))
+			continue
+		}
+		a, err := netip.ParseAddr(strings.TrimSpace(it.Value))
+		switch {
+		case err != nil:
+			d.add(it.Line, path, "%q is not an IP address (another node's address, no port)", it.Value)
+		case a.Zone() != "":
+			d.add(it.Line, path, "IPv6 zones (%%%s) are not supported", a.Zone())
+		case a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			d.add(it.Line, path, "%s is not another node's unicast address", a)
+		case b.RouterID.IsValid() && a.Unmap() == b.RouterID:
+			d.add(it.Line, path, "%s is this node's router_id: list the other nodes only", a)
+		case firstLine[a.Unmap()] != 0:
+			d.add(it.Line, path, "duplicate peer %s (first at line %d)", a, firstLine[a.Unmap()])
+		default:
+			firstLine[a.Unmap()] = it.Line
+			b.SecondChance.Peers = append(b.SecondChance.Peers, a.Unmap())
+		}
+	}
 }
 
 // asn reads an AS number (1 to MaxASN); 0 when invalid.

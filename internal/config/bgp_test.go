@@ -137,3 +137,41 @@ func TestCommunityRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestBGPSecondChance(t *testing.T) {
+	cfg := mustParse(t, "t.yaml", bgpBase+"  second_chance:\n    peers: [10.10.4.1, \"2001:db8::2\", \"::ffff:10.10.7.1\"]\n")
+	want := []netip.Addr{netip.MustParseAddr("10.10.4.1"), netip.MustParseAddr("2001:db8::2"), netip.MustParseAddr("10.10.7.1")}
+	if !reflect.DeepEqual(cfg.BGP.SecondChance.Peers, want) {
+		t.Errorf("peers %v, want %v", cfg.BGP.SecondChance.Peers, want)
+	}
+	if cfg := mustParse(t, "t.yaml", bgpBase); cfg.BGP.SecondChance.Peers != nil {
+		t.Errorf("no second_chance: peers %v", cfg.BGP.SecondChance.Peers)
+	}
+	for _, tc := range []struct{ name, block, want string }{
+		{"no peers", "  second_chance: {peers: []}\n",
+			"t.yaml:27: bgp.second_chance.peers: list the other nodes' addresses (or leave second_chance out)"},
+		{"peers missing", "  second_chance: {}\n",
+			"t.yaml:27: bgp.second_chance.peers: list the other nodes' addresses (or leave second_chance out)"},
+		{"unknown key", "  second_chance: {peer: [10.10.4.1]}\n",
+			"t.yaml:27: bgp.second_chance.peer: unknown field; did you mean peers?"},
+		{"a port", "  second_chance:\n    peers: [\"10.10.4.1:4\"]\n",
+			`t.yaml:28: bgp.second_chance.peers[0]: "10.10.4.1:4" is not an IP address (another node's address, no port)`},
+		{"multicast", "  second_chance:\n    peers: [10.10.4.1, 224.0.0.5]\n",
+			"t.yaml:28: bgp.second_chance.peers[1]: 224.0.0.5 is not another node's unicast address"},
+		{"loopback", "  second_chance:\n    peers: [127.0.0.1]\n",
+			"t.yaml:28: bgp.second_chance.peers[0]: 127.0.0.1 is not another node's unicast address"},
+		{"itself", "  second_chance:\n    peers: [10.10.1.1]\n",
+			"t.yaml:28: bgp.second_chance.peers[0]: 10.10.1.1 is this node's router_id: list the other nodes only"},
+		{"twice", "  second_chance:\n    peers:\n      - 10.10.4.1\n      - 10.10.4.1\n",
+			"t.yaml:30: bgp.second_chance.peers[1]: duplicate peer 10.10.4.1 (first at line 29)"},
+		{"a mapping", "  second_chance:\n    peers: [{address: 10.10.4.1}]\n",
+			"t.yaml:28: bgp.second_chance.peers[0]: expected an IP address, got a mapping"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(bgpBase+tc.block))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got:\n%v\nwant:\n%s", err, tc.want)
+			}
+		})
+	}
+}

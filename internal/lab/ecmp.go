@@ -42,6 +42,7 @@ type ECMPTopology struct {
 	ClientAddr               netip.Addr
 	BackendAddrs             []netip.Addr
 	VIP                      netip.Addr
+	routerIfs                []string // the router's interfaces (full names)
 }
 
 // ECMPVIP is the service address the nodes announce.
@@ -96,6 +97,7 @@ func (l *Lab) NewECMPTopology(n int) (*ECMPTopology, error) {
 		t.NodeIfs = append(t.NodeIfs, v.A.Name)
 		t.NodeAddrs = append(t.NodeAddrs, nodeAddr)
 		t.RouterAddrs = append(t.RouterAddrs, routerAddr)
+		t.routerIfs = append(t.routerIfs, v.B.Name)
 	}
 	if err := t.Client.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), TopoRouterC.Addr()); err != nil {
 		return nil, err
@@ -110,6 +112,22 @@ func (l *Lab) NewECMPTopology(n int) (*ECMPTopology, error) {
 	// connections spread over the nodes.
 	if err := t.Router.Sysctl("net.ipv4.fib_multipath_hash_policy", "1"); err != nil {
 		return nil, err
+	}
+	// Second chance: a node answers the clients of the flows another node
+	// forwarded to it straight through the router (direct server return),
+	// from the VIP, on a link the router's ECMP route may no longer name
+	// for the VIP (it was withdrawn there). Strict reverse path filtering
+	// would drop those packets; loose or none lets them through. The
+	// effective value is the larger of "all" and the interface's.
+	for _, key := range []string{"all", "default"} {
+		if err := t.Router.Sysctl("net.ipv4.conf."+key+".rp_filter", "0"); err != nil {
+			return nil, err
+		}
+	}
+	for _, ifname := range t.routerIfs {
+		if err := t.Router.Sysctl("net/ipv4/conf/"+ifname+"/rp_filter", "0"); err != nil {
+			return nil, err
+		}
 	}
 	return t, nil
 }
@@ -143,6 +161,10 @@ func (t *ECMPTopology) StartBIRD(ctx context.Context, dir string, asn uint32, pe
 	for i, p := range peers {
 		fmt.Fprintf(&b, "protocol bgp node%d {\n  local %s as %d;\n  neighbor %s as %d;\n", i, p.Local, asn, p.Node, p.ASN)
 		fmt.Fprintf(&b, "  passive on;\n  hold time %d;\n  keepalive time %d;\n", p.HoldTime, max(1, p.HoldTime/3))
+		// After a session error (a node that died: hold timer expired) BIRD
+		// waits 60-300 s before it takes the neighbor again; a node back
+		// within a test should be heard within seconds.
+		b.WriteString("  error wait time 1, 5;\n")
 		if p.Password != "" {
 			fmt.Fprintf(&b, "  password %q;\n", p.Password)
 		}

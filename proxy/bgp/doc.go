@@ -16,4 +16,10 @@
 // the routers may be configured passive. Each neighbor carries the
 // address family of its own address (an IPv6 listener is announced to
 // IPv6 neighbors). Communities are RFC 1997 standard communities.
+//
+// bgp.second_chance lists the other nodes behind the same routes; it is
+// not the speaker's: the engines hand segments of connections they do not
+// hold to those peers (stack/secondchance.go) and the XDP program takes
+// what the peers forward (bpf, AddPeer), so that a change of next hops
+// (a node drained or added) does not reset the sessions it moves.
 package bgp

@@ -266,6 +266,12 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 				return nil, fmt.Errorf("dataplane: %s: listener %v: %w", f.name, ap, err)
 			}
 		}
+		// Second chance: what the other nodes forward is decapsulated here.
+		for _, a := range cfg.Engine.SecondChance.Peers {
+			if err := f.prog.AddPeer(a); err != nil {
+				return nil, fmt.Errorf("dataplane: %s: second chance peer %v: %w", f.name, a, err)
+			}
+		}
 		srcs := append(slices.Clone(f.sources), cfg.SourceAddrs...)
 		for _, a := range srcs {
 			if err := f.prog.AddOwnedRange(a, d.portLo, d.portHi); err != nil {
@@ -273,6 +279,9 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 			}
 			owned[a] = true
 		}
+	}
+	if peers := cfg.Engine.SecondChance.Peers; len(peers) > 0 {
+		d.log.Info("second chance on", "peers", peers)
 	}
 	var addrs []netip.Addr
 	for a := range owned {

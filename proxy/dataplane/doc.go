@@ -58,6 +58,18 @@
 // engines' counters, and turns them off for the run if the kernel refuses
 // their XDP_TX (veth in native mode without NAPI on the peer; ethtool.go).
 //
+// # Second chance
+//
+// With peers (Config.Engine.SecondChance, the configuration's
+// bgp.second_chance), every interface's XDP program decapsulates what the
+// peers forward (IP in IP from a peer's address, inner TCP to a listener)
+// and marks it for the engine, and the engines forward to the peers, by
+// the kernel's route to each, the segments of connections they do not
+// hold (stack/secondchance.go). The forwarded frames leave through the
+// AF_XDP sockets like any other; the decapsulated ones reach the owning
+// shard by the usual hand-off, so nothing else in the data plane knows of
+// them. The owner answers the client directly (direct server return).
+//
 // # Packet capture
 //
 // StartCapture taps the frames the shards take off their AF_XDP sockets and
