@@ -146,6 +146,7 @@ type options struct {
 	Only        string        `json:"contenders,omitempty"`
 	Raw         time.Duration `json:"raw_xsk_ns"`
 	Pprof       string        `json:"-"`
+	BaseBin     string        `json:"base_bin,omitempty"` // -base-bin: a second xdproxy binary, the xdproxy-base contender
 	Command     string        `json:"command"`
 	Loss        lossOptions   `json:"-"` // -workloads loss
 }
@@ -182,6 +183,7 @@ func parseArgs(args []string, out io.Writer) (*options, []contender, error) {
 	fs.StringVar(&o.Only, "contenders", "", "comma list of contenders to run (default all: "+contenderNames()+")")
 	fs.DurationVar(&o.Raw, "raw", 2*time.Second, "raw XSK frame rate of the proxy's (front) veth, TX and RX, measured this long each at the start of every round (0: skip)")
 	fs.StringVar(&o.Pprof, "pprof", "", "directory for CPU profiles of xdproxy (its /debug/pprof/profile over each workload's window; \"\": none)")
+	fs.StringVar(&o.BaseBin, "base-bin", "", "a second xdproxy binary (say, main's) run as one more contender, xdproxy-base (dial: xdp), for a before/after in the same run (\"\": none)")
 	o.Loss.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -252,6 +254,12 @@ func parseArgs(args []string, out io.Writer) (*options, []contender, error) {
 			}
 			contenders = append(contenders, allContenders[i])
 		}
+	}
+	if o.BaseBin != "" {
+		if o.Workloads == "loss" {
+			return nil, nil, errors.New("-base-bin does not apply to -workloads loss")
+		}
+		contenders = append(slices.Clone(contenders), baseContender(o.BaseBin))
 	}
 	return o, contenders, nil
 }
