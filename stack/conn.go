@@ -352,6 +352,25 @@ func (c *Conn) SetKeepalive(on bool) {
 	c.armKeepalive()
 }
 
+// SetQuickACK turns c's quick-ACK mode on or off, as Linux's TCP_QUICKACK
+// socket option does. A connection starts in it: its first
+// maxQuickAcks segments of in-order data are acknowledged at once (at the
+// end of the engine's batch), so the sender's slow start is not held back.
+// Off, in-order data short of two full-sized segments waits for the
+// delayed-ACK timer or for a segment of ours (data, FIN) to carry the ACK,
+// as Linux's delayed ACKs in ping-pong mode: for a connection whose peer's
+// data draws an answer soon — a proxied request whose reply comes back
+// from the other leg — that saves the bare ACK. Out-of-order data, filled
+// holes (which turn quick-ACK mode back on) and every second full-sized
+// segment are still acknowledged at once.
+func (c *Conn) SetQuickACK(on bool) {
+	if on {
+		c.quickAcks = maxQuickAcks
+	} else {
+		c.quickAcks = 0
+	}
+}
+
 // notify queues events for the handler, unless the application has detached.
 func (c *Conn) notify(ev Events) {
 	if c.appClosed {
