@@ -126,6 +126,7 @@ type Conn struct {
 	wantWritable  bool
 	ackNeeded     bool
 	batchACK      bool // owes an ACK at the end of the engine's current batch
+	batchOutput   bool // written to (or half-closed) during the engine's current batch
 	err           error
 	pending       Events
 	queued        bool
@@ -238,10 +239,28 @@ func (c *Conn) Write(p []byte) (int, error) {
 	c.wantWritable = n < len(p)
 	c.bytesOut += uint64(n)
 	if n > 0 {
-		c.output()
+		c.outputSoon()
 		c.e.flush()
 	}
 	return n, nil
+}
+
+// outputSoon sends what the application has queued: at once, or at the
+// end of the engine's burst (BeginBatch) when in one. Within a burst the
+// frames leave together at its end anyway, so waiting costs no time, and
+// what the burst writes goes out in one pass: a FIN queued behind data
+// rides on the last data segment (a proxy passing on a response and the
+// close right behind it), small writes fill segments together, and the
+// ACKs owed ride on them.
+func (c *Conn) outputSoon() {
+	if !c.e.batching {
+		c.output()
+		return
+	}
+	if !c.batchOutput {
+		c.batchOutput = true
+		c.e.batchOutputs = append(c.e.batchOutputs, c)
+	}
 }
 
 // WriteSpace returns how many bytes Write would accept now. When it returns
@@ -280,11 +299,11 @@ func (c *Conn) closeWrite() {
 	case Established:
 		c.finQueued = true
 		c.setState(FinWait1)
-		c.output()
+		c.outputSoon()
 	case CloseWait:
 		c.finQueued = true
 		c.setState(LastAck)
-		c.output()
+		c.outputSoon()
 	}
 }
 

@@ -2,9 +2,10 @@ package stack
 
 import "testing"
 
-// Ladders of the ACKs a proxy saves: the request's ACK riding on the reply
-// with quick-ACK mode off (SetQuickACK), and the third segment of an
-// active open carrying data written in the same burst.
+// Ladders of the segments a proxy saves: the request's ACK riding on the
+// reply with quick-ACK mode off (SetQuickACK), the third segment of an
+// active open carrying data written in the same burst, and a FIN riding
+// on the data written before it in the same burst.
 
 // With quick-ACK mode off from the start, a short request is acknowledged
 // by the reply (no bare ACK before it), by the delayed-ACK timer when no
@@ -75,10 +76,11 @@ func TestThirdACKCarriesBurstData(t *testing.T) {
 		h.expectNone()
 		h.expectState(Established)
 		h.expectEvents(EventConnected)
-		// engine: PSH|ACK(seq=1, ack=1, "GET /")     the third segment, with data
 		h.writeAll(h.c, "GET /")
-		h.expect(seg{flags: PSH | ACK, seq: 1, ack: 1, data: []byte("GET /")})
+		h.expectNone()
+		// engine: PSH|ACK(seq=1, ack=1, "GET /")     the third segment, with data
 		h.e.EndBatch(h.now)
+		h.expect(seg{flags: PSH | ACK, seq: 1, ack: 1, data: []byte("GET /")})
 		h.expectNone()
 	})
 	t.Run("nothing to send", func(t *testing.T) {
@@ -116,4 +118,41 @@ func TestThirdACKCarriesBurstData(t *testing.T) {
 		h.expectNone()
 		h.expectState(FinWait1)
 	})
+}
+
+// What the application writes during a burst goes at the burst's end in
+// one pass (outputSoon): a response and the close passed on right behind it
+// (the other leg's data and FIN in one burst) make one segment, data and
+// FIN, and carry the ACK the burst owes; outside a burst, a write goes at
+// once and the FIN after it on its own (scenario 13).
+func TestBurstWriteCarriesFIN(t *testing.T) {
+	h := newHarness(t)
+	h.established()
+	h.e.BeginBatch()
+	// peer: PSH|ACK(seq=1, ack=1, "GET /")
+	h.send(seg{flags: PSH | ACK, seq: 1, ack: 1, data: []byte("GET /")})
+	h.writeAll(h.c, "200 ")
+	h.writeAll(h.c, "OK")
+	h.c.CloseWrite()
+	h.expectNone()
+	h.expectState(FinWait1)
+	// engine: FIN|PSH|ACK(seq=1, ack=6, "200 OK")    one segment at the burst's end
+	h.e.EndBatch(h.now)
+	h.expect(seg{flags: FIN | PSH | ACK, seq: 1, ack: 6, data: []byte("200 OK")})
+	h.expectNone()
+	// peer: FIN|ACK(seq=6, ack=8)
+	h.send(seg{flags: FIN | ACK, seq: 6, ack: 8})
+	h.expect(seg{flags: ACK, seq: 8, ack: 7})
+	h.expectState(TimeWait)
+
+	// A write and the peer's RST in the same burst: nothing goes out for
+	// the reset connection at the end.
+	h2 := newHarness(t)
+	h2.established()
+	h2.e.BeginBatch()
+	h2.writeAll(h2.c, "late")
+	h2.send(seg{flags: RST | ACK, seq: 1, ack: 1})
+	h2.e.EndBatch(h2.now)
+	h2.expectNone()
+	h2.expectState(Closed)
 }
