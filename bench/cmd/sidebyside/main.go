@@ -667,6 +667,7 @@ func (h *harness) measure(ctx context.Context, round, slot int, cname string, in
 		profiled = h.startProfile(ctx, in, round, cname, workload)
 	}
 	pid := in.pid()
+	r.LoadAvg = num(loadAvg1())
 	cpu0 := cpuSeconds(procTree(pid))
 	m0, s0 := machineCPU()
 	t0 := time.Now()

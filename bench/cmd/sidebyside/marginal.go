@@ -165,5 +165,21 @@ func (res *Results) marginalMarkdown(w func(format string, a ...any), names []st
 		}
 	}
 	w("\nFrames (xdproxy): `%s` and `%s` over the workload, summed over queues (and interfaces), per unit; kernel entries: its data path's syscalls, TX kicks (`%s`, sendto), fill-ring wake-ups (`%s`) and the shards' sleeps in poll(2) (`%s`). ", metricXSKRx, metricXSKTx, metricXSKKicks, metricXSKWakeups, metricSleeps)
-	w("A request's units are estimated from the achieved rate over warm-up and window; at the low offered rates the machine's idle-time work (xdproxy's busy-polling, every process's timers) is spread over few requests.\n")
+	w("A request's units are estimated from the achieved rate over warm-up and window; at the low offered rates the machine's idle-time work (xdproxy's busy-polling, every process's timers) is spread over few requests. ")
+	w("The machine-wide figure holds whatever else the box runs: %s.\n", res.loadRange())
+}
+
+// loadRange says between which 1-minute load averages the workloads
+// started.
+func (res *Results) loadRange() string {
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, r := range res.Runs {
+		if v := float64(r.LoadAvg); !math.IsNaN(v) && v > 0 {
+			lo, hi = math.Min(lo, v), math.Max(hi, v)
+		}
+	}
+	if math.IsInf(lo, 0) {
+		return "the load average was not recorded"
+	}
+	return fmt.Sprintf("the 1-minute load average was %.1f to %.1f as the workloads started (on %d cores; compare within a run, over several rounds)", lo, hi, res.Machine.Cores)
 }

@@ -80,13 +80,16 @@ type Run struct {
 	// (null for the direct path). MachineCPU is the whole machine's busy
 	// time (load generator, backends, softirq included), MachineSoftirq
 	// its softirq part.
-	ProxyCPU       num                     `json:"proxy_cpu_s"`
-	MachineCPU     float64                 `json:"machine_cpu_s"`
-	MachineSoftirq float64                 `json:"machine_softirq_s"`
-	ConnRate       *loadgen.ConnRateResult `json:"connrate,omitempty"`
-	RR             *loadgen.RRResult       `json:"rr,omitempty"`
-	Bulk           *loadgen.BulkResult     `json:"bulk,omitempty"`
-	Idle           *IdleMeasure            `json:"idle,omitempty"`
+	ProxyCPU       num     `json:"proxy_cpu_s"`
+	MachineCPU     float64 `json:"machine_cpu_s"`
+	MachineSoftirq float64 `json:"machine_softirq_s"`
+	// LoadAvg is the machine's 1-minute load average as the workload
+	// started: other work on a shared box is in MachineCPU too.
+	LoadAvg  num                     `json:"load_avg_1m"`
+	ConnRate *loadgen.ConnRateResult `json:"connrate,omitempty"`
+	RR       *loadgen.RRResult       `json:"rr,omitempty"`
+	Bulk     *loadgen.BulkResult     `json:"bulk,omitempty"`
+	Idle     *IdleMeasure            `json:"idle,omitempty"`
 	// XSK is xdproxy's traffic through its AF_XDP sockets (xdproxy only).
 	XSK   *XSKFrames `json:"xsk_frames,omitempty"`
 	Error string     `json:"error,omitempty"`
