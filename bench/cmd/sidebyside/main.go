@@ -32,7 +32,13 @@
 // scheduled send) and at the maximum rate (closed loop); bulk download with
 // 1 and 8 streams; idle connections (proxy RSS per 10,000). Each proxy's CPU
 // (utime+stime of its process tree, /proc/<pid>/stat) is read around each
-// workload, and xdproxy's frames through its AF_XDP sockets (its /metrics).
+// workload, and xdproxy's frames through its AF_XDP sockets (its /metrics),
+// and so is the whole machine's busy time (/proc/stat): per connection,
+// request and GiB, minus the direct path's in the same round, it is what
+// each proxy adds to the machine (marginal.go), with xdproxy's frames and
+// data-path kernel entries per unit beside it. -base-bin runs a second
+// xdproxy binary as one more contender, xdproxy-base, for a before/after
+// in the same run.
 // At the start of every round, with no contender running, the raw XSK frame
 // rate of the proxy's veth is measured (bench/rawxsk), to show xdproxy's
 // frame rates as fractions of it. Rounds: every round starts each contender
