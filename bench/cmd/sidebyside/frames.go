@@ -31,10 +31,12 @@ const (
 	metricXSKRx = "xdproxy_xsk_rx_frames_total" // descriptors taken from the RX ring
 	metricXSKTx = "xdproxy_xsk_tx_frames_total" // frames queued on the TX ring
 	// The daemon's kernel entries on its data path: TX kicks (sendto),
-	// fill-ring wake-ups (recvfrom) and the shards' sleeps in poll(2).
-	metricXSKKicks   = "xdproxy_xsk_tx_kicks_total"
-	metricXSKWakeups = "xdproxy_xsk_wakeups_total"
-	metricSleeps     = "xdproxy_shard_sleeps_total"
+	// fill-ring wake-ups (recvfrom), the shards' sleeps in poll(2) and the
+	// eventfd writes that wake a sleeping shard.
+	metricXSKKicks    = "xdproxy_xsk_tx_kicks_total"
+	metricXSKWakeups  = "xdproxy_xsk_wakeups_total"
+	metricSleeps      = "xdproxy_shard_sleeps_total"
+	metricShardWakeup = "xdproxy_shard_wakeups_total"
 )
 
 // RawXSK is the raw XSK frame rate of the proxy's veth in one round,
@@ -68,7 +70,8 @@ type XSKFrames struct {
 	RXPerSec    num     `json:"rx_per_s"`
 	TXPerSec    num     `json:"tx_per_s"`
 	// Syscalls is the data path's kernel entries between the scrapes: TX
-	// kicks, fill-ring wake-ups and the shards' sleeps in poll(2).
+	// kicks, fill-ring wake-ups, the shards' sleeps in poll(2) and the
+	// eventfd writes that wake them.
 	Syscalls uint64 `json:"syscalls"`
 	Error    string `json:"error,omitempty"`
 }
@@ -145,7 +148,7 @@ func adminClient(ns *lab.NS) *http.Client {
 // xskCounts are the AF_XDP frame counters of one scrape.
 type xskCounts struct {
 	rx, tx   float64
-	syscalls float64 // kicks, wake-ups and sleeps
+	syscalls float64 // kicks, wake-ups, sleeps and eventfd writes
 	series   int     // series of each counter (one per interface and queue)
 	at       time.Time
 }
@@ -177,7 +180,8 @@ func (h *harness) scrapeXSK(ctx context.Context, admin string) (xskCounts, error
 	kicks, _ := sumSamples(body, metricXSKKicks)
 	wakeups, _ := sumSamples(body, metricXSKWakeups)
 	sleeps, _ := sumSamples(body, metricSleeps)
-	return xskCounts{rx: rx, tx: tx, syscalls: kicks + wakeups + sleeps, series: nrx, at: at}, nil
+	woken, _ := sumSamples(body, metricShardWakeup)
+	return xskCounts{rx: rx, tx: tx, syscalls: kicks + wakeups + sleeps + woken, series: nrx, at: at}, nil
 }
 
 // sumSamples sums the samples of metric name in a Prometheus text

@@ -164,7 +164,7 @@ func (res *Results) marginalMarkdown(w func(format string, a ...any), names []st
 			w("| %s (per %s) | %s | %s | %s | %s | %s | %s |\n", workloadLabel(wl), m.Unit, n, scaled(m.Machine, m.Unit), added, vsHAProxy, frames, sys)
 		}
 	}
-	w("\nFrames (xdproxy): `%s` and `%s` over the workload, summed over queues (and interfaces), per unit; kernel entries: its data path's syscalls, TX kicks (`%s`, sendto), fill-ring wake-ups (`%s`) and the shards' sleeps in poll(2) (`%s`). ", metricXSKRx, metricXSKTx, metricXSKKicks, metricXSKWakeups, metricSleeps)
+	w("\nFrames (xdproxy): `%s` and `%s` over the workload, summed over queues (and interfaces), per unit; kernel entries: its data path's syscalls, TX kicks (`%s`, sendto), fill-ring wake-ups (`%s`), the shards' sleeps in poll(2) (`%s`) and the eventfd writes that wake a sleeping shard (`%s`). ", metricXSKRx, metricXSKTx, metricXSKKicks, metricXSKWakeups, metricSleeps, metricShardWakeup)
 	w("A request's units are estimated from the achieved rate over warm-up and window; at the low offered rates the machine's idle-time work (xdproxy's busy-polling, every process's timers) is spread over few requests. ")
 	w("The machine-wide figure holds whatever else the box runs: %s.\n", res.loadRange())
 }
