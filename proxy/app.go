@@ -432,7 +432,14 @@ func (a *shardApp) newSession(sl *shardListener, c *stack.Conn) {
 		// buffer: a stalled reader holds one buffer per direction.
 		c.Splice(bc)
 		bc.Splice(c)
+		bc.SetQuickACK(false)
 	}
+	// Delayed ACKs from the start on both legs (quick-ACK mode off, as
+	// Linux's TCP_QUICKACK 0): the client's request is acknowledged by
+	// the reply that comes back from the backend, the backend's reply by
+	// the next request or our FIN — one bare ACK fewer on each leg per
+	// exchange. Bulk still gets an ACK per two full-sized segments.
+	c.SetQuickACK(false)
 	b.active.Add(1)
 	b.Sessions.Add(1)
 	l.Stats.Accepted.Add(1)

@@ -224,6 +224,49 @@ func BenchmarkEstablishedData(b *testing.B) {
 	}
 }
 
+// BenchmarkBurstRequestReply: a proxy's exchange on a leg with quick-ACK
+// mode off — a 64-byte request in a burst (BeginBatch..EndBatch), read,
+// and a 64-byte reply written during the burst, which goes out at its end
+// with the request's ACK (one segment out per op); then the peer's ACK of
+// the reply, outside a burst.
+func BenchmarkBurstRequestReply(b *testing.B) {
+	e, sink := newBenchEngine(b, nil)
+	l, _ := e.Listen(listenAP)
+	p := &benchPeer{e: e, sink: sink, l: l, port: 40000, iss: 1_000_000, tsVal: 100}
+	now := t0
+	buf := make([]byte, 2048)
+	c := p.handshake(now, buf)
+	c.SetQuickACK(false)
+	msg := make([]byte, 64)
+	reqFrame := p.frame(make([]byte, 2048), ACK|PSH, 1, 1, msg)
+	ackFrame := p.frame(make([]byte, 2048), ACK, 1, 1, nil)
+	seq, acked := uint32(1), uint32(1)
+	rd := make([]byte, 4096)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		patch32(reqFrame, benchSeqOff, uint32(p.iss)+seq)
+		patch32(reqFrame, benchAckOff, uint32(p.ourISS)+acked)
+		seq += 64
+		now += 1000
+		e.BeginBatch()
+		e.HandleFrame(now, reqFrame)
+		if n, _ := c.Read(rd); n != 64 {
+			b.Fatalf("read %d bytes, want 64", n)
+		}
+		c.Write(msg)
+		e.EndBatch(now)
+		acked += 64
+		patch32(ackFrame, benchSeqOff, uint32(p.iss)+seq)
+		patch32(ackFrame, benchAckOff, uint32(p.ourISS)+acked)
+		e.HandleFrame(now, ackFrame)
+	}
+	b.StopTimer()
+	if in := c.Info(); in.SndUna != uint32(p.ourISS)+acked || in.RcvNxt != uint32(p.iss)+seq {
+		b.Fatalf("SND.UNA %d RCV.NXT %d, want %d, %d", in.SndUna-uint32(p.ourISS), in.RcvNxt-uint32(p.iss), acked, seq)
+	}
+}
+
 // BenchmarkHandshakeAndClose: a whole passive connection — SYN, SYN-ACK,
 // ACK, accept; 100 bytes each way; the peer closes first, the application
 // closes, the peer ACKs our FIN (so no TIME_WAIT entry accumulates). The

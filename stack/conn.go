@@ -129,6 +129,7 @@ type Conn struct {
 	wantWritable  bool
 	ackNeeded     bool
 	batchACK      bool // owes an ACK at the end of the engine's current batch
+	batchOutput   bool // written to (or half-closed) during the engine's current batch
 	err           error
 	pending       Events
 	queued        bool
@@ -254,10 +255,28 @@ func (c *Conn) Write(p []byte) (int, error) {
 	c.wantWritable = n < len(p)
 	c.bytesOut += uint64(n)
 	if n > 0 {
-		c.output()
+		c.outputSoon()
 		c.e.flush()
 	}
 	return n, nil
+}
+
+// outputSoon sends what the application has queued: at once, or at the
+// end of the engine's burst (BeginBatch) when in one. Within a burst the
+// frames leave together at its end anyway, so waiting costs no time, and
+// what the burst writes goes out in one pass: a FIN queued behind data
+// rides on the last data segment (a proxy passing on a response and the
+// close right behind it), small writes fill segments together, and the
+// ACKs owed ride on them.
+func (c *Conn) outputSoon() {
+	if !c.e.batching {
+		c.output()
+		return
+	}
+	if !c.batchOutput {
+		c.batchOutput = true
+		c.e.batchOutputs = append(c.e.batchOutputs, c)
+	}
 }
 
 // WriteSpace returns how many bytes Write would accept now. When it returns
@@ -296,11 +315,11 @@ func (c *Conn) closeWrite() {
 	case Established:
 		c.finQueued = true
 		c.setState(FinWait1)
-		c.output()
+		c.outputSoon()
 	case CloseWait:
 		c.finQueued = true
 		c.setState(LastAck)
-		c.output()
+		c.outputSoon()
 	}
 }
 
@@ -366,6 +385,25 @@ func (c *Conn) abort() {
 func (c *Conn) SetKeepalive(on bool) {
 	c.keepalive = on
 	c.armKeepalive()
+}
+
+// SetQuickACK turns c's quick-ACK mode on or off, as Linux's TCP_QUICKACK
+// socket option does. A connection starts in it: its first
+// maxQuickAcks segments of in-order data are acknowledged at once (at the
+// end of the engine's batch), so the sender's slow start is not held back.
+// Off, in-order data short of two full-sized segments waits for the
+// delayed-ACK timer or for a segment of ours (data, FIN) to carry the ACK,
+// as Linux's delayed ACKs in ping-pong mode: for a connection whose peer's
+// data draws an answer soon — a proxied request whose reply comes back
+// from the other leg — that saves the bare ACK. Out-of-order data, filled
+// holes (which turn quick-ACK mode back on) and every second full-sized
+// segment are still acknowledged at once.
+func (c *Conn) SetQuickACK(on bool) {
+	if on {
+		c.quickAcks = maxQuickAcks
+	} else {
+		c.quickAcks = 0
+	}
 }
 
 // notify queues events for the handler, unless the application has detached.

@@ -164,6 +164,16 @@ func (c *Conn) windowUpdateAfterRead() {
 	if c.rcvAdvEdge.GreaterThan(c.rcvNxt) {
 		open = int(c.rcvNxt.Size(c.rcvAdvEdge))
 	}
+	if c.delackAt != Never && c.lastAckSent == c.irs.Add(1) {
+		// The peer knows only the handshake's window (at most 64 KiB:
+		// unscaled) and has sent less than two full-sized segments of it;
+		// an ACK is due by the delayed-ACK timer, or sooner on data of
+		// ours, and the larger window rides on it. Otherwise a proxy's
+		// first read of a short request would send a bare ACK just before
+		// the reply, where Linux, whose window grows with the data it
+		// receives, sends none.
+		return
+	}
 	free := c.rcvSpace()
 	if 2*open <= c.rcvBuf.max && free >= 2*open && free-open >= min(c.rcvBuf.max/2, int(c.ourMSS())) {
 		c.sendACK()

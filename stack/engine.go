@@ -38,9 +38,12 @@ type Engine struct {
 	portCounter uint32
 
 	// A burst of frames read together (BeginBatch..EndBatch): connections
-	// owing the ACK of in-order data, sent once for the burst at its end.
-	batching  bool
-	batchACKs []*Conn
+	// owing the ACK of in-order data, sent once for the burst at its end,
+	// and connections the application wrote to (or half-closed) during it,
+	// whose output runs once at its end.
+	batching     bool
+	batchACKs    []*Conn
+	batchOutputs []*Conn
 
 	inIf uint8 // the interface of the frame being handled
 
@@ -205,14 +208,21 @@ func (e *Engine) HandleFrameOn(now Time, ifx int, frame []byte) {
 // on them).
 func (e *Engine) BeginBatch() { e.batching = true }
 
-// EndBatch ends the burst BeginBatch started and sends the ACKs it owes
-// (none for a connection that has sent something carrying the ACK since).
+// EndBatch ends the burst BeginBatch started: it sends what the
+// application wrote during it, then the ACKs the burst owes (none for a
+// connection whose data or FIN has carried the ACK).
 func (e *Engine) EndBatch(now Time) {
 	e.batching = false
-	if len(e.batchACKs) == 0 {
+	if len(e.batchACKs) == 0 && len(e.batchOutputs) == 0 {
 		return
 	}
 	e.now = now
+	for i, c := range e.batchOutputs {
+		e.batchOutputs[i] = nil
+		c.batchOutput = false
+		c.output()
+	}
+	e.batchOutputs = e.batchOutputs[:0]
 	for i, c := range e.batchACKs {
 		e.batchACKs[i] = nil
 		c.batchACK = false

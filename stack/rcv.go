@@ -677,7 +677,17 @@ func (c *Conn) synSentInput(s *segment) {
 			c.setState(FinWait1)
 		}
 		// The third segment: an ACK with no data, consuming no sequence
-		// number — unless output has data (or our FIN) to carry it.
+		// number — unless output has data (or our FIN) to carry it. With
+		// nothing to send yet in a burst (BeginBatch), the bare ACK waits
+		// for the burst's end, so data the application writes meanwhile —
+		// a proxy's client request arriving in the same burst — carries
+		// it, as Linux delays the third ACK while a write is pending
+		// (tcp_rcv_synsent_state_process), here never past the burst.
+		if e.batching && c.sndBuf.Len() == 0 && !c.finQueued {
+			c.lastAckSent = s.seq // the SYN-ACK is not acknowledged yet
+			c.ackNow()
+			return
+		}
 		c.ackNeeded = true
 		c.output()
 		return

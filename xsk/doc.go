@@ -50,8 +50,11 @@
 // when the driver went idle in zero-copy mode. EAGAIN, EBUSY and ENOBUFS are
 // back-pressure (counted, nil); other errnos, ENETDOWN among them, come
 // back as a *KickError that is never fatal. In copy mode the kernel sends at
-// most 32 frames per sendto; Flush keeps kicking while it makes progress, so
-// the ring drains in one Flush.
+// most 32 frames per sendto unless the socket raises that budget
+// (XDP_MAX_TX_SKB_BUDGET, Linux 6.17 and later), which Open does to the TX
+// ring's size, so that a batch is one kernel entry (TxBudget says which);
+// Flush keeps kicking while it makes progress, so the ring drains in one
+// Flush either way.
 //
 // Veth has no zero-copy: ZeroCopyOn fails there with EOPNOTSUPP, and
 // ZeroCopyAuto binds again in copy mode (a failed bind leaves the socket

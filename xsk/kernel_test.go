@@ -187,6 +187,53 @@ func TestTransmitVeth(t *testing.T) {
 	}
 }
 
+// TestTransmitBudget: in copy mode a flush of 200 frames is one sendto
+// where the kernel lets the socket raise its per-call budget to the TX
+// ring's size (XDP_MAX_TX_SKB_BUDGET, Linux 6.17), and at least ceil(200/32)
+// = 7 where it does not; every frame arrives either way.
+func TestTransmitBudget(t *testing.T) {
+	l := newLab(t, 1)
+	cfg := Config{NumFrames: 512, FillSize: 128, CompletionSize: 256, RxSize: 128, TxSize: 256}
+	s := l.open(t, l.xa, 0, cfg)
+	peer := l.packetSocket(t, l.xb)
+	if b := s.TxBudget(); b != 256 && b != 32 {
+		t.Fatalf("TxBudget %d, want 256 (raised) or 32", b)
+	}
+	const burst = 200
+	for i := range burst {
+		f := s.NextFrame()
+		if f == nil {
+			t.Fatalf("frame %d: no free frame", i)
+		}
+		s.Commit(testFrame(f, l.macB, l.macA, uint32(i)))
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 1
+	if s.TxBudget() == 32 {
+		want = (burst + 31) / 32
+	}
+	if st.Kicks != uint64(want) || st.KickBusy != 0 {
+		t.Errorf("budget %d: %d kicks (%d busy) for %d frames, want %d", s.TxBudget(), st.Kicks, st.KickBusy, burst, want)
+	}
+	buf := make([]byte, 2048)
+	for i := range uint32(burst) {
+		f := peer.recv(t, buf, 2*time.Second)
+		if f == nil {
+			t.Fatalf("peer: frame %d missing", i)
+		}
+		if seq, err := checkFrame(f, l.macB, l.macA); err != nil || seq != i {
+			t.Fatalf("peer got seq %d (%v), want %d", seq, err, i)
+		}
+	}
+	t.Logf("TX budget %d: %d frames in %d kicks", s.TxBudget(), burst, st.Kicks)
+}
+
 // TestEchoVeth receives and transmits on the same socket at once, with more
 // frames than the UMEM holds, in both directions.
 func TestEchoVeth(t *testing.T) {

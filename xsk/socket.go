@@ -33,6 +33,7 @@ type Socket struct {
 
 	zeroCopy   bool
 	needWakeup bool
+	txBudget   int // frames the kernel sends per sendto in copy mode
 	closed     bool
 
 	// txHeld is true while txAddr is a frame NextFrame handed out and Commit
@@ -159,9 +160,28 @@ func (s *Socket) open() error {
 		return s.opError("get options", err)
 	}
 	s.zeroCopy = opt&unix.XDP_OPTIONS_ZEROCOPY != 0
+	s.txBudget = copyModeTxBatch
+	if !s.zeroCopy {
+		// Copy mode sends at most 32 frames per sendto unless told more
+		// (XDP_MAX_TX_SKB_BUDGET, Linux 6.17): a whole TX ring per kick,
+		// so one flush of a batch is one kernel entry. Older kernels
+		// answer ENOPROTOOPT and keep 32.
+		if unix.SetsockoptInt(fd, unix.SOL_XDP, unix.XDP_MAX_TX_SKB_BUDGET, cfg.TxSize) == nil {
+			s.txBudget = cfg.TxSize
+		}
+	}
 	s.initFrames()
 	return nil
 }
+
+// copyModeTxBatch is how many frames copy mode sends per sendto by
+// default (the kernel's TX_BATCH_SIZE).
+const copyModeTxBatch = 32
+
+// TxBudget is how many frames one kick (sendto) transmits at most in copy
+// mode: the whole TX ring where the kernel lets the socket raise it
+// (XDP_MAX_TX_SKB_BUDGET), else 32.
+func (s *Socket) TxBudget() int { return s.txBudget }
 
 func (s *Socket) bind(flags uint16) error {
 	return unix.Bind(s.fd, &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(s.ifindex), QueueID: uint32(s.queue)})

@@ -53,10 +53,11 @@ func (s *Socket) Commit(n int) {
 }
 
 // maxKickRounds bounds the sendto loop in Flush. In copy mode the kernel
-// transmits at most its per-call budget (32 frames by default) per sendto
-// and answers EAGAIN when more are left; a full TX ring of 2^k descriptors
-// takes 2^k/32 calls.
-func maxKickRounds(txSize uint32) int { return int(txSize/32) + 2 }
+// transmits at most its per-call budget (TxBudget: 32 frames by default,
+// the whole ring where it could be raised) per sendto and answers EAGAIN
+// when more are left; a full TX ring of 2^k descriptors takes 2^k/32 calls
+// at the default.
+func maxKickRounds(txSize uint32) int { return int(txSize/copyModeTxBatch) + 2 }
 
 // Flush publishes the TX producer index and, when the kernel needs it, kicks
 // the kernel with sendto(MSG_DONTWAIT): always without need_wakeup, and

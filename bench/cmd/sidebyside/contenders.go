@@ -151,11 +151,27 @@ func xdproxyConfig(ifaces []string, dial string, backendAddrs []netip.Addr) stri
 }
 
 func startXdproxy(ctx context.Context, h *harness, dial string) (*instance, error) {
+	return startXdproxyBin(ctx, h, h.bin, dial)
+}
+
+func startXdproxyBin(ctx context.Context, h *harness, bin, dial string) (*instance, error) {
 	path := filepath.Join(h.tmp, "xdproxy-"+dial+".yaml")
 	if err := os.WriteFile(path, []byte(xdproxyConfig(h.topo.ProxyIfs, dial, h.topo.BackendAddrs)), 0o644); err != nil {
 		return nil, err
 	}
-	return runXdproxy(ctx, h.topo.Proxy, h.bin, path)
+	return runXdproxy(ctx, h.topo.Proxy, bin, path)
+}
+
+// baseContender is -base-bin's contender: the same configuration as
+// xdproxy-xdp on another binary, for a before/after in one run.
+func baseContender(bin string) contender {
+	return contender{"xdproxy-base", "xdproxy, dial: xdp, the binary given by -base-bin (" + filepath.Base(bin) + "; the before of a before/after)", func(ctx context.Context, h *harness) (*instance, error) {
+		abs, err := filepath.Abs(bin)
+		if err != nil {
+			return nil, err
+		}
+		return startXdproxyBin(ctx, h, abs, "xdp")
+	}, 0}
 }
 
 // runXdproxy starts `bin run --config path` in ns and waits for its

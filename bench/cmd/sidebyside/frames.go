@@ -30,6 +30,13 @@ import (
 const (
 	metricXSKRx = "xdproxy_xsk_rx_frames_total" // descriptors taken from the RX ring
 	metricXSKTx = "xdproxy_xsk_tx_frames_total" // frames queued on the TX ring
+	// The daemon's kernel entries on its data path: TX kicks (sendto),
+	// fill-ring wake-ups (recvfrom), the shards' sleeps in poll(2) and the
+	// eventfd writes that wake a sleeping shard.
+	metricXSKKicks    = "xdproxy_xsk_tx_kicks_total"
+	metricXSKWakeups  = "xdproxy_xsk_wakeups_total"
+	metricSleeps      = "xdproxy_shard_sleeps_total"
+	metricShardWakeup = "xdproxy_shard_wakeups_total"
 )
 
 // RawXSK is the raw XSK frame rate of the proxy's veth in one round,
@@ -62,7 +69,11 @@ type XSKFrames struct {
 	LoadSeconds float64 `json:"load_seconds"` // warm-up and window: the rates' divisor
 	RXPerSec    num     `json:"rx_per_s"`
 	TXPerSec    num     `json:"tx_per_s"`
-	Error       string  `json:"error,omitempty"`
+	// Syscalls is the data path's kernel entries between the scrapes: TX
+	// kicks, fill-ring wake-ups, the shards' sleeps in poll(2) and the
+	// eventfd writes that wake them.
+	Syscalls uint64 `json:"syscalls"`
+	Error    string `json:"error,omitempty"`
 }
 
 // FrameSummary is a contender's median frame rates in one workload, and
@@ -136,9 +147,10 @@ func adminClient(ns *lab.NS) *http.Client {
 
 // xskCounts are the AF_XDP frame counters of one scrape.
 type xskCounts struct {
-	rx, tx float64
-	series int // series of each counter (one per interface and queue)
-	at     time.Time
+	rx, tx   float64
+	syscalls float64 // kicks, wake-ups, sleeps and eventfd writes
+	series   int     // series of each counter (one per interface and queue)
+	at       time.Time
 }
 
 // scrapeXSK reads xdproxy's AF_XDP frame counters from its /metrics.
@@ -165,7 +177,11 @@ func (h *harness) scrapeXSK(ctx context.Context, admin string) (xskCounts, error
 	if nrx == 0 || nrx != ntx {
 		return xskCounts{}, fmt.Errorf("/metrics has %d series of %s and %d of %s", nrx, metricXSKRx, ntx, metricXSKTx)
 	}
-	return xskCounts{rx: rx, tx: tx, series: nrx, at: at}, nil
+	kicks, _ := sumSamples(body, metricXSKKicks)
+	wakeups, _ := sumSamples(body, metricXSKWakeups)
+	sleeps, _ := sumSamples(body, metricSleeps)
+	woken, _ := sumSamples(body, metricShardWakeup)
+	return xskCounts{rx: rx, tx: tx, syscalls: kicks + wakeups + sleeps + woken, series: nrx, at: at}, nil
 }
 
 // sumSamples sums the samples of metric name in a Prometheus text
@@ -226,6 +242,7 @@ func framesBetween(before, after xskCounts, load time.Duration) *XSKFrames {
 		f.Error = "no load time"
 	default:
 		f.RX, f.TX = uint64(after.rx-before.rx), uint64(after.tx-before.tx)
+		f.Syscalls = uint64(max(0, after.syscalls-before.syscalls))
 		f.RXPerSec, f.TXPerSec = num(float64(f.RX)/f.LoadSeconds), num(float64(f.TX)/f.LoadSeconds)
 	}
 	return f

@@ -32,7 +32,13 @@
 // scheduled send) and at the maximum rate (closed loop); bulk download with
 // 1 and 8 streams; idle connections (proxy RSS per 10,000). Each proxy's CPU
 // (utime+stime of its process tree, /proc/<pid>/stat) is read around each
-// workload, and xdproxy's frames through its AF_XDP sockets (its /metrics).
+// workload, and xdproxy's frames through its AF_XDP sockets (its /metrics),
+// and so is the whole machine's busy time (/proc/stat): per connection,
+// request and GiB, minus the direct path's in the same round, it is what
+// each proxy adds to the machine (marginal.go), with xdproxy's frames and
+// data-path kernel entries per unit beside it. -base-bin runs a second
+// xdproxy binary as one more contender, xdproxy-base, for a before/after
+// in the same run.
 // At the start of every round, with no contender running, the raw XSK frame
 // rate of the proxy's veth is measured (bench/rawxsk), to show xdproxy's
 // frame rates as fractions of it. Rounds: every round starts each contender
@@ -146,6 +152,7 @@ type options struct {
 	Only        string        `json:"contenders,omitempty"`
 	Raw         time.Duration `json:"raw_xsk_ns"`
 	Pprof       string        `json:"-"`
+	BaseBin     string        `json:"base_bin,omitempty"` // -base-bin: a second xdproxy binary, the xdproxy-base contender
 	Command     string        `json:"command"`
 	Loss        lossOptions   `json:"-"` // -workloads loss
 }
@@ -182,6 +189,7 @@ func parseArgs(args []string, out io.Writer) (*options, []contender, error) {
 	fs.StringVar(&o.Only, "contenders", "", "comma list of contenders to run (default all: "+contenderNames()+")")
 	fs.DurationVar(&o.Raw, "raw", 2*time.Second, "raw XSK frame rate of the proxy's (front) veth, TX and RX, measured this long each at the start of every round (0: skip)")
 	fs.StringVar(&o.Pprof, "pprof", "", "directory for CPU profiles of xdproxy (its /debug/pprof/profile over each workload's window; \"\": none)")
+	fs.StringVar(&o.BaseBin, "base-bin", "", "a second xdproxy binary (say, main's) run as one more contender, xdproxy-base (dial: xdp), for a before/after in the same run (\"\": none)")
 	o.Loss.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -252,6 +260,12 @@ func parseArgs(args []string, out io.Writer) (*options, []contender, error) {
 			}
 			contenders = append(contenders, allContenders[i])
 		}
+	}
+	if o.BaseBin != "" {
+		if o.Workloads == "loss" {
+			return nil, nil, errors.New("-base-bin does not apply to -workloads loss")
+		}
+		contenders = append(slices.Clone(contenders), baseContender(o.BaseBin))
 	}
 	return o, contenders, nil
 }
@@ -659,6 +673,7 @@ func (h *harness) measure(ctx context.Context, round, slot int, cname string, in
 		profiled = h.startProfile(ctx, in, round, cname, workload)
 	}
 	pid := in.pid()
+	r.LoadAvg = num(loadAvg1())
 	cpu0 := cpuSeconds(procTree(pid))
 	m0, s0 := machineCPU()
 	t0 := time.Now()

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -116,4 +117,15 @@ func machineCPU() (busy, softirq float64) {
 	// guest time is already in user.
 	busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
 	return busy, v[6]
+}
+
+// loadAvg1 is the 1-minute load average (NaN when /proc/loadavg cannot be
+// read).
+func loadAvg1() float64 {
+	first, _, _ := strings.Cut(loadAvg(), " ")
+	v, err := strconv.ParseFloat(first, 64)
+	if err != nil {
+		return math.NaN()
+	}
+	return v
 }

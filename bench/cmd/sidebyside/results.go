@@ -80,13 +80,16 @@ type Run struct {
 	// (null for the direct path). MachineCPU is the whole machine's busy
 	// time (load generator, backends, softirq included), MachineSoftirq
 	// its softirq part.
-	ProxyCPU       num                     `json:"proxy_cpu_s"`
-	MachineCPU     float64                 `json:"machine_cpu_s"`
-	MachineSoftirq float64                 `json:"machine_softirq_s"`
-	ConnRate       *loadgen.ConnRateResult `json:"connrate,omitempty"`
-	RR             *loadgen.RRResult       `json:"rr,omitempty"`
-	Bulk           *loadgen.BulkResult     `json:"bulk,omitempty"`
-	Idle           *IdleMeasure            `json:"idle,omitempty"`
+	ProxyCPU       num     `json:"proxy_cpu_s"`
+	MachineCPU     float64 `json:"machine_cpu_s"`
+	MachineSoftirq float64 `json:"machine_softirq_s"`
+	// LoadAvg is the machine's 1-minute load average as the workload
+	// started: other work on a shared box is in MachineCPU too.
+	LoadAvg  num                     `json:"load_avg_1m"`
+	ConnRate *loadgen.ConnRateResult `json:"connrate,omitempty"`
+	RR       *loadgen.RRResult       `json:"rr,omitempty"`
+	Bulk     *loadgen.BulkResult     `json:"bulk,omitempty"`
+	Idle     *IdleMeasure            `json:"idle,omitempty"`
 	// XSK is xdproxy's traffic through its AF_XDP sockets (xdproxy only).
 	XSK   *XSKFrames `json:"xsk_frames,omitempty"`
 	Error string     `json:"error,omitempty"`
@@ -149,7 +152,10 @@ type Summary struct {
 	// XSKFrames is the frame rate through the AF_XDP sockets per
 	// workload (xdproxy only).
 	XSKFrames []FrameSummary `json:"xsk_frames,omitempty"`
-	Rounds    int            `json:"rounds_ok"`
+	// Marginal is the machine-wide CPU per unit of each workload and what
+	// it adds to the direct path's (marginal.go).
+	Marginal []Marginal `json:"marginal,omitempty"`
+	Rounds   int        `json:"rounds_ok"`
 }
 
 type RRSummary struct {
@@ -270,6 +276,7 @@ func (res *Results) summarize() {
 		})
 	}
 	res.summarizeFrames()
+	res.summarizeMarginal()
 }
 
 // resultFiles are the names of a run's output files in -out.
@@ -404,11 +411,21 @@ func (res *Results) markdown() string {
 	}()
 
 	w("## Connection rate\n\nConnect, 64-byte request, 64-byte reply, close; %d parallel clients. CPU: the proxy's own utime+stime (all its processes) per 1,000 connections; machine: everything on the box (load generator, backends, softirq) per 1,000.\n\n", st.ConnClients)
-	w("| contender | conn/s | ×HAProxy | ×direct | p99 µs | errors | proxy CPU ms/1k conn | ×HAProxy | machine CPU ms/1k conn |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	w("Added: the machine's CPU per connection minus the direct path's in the same round (median over rounds; see the section on what each proxy adds).\n\n")
+	w("| contender | conn/s | ×HAProxy | ×direct | p99 µs | errors | proxy CPU ms/1k conn | ×HAProxy | machine CPU ms/1k conn | added µs/conn | ×HAProxy | frames in / out per conn |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	hapConn := hap.marginalOf("connrate")
 	for _, n := range names {
 		s := sum(n)
-		w("| %s | %s | %s | %s | %s | %d | %s | %s | %s |\n", n, f0(s.ConnPerSec), ratio(s.ConnPerSec, hap.ConnPerSec), ratio(s.ConnPerSec, dir.ConnPerSec),
-			f0(s.ConnP99Us), s.ConnErrors, fN(s.CPUmsPer1kConn, 1), ratio(s.CPUmsPer1kConn, hap.CPUmsPer1kConn), fN(s.MachineMsPer1k, 1))
+		m := s.marginalOf("connrate")
+		added, vsHAProxy, frames := "–", "–", "–"
+		if n != "direct" {
+			added, vsHAProxy = fN(m.Added, 1), ratio(m.Added, hapConn.Added)
+		}
+		if !math.IsNaN(float64(m.FramesIn)) {
+			frames = fN(m.FramesIn, 2) + " / " + fN(m.FramesOut, 2)
+		}
+		w("| %s | %s | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", n, f0(s.ConnPerSec), ratio(s.ConnPerSec, hap.ConnPerSec), ratio(s.ConnPerSec, dir.ConnPerSec),
+			f0(s.ConnP99Us), s.ConnErrors, fN(s.CPUmsPer1kConn, 1), ratio(s.CPUmsPer1kConn, hap.CPUmsPer1kConn), fN(s.MachineMsPer1k, 1), added, vsHAProxy, frames)
 	}
 
 	w("\n## Request/response latency, open loop\n\n64-byte echo over %d kept-alive connections at fixed offered rates; latency from each request's scheduled send time (coordinated omission counted), HDR histogram. ×HAProxy and ×direct compare p99.\n\n", st.RRConns)
@@ -471,6 +488,7 @@ func (res *Results) markdown() string {
 		w("\n")
 	}
 
+	res.marginalMarkdown(w, names, sum)
 	res.framesMarkdown(w, names)
 
 	if st.Idle > 0 {
@@ -525,6 +543,10 @@ func (res *Results) markdown() string {
 	target("bulk (8 streams) ≥ 0.8× HAProxy", b8, b8 >= 0.8)
 	cc := x.CPUmsPer1kConn / hap.CPUmsPer1kConn
 	target("proxy CPU per connection ≤ 0.5× HAProxy", cc, cc <= 0.5)
+	ac := x.marginalOf("connrate").Added / hap.marginalOf("connrate").Added
+	target("machine CPU added per connection (minus direct) ≤ 0.5× HAProxy's", ac, ac <= 0.5)
+	ag := x.marginalOf("bulk1").Added / hap.marginalOf("bulk1").Added
+	target("machine CPU added per GiB, 1 stream ≤ HAProxy's", ag, ag <= 1)
 	if f, ok := busiestFrames(x); ok && !math.IsNaN(float64(f.RXOfRaw+f.TXOfRaw)) {
 		w("| kernel-bypass path shown as a fraction of the raw XSK frame rate (no threshold) | RX %s, TX %s of raw (%s, its busiest workload) | shown |\n", percent(f.RXOfRaw), percent(f.TXOfRaw), workloadLabel(f.Workload))
 	} else {

@@ -240,6 +240,9 @@ func TestParseArgs(t *testing.T) {
 	if want := "go run ./bench/cmd/sidebyside " + strings.Join(args, " "); o.Command != want {
 		t.Errorf("command %q, want %q", o.Command, want)
 	}
+	if _, cs, err := parseArgs([]string{"-contenders", "haproxy", "-base-bin", "/tmp/old-xdproxy"}, io.Discard); err != nil || len(cs) != 2 || cs[1].name != "xdproxy-base" {
+		t.Errorf("-base-bin: contenders %v, %v", cs, err)
+	}
 	if o, _, err := parseArgs([]string{"-shape", "two-armed"}, io.Discard); err != nil || o.backQueues() != 2 {
 		t.Errorf("two-armed without -back-queues: back queues %d, %v", o.backQueues(), err)
 	}
@@ -257,6 +260,7 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"-rates", "2000,x"}, `-rates: bad rate "x"`},
 		{[]string{"-mtu", "9000"}, "-mtu: 9000"},
 		{[]string{"two-armed"}, "unexpected arguments"},
+		{[]string{"-workloads", "loss", "-base-bin", "x"}, "-base-bin does not apply"},
 	} {
 		if _, _, err := parseArgs(c.args, io.Discard); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("parseArgs(%q) = %v, want %q", c.args, err, c.want)
@@ -439,4 +443,60 @@ func TestLossSummary(t *testing.T) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
 	}
+}
+
+// TestMarginal checks the machine CPU per unit, its difference from the
+// direct path's of the same round, xdproxy's frames and kernel entries per
+// unit, and the rows they make.
+func TestMarginal(t *testing.T) {
+	res := &Results{
+		Settings:   options{Rounds: 2, Queues: 2, Duration: 2 * time.Second, Warmup: 0, Rates: []float64{2000}},
+		Machine:    Machine{Cores: 2},
+		Contenders: []ContenderInfo{{Name: "direct"}, {Name: "xdproxy-xdp"}, {Name: "haproxy"}},
+		Summary:    map[string]*Summary{},
+	}
+	conn := func(round int, who string, cpu float64, conns int64, x *XSKFrames) Run {
+		return Run{Round: round, Contender: who, Workload: "connrate", MachineCPU: cpu, ConnRate: &loadgen.ConnRateResult{AllConns: conns}, XSK: x}
+	}
+	res.Runs = []Run{
+		conn(0, "direct", 1, 10000, nil),   // 100 µs
+		conn(1, "direct", 1.2, 10000, nil), // 120 µs
+		conn(0, "haproxy", 2.2, 10000, nil),
+		conn(1, "haproxy", 1.8, 6000, nil), // 300 µs: adds 180; round 0 adds 120
+		conn(0, "xdproxy-xdp", 1.5, 10000, &XSKFrames{RX: 100000, TX: 90000, Syscalls: 30000}),
+		conn(1, "xdproxy-xdp", 3, 15000, &XSKFrames{RX: 150000, TX: 120000, Syscalls: 60000}), // 200: adds 80; round 0 adds 50
+		{Round: 1, Contender: "xdproxy-xdp", Workload: "connrate", Error: "boom"},
+		{Round: 0, Contender: "direct", Workload: "bulk1", MachineCPU: 1, Bulk: &loadgen.BulkResult{AllBytes: 2 << 30}},
+		{Round: 0, Contender: "haproxy", Workload: "bulk1", MachineCPU: 2, Bulk: &loadgen.BulkResult{AllBytes: 1 << 30}},
+		{Round: 0, Contender: "xdproxy-xdp", Workload: "rr@2000", MachineCPU: 0.4, RR: &loadgen.RRResult{Achieved: 2000}},
+	}
+	res.summarize()
+	x := res.Summary["xdproxy-xdp"].marginalOf("connrate")
+	if x.Unit != "conn" || x.Machine != 175 || x.Added != 65 || x.FramesIn != 10 || x.FramesOut != 8.5 || x.Syscalls != 3.5 {
+		t.Errorf("xdproxy connrate = %+v", x)
+	}
+	if h := res.Summary["haproxy"].marginalOf("connrate"); h.Added != 150 || !math.IsNaN(float64(h.FramesIn)) {
+		t.Errorf("haproxy connrate = %+v", h)
+	}
+	if d := res.Summary["direct"].marginalOf("connrate"); d.Added != 0 || d.Machine != 110 {
+		t.Errorf("direct connrate = %+v", d)
+	}
+	if h := res.Summary["haproxy"].marginalOf("bulk1"); h.Unit != "GiB" || h.Machine != 2e6 || h.Added != 1.5e6 {
+		t.Errorf("haproxy bulk1 = %+v", h)
+	}
+	// No direct run of rr@2000: the machine figure, no difference.
+	if r := res.Summary["xdproxy-xdp"].marginalOf("rr@2000"); r.Unit != "req" || r.Machine != 100 || !math.IsNaN(float64(r.Added)) {
+		t.Errorf("xdproxy rr@2000 = %+v", r)
+	}
+	if m := res.Summary["haproxy"].marginalOf("rr-max"); m.Unit != "" || !math.IsNaN(float64(m.Added)) {
+		t.Errorf("haproxy rr-max (not run) = %+v", m)
+	}
+	assertContains(t, res.markdown(),
+		"| connection rate (per conn) | xdproxy-xdp | 175.0 | 65.0 | 0.43× | 10.00 / 8.50 | 3.50 |",
+		"| connection rate (per conn) | direct | 110.0 | – | – | – | – |",
+		"| bulk, 1 stream (per GiB) | haproxy | 2.00 | 1.50 | 1.00× | – | – |",
+		"| request/response, 2,000 req/s (per req) | xdproxy-xdp | 100.0 | – | – | – | – |",
+		"| 65.0 | 0.43× | 10.00 / 8.50 |",
+		"| machine CPU added per connection (minus direct) ≤ 0.5× HAProxy's | 0.43× | met |",
+	)
 }
