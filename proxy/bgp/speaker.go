@@ -308,9 +308,37 @@ func (s *Speaker) peerChanged(srv *server.BgpServer, addr netip.Addr, state, msg
 		s.log.Info("bgp session up", "neighbor", addr)
 	case wasUp:
 		s.log.Warn("bgp session down", "neighbor", addr, "state", state, "reason", msg)
+		if i := slices.IndexFunc(s.cfg.Neighbors, func(n Neighbor) bool { return n.Addr == addr }); i >= 0 && s.cfg.Neighbors[i].BFD.Enabled {
+			go s.restartBFD(srv, s.cfg.Neighbors[i])
+		}
 	default:
 		s.log.Debug("bgp session state", "neighbor", addr, "state", state)
 	}
+}
+
+// restartBFD replaces GoBGP's BFD session with n by a fresh one (down, no
+// remote discriminator) once n's BGP session went down. Without it GoBGP
+// (v4.8.0) and a router that opens a new BFD session with each BGP
+// session (BIRD 2) can reset each other for ever: GoBGP drops the
+// packets of the router's new BFD session, whose discriminator is not
+// the one it bound (bfd_peer.go, rxPacket), until its detection time
+// runs out; it then resets the BGP peer, and a reset asked while the
+// session is not established waits for the next one to come up and
+// closes it at once (sendNotification queues a Cease); the router opens
+// yet another BFD session with the next BGP session, and so on.
+// TestBGPECMPBFD restarts the router's session to show it.
+func (s *Speaker) restartBFD(srv *server.BgpServer, n Neighbor) {
+	off := peerOf(n)
+	off.Bfd = nil
+	_, err := srv.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: off})
+	if err == nil {
+		_, err = srv.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: peerOf(n)})
+	}
+	if err != nil {
+		s.log.Warn("bgp: restarting bfd after the session went down", "neighbor", n.Addr, "err", err)
+		return
+	}
+	s.log.Info("bgp: bfd session restarted after the bgp session went down", "neighbor", n.Addr)
 }
 
 func stateName(st bgp.FSMState) string {
