@@ -308,9 +308,7 @@ func (s *Speaker) peerChanged(srv *server.BgpServer, addr netip.Addr, state, msg
 		s.log.Info("bgp session up", "neighbor", addr)
 	case wasUp:
 		s.log.Warn("bgp session down", "neighbor", addr, "state", state, "reason", msg)
-		if i := slices.IndexFunc(s.cfg.Neighbors, func(n Neighbor) bool { return n.Addr == addr }); i >= 0 && s.cfg.Neighbors[i].BFD.Enabled {
-			go s.restartBFD(srv, s.cfg.Neighbors[i])
-		}
+		go s.restartBFD(srv, addr)
 	default:
 		s.log.Debug("bgp session state", "neighbor", addr, "state", state)
 	}
@@ -327,7 +325,18 @@ func (s *Speaker) peerChanged(srv *server.BgpServer, addr netip.Addr, state, msg
 // closes it at once (sendNotification queues a Cease); the router opens
 // yet another BFD session with the next BGP session, and so on.
 // TestBGPECMPBFD restarts the router's session to show it.
-func (s *Speaker) restartBFD(srv *server.BgpServer, n Neighbor) {
+func (s *Speaker) restartBFD(srv *server.BgpServer, addr netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if srv != s.srv {
+		return
+	}
+	// The neighbor as it is now (a reload may have come in between).
+	i := slices.IndexFunc(s.cfg.Neighbors, func(n Neighbor) bool { return n.Addr == addr })
+	if i < 0 || !s.cfg.Neighbors[i].BFD.Enabled {
+		return
+	}
+	n := s.cfg.Neighbors[i]
 	off := peerOf(n)
 	off.Bfd = nil
 	_, err := srv.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: off})
