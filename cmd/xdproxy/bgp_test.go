@@ -43,7 +43,17 @@ type bgpNode struct {
 	finished bool // stopped or killed by the test
 }
 
-func bgpNodeConfig(topo *lab.ECMPTopology, i int, stateDir string) string {
+// bgpNodeOpts are what differs between the tests' node configurations.
+type bgpNodeOpts struct {
+	hold time.Duration // the neighbor's hold_time
+	bfd  string        // the neighbor's bfd block in flow style ("": none)
+}
+
+func bgpNodeConfig(topo *lab.ECMPTopology, i int, stateDir string, o bgpNodeOpts) string {
+	bfd := ""
+	if o.bfd != "" {
+		bfd = "\n      bfd: " + o.bfd
+	}
 	return fmt.Sprintf(`interfaces:
   - name: %s
 listeners:
@@ -66,11 +76,11 @@ bgp:
     - address: %s
       asn: 65000
       hold_time: %s
-      password: %s
+      password: %s%s
   second_chance:
     peers: [%s]
 `, topo.NodeIfs[i], topo.VIP, topo.BackendAddrs[0], topo.BackendAddrs[1], stateDir,
-		topo.NodeAddrs[i], bgpWithdraw, topo.RouterAddrs[i], bgpHold, bgpPassword, strings.Join(otherNodes(topo, i), ", "))
+		topo.NodeAddrs[i], bgpWithdraw, topo.RouterAddrs[i], o.hold, bgpPassword, bfd, strings.Join(otherNodes(topo, i), ", "))
 }
 
 // otherNodes are the addresses of every node but i: its second chance peers.
@@ -130,9 +140,14 @@ func finishAll(ss []*session) []error {
 // msg=ready.
 func startBGPNode(t *testing.T, topo *lab.ECMPTopology, i int, stateDir string) *bgpNode {
 	t.Helper()
+	return startBGPNodeWith(t, topo, i, stateDir, bgpNodeOpts{hold: bgpHold})
+}
+
+func startBGPNodeWith(t *testing.T, topo *lab.ECMPTopology, i int, stateDir string, o bgpNodeOpts) *bgpNode {
+	t.Helper()
 	n := &bgpNode{t: t, i: i, ns: topo.Nodes[i], addr: topo.NodeAddrs[i]}
 	n.cfgPath = filepath.Join(t.TempDir(), "xdproxy.yaml")
-	if err := os.WriteFile(n.cfgPath, []byte(bgpNodeConfig(topo, i, stateDir)), 0o644); err != nil {
+	if err := os.WriteFile(n.cfgPath, []byte(bgpNodeConfig(topo, i, stateDir, o)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := n.ns.Run(context.Background(), xdproxyBin, "check", "--config", n.cfgPath); err != nil {
@@ -160,6 +175,16 @@ func startBGPNode(t *testing.T, topo *lab.ECMPTopology, i int, stateDir string) 
 	})
 	waitFor(t, p, "msg=ready", 30*time.Second)
 	return n
+}
+
+// iptables adds (-A) or deletes (-D) rules in the node's namespace.
+func (n *bgpNode) iptables(op string, rules [][]string) {
+	n.t.Helper()
+	for _, rule := range rules {
+		if out, err := n.ns.Run(context.Background(), "iptables", append([]string{op}, rule...)...); err != nil {
+			n.t.Fatalf("node %d: iptables %s %v: %v %s", n.i, op, rule, err, out)
+		}
+	}
 }
 
 func (n *bgpNode) status() (admin.BGPView, error) {
@@ -316,7 +341,11 @@ func holdSessions(t *testing.T, topo *lab.ECMPTopology, lo int, node netip.Addr,
 	return held
 }
 
-func TestBGPECMP(t *testing.T) {
+// startECMPLab builds the two-node ECMP lab, runs BIRD on its router
+// (hold time hold; BFD with node i when bfd[i] is set) and the identity
+// backends. It returns BIRD and its directory (bird.ctl, for birdc).
+func startECMPLab(t *testing.T, hold time.Duration, bfd map[int]*lab.BIRDBFD) (*lab.ECMPTopology, *lab.Proc, string) {
+	t.Helper()
 	lab.RequireRoot(t)
 	if err := lab.EnsureTools("bird", "iptables"); err != nil {
 		t.Fatal(err)
@@ -332,9 +361,10 @@ func TestBGPECMP(t *testing.T) {
 	var peers []lab.BIRDPeer
 	for i := range topo.Nodes {
 		peers = append(peers, lab.BIRDPeer{Node: topo.NodeAddrs[i], Local: topo.RouterAddrs[i], ASN: 65001,
-			HoldTime: int(bgpHold / time.Second), Password: bgpPassword})
+			HoldTime: int(hold / time.Second), Password: bgpPassword, BFD: bfd[i]})
 	}
-	bird, err := topo.StartBIRD(context.Background(), t.TempDir(), 65000, peers)
+	dir := t.TempDir()
+	bird, err := topo.StartBIRD(context.Background(), dir, 65000, peers)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,6 +381,11 @@ func TestBGPECMP(t *testing.T) {
 		t.Cleanup(func() { ln.Close() })
 		go serveIdentity(ln)
 	}
+	return topo, bird, dir
+}
+
+func TestBGPECMP(t *testing.T) {
+	topo, _, _ := startECMPLab(t, bgpHold, nil)
 	states := []string{t.TempDir(), t.TempDir()}
 	nodes := []*bgpNode{startBGPNode(t, topo, 0, states[0]), startBGPNode(t, topo, 1, states[1])}
 	vip := netip.PrefixFrom(topo.VIP, 32)
@@ -535,11 +570,7 @@ func TestBGPECMP(t *testing.T) {
 		{"OUTPUT", "-p", "tcp", "--dport", "179", "-j", "DROP"},
 		{"INPUT", "-p", "tcp", "--sport", "179", "-j", "DROP"},
 	}
-	for _, rule := range bgpDrop {
-		if out, err := nodes[1].ns.Run(context.Background(), "iptables", append([]string{"-A"}, rule...)...); err != nil {
-			t.Fatalf("iptables -A %v: %v %s", rule, err, out)
-		}
-	}
+	nodes[1].iptables("-A", bgpDrop)
 	killed := time.Now()
 	if err := nodes[1].proc.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -602,11 +633,7 @@ func TestBGPECMP(t *testing.T) {
 	// working once node 1's route appears, though about half of them now
 	// hash to node 1, which hands their segments to node 0.
 	alone := holdSessions(t, topo, 50000, node0, 16)
-	for _, rule := range bgpDrop {
-		if out, err := nodes[1].ns.Run(context.Background(), "iptables", append([]string{"-D"}, rule...)...); err != nil {
-			t.Fatalf("iptables -D %v: %v %s", rule, err, out)
-		}
-	}
+	nodes[1].iptables("-D", bgpDrop)
 	nodes[1] = startBGPNode(t, topo, 1, states[1])
 	if _, err := topo.WaitNexthops(vip, topo.NodeAddrs, 30*time.Second); err != nil {
 		t.Fatal(err)

@@ -48,7 +48,32 @@ type BGPNeighbor struct {
 	ASN      uint32
 	HoldTime time.Duration // whole seconds, 3s to 65535s (GoBGP has no hold time 0)
 	Password string        // TCP MD5 (RFC 2385) key; "" for none
+	BFD      BGPBFD        // the neighbor's bfd block; zero: no BFD
 }
+
+// BGPBFD is a neighbor's bfd block: single-hop BFD (RFC 5880, 5881) beside
+// the BGP session, so that a dead neighbor (or a dead node, as the router
+// sees it) is noticed in MinRx × Multiplier rather than in the hold time.
+// The session is closed when BFD says the neighbor is down.
+type BGPBFD struct {
+	Enabled    bool
+	MinTx      time.Duration // Desired Min TX Interval (RFC 5880 6.8.1)
+	MinRx      time.Duration // Required Min RX Interval
+	Multiplier int           // Detect Mult: packets missed before the neighbor is down
+}
+
+// BFD defaults (a present bfd block; about a second to detect) and limits.
+// RFC 5880 carries the intervals in 32-bit microsecond fields and the
+// multiplier in 8 bits, neither zero (6.8.1, 6.8.6); GoBGP's BFD runs on Go
+// timers in user space, so intervals below 10ms are refused rather than
+// promised.
+const (
+	DefaultBFDInterval   = 300 * time.Millisecond
+	DefaultBFDMultiplier = 3
+	MinBFDInterval       = 10 * time.Millisecond
+	MaxBFDInterval       = math.MaxUint32 * time.Microsecond
+	MaxBFDMultiplier     = math.MaxUint8
+)
 
 // BGPAnnounce is how one listener's address is announced.
 type BGPAnnounce struct {
@@ -158,7 +183,7 @@ func (d *decoder) bgpNeighbors(bm *mapping, b *BGP) {
 	}
 	firstLine := map[netip.Addr]int{}
 	for i, it := range items {
-		nm := d.mapping(it, index("bgp.neighbors", i), "address", "asn", "hold_time", "password")
+		nm := d.mapping(it, index("bgp.neighbors", i), "address", "asn", "hold_time", "password", "bfd")
 		if nm == nil {
 			continue
 		}
@@ -193,8 +218,37 @@ func (d *decoder) bgpNeighbors(bm *mapping, b *BGP) {
 				}
 			}
 		}
+		n.BFD = d.bgpBFD(nm)
 		b.Neighbors = append(b.Neighbors, n)
 	}
+}
+
+// bgpBFD reads a neighbor's bfd block: {enabled, min_tx, min_rx,
+// multiplier}; present, it is enabled unless it says enabled: false.
+func (d *decoder) bgpBFD(nm *mapping) BGPBFD {
+	v := nm.get("bfd")
+	if v == nil {
+		return BGPBFD{}
+	}
+	bm := d.mapping(v, nm.field("bfd"), "enabled", "min_tx", "min_rx", "multiplier")
+	if bm == nil {
+		return BGPBFD{}
+	}
+	f := BGPBFD{Enabled: true, MinTx: DefaultBFDInterval, MinRx: DefaultBFDInterval, Multiplier: DefaultBFDMultiplier}
+	bm.boolean("enabled", &f.Enabled)
+	for _, iv := range []struct {
+		key string
+		dst *time.Duration
+	}{{"min_tx", &f.MinTx}, {"min_rx", &f.MinRx}} {
+		if bm.duration(iv.key, iv.dst, MinBFDInterval, MaxBFDInterval) && *iv.dst%time.Microsecond != 0 {
+			d.add(bm.get(iv.key).Line, bm.field(iv.key), "must be a whole number of microseconds (got %s)", fmtDur(*iv.dst))
+		}
+	}
+	bm.integer("multiplier", &f.Multiplier, 1, MaxBFDMultiplier)
+	if !f.Enabled {
+		return BGPBFD{}
+	}
+	return f
 }
 
 func (d *decoder) bgpAnnounce(bm *mapping, b *BGP, listeners []Listener) {

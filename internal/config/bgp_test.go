@@ -175,3 +175,57 @@ func TestBGPSecondChance(t *testing.T) {
 		})
 	}
 }
+
+func TestBGPBFD(t *testing.T) {
+	withBFD := func(block string) string {
+		return strings.Replace(bgpBase, "      password: secret\n", "      password: secret\n"+block, 1)
+	}
+	for _, tc := range []struct {
+		name, block string
+		want        BGPBFD
+	}{
+		{"absent", "", BGPBFD{}},
+		{"defaults", "      bfd: {}\n", BGPBFD{Enabled: true, MinTx: 300 * time.Millisecond, MinRx: 300 * time.Millisecond, Multiplier: 3}},
+		{"all set", "      bfd: {enabled: true, min_tx: 100ms, min_rx: 150ms, multiplier: 5}\n",
+			BGPBFD{Enabled: true, MinTx: 100 * time.Millisecond, MinRx: 150 * time.Millisecond, Multiplier: 5}},
+		{"off", "      bfd: {enabled: false, min_tx: 100ms}\n", BGPBFD{}},
+		{"limits", "      bfd: {min_tx: 10ms, min_rx: 4294967295us, multiplier: 255}\n",
+			BGPBFD{Enabled: true, MinTx: 10 * time.Millisecond, MinRx: MaxBFDInterval, Multiplier: 255}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := mustParse(t, "t.yaml", withBFD(tc.block))
+			if got := cfg.BGP.Neighbors[0].BFD; got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	for _, tc := range []struct{ name, block, want string }{
+		{"not a mapping", "      bfd: on\n",
+			`t.yaml:23: bgp.neighbors[0].bfd: expected a mapping, got "on"`},
+		{"unknown key", "      bfd: {min_tx: 100ms, detect_mult: 3}\n",
+			"t.yaml:23: bgp.neighbors[0].bfd.detect_mult: unknown field"},
+		{"enabled not a bool", "      bfd: {enabled: 1}\n",
+			"t.yaml:23: bgp.neighbors[0].bfd.enabled: expected true or false"},
+		{"min_tx zero", "      bfd: {min_tx: 0s}\n",
+			"t.yaml:23: bgp.neighbors[0].bfd.min_tx: must be between 10ms and 1h11m34.967295s (got 0s)"},
+		{"min_rx too short", "      bfd:\n        min_rx: 1ms\n",
+			"t.yaml:24: bgp.neighbors[0].bfd.min_rx: must be between 10ms and 1h11m34.967295s (got 1ms)"},
+		{"min_rx too long", "      bfd: {min_rx: 2h}\n",
+			"t.yaml:23: bgp.neighbors[0].bfd.min_rx: must be between 10ms and 1h11m34.967295s (got 2h)"},
+		{"sub-microsecond", "      bfd: {min_tx: 100000001ns}\n",
+			"t.yaml:23: bgp.neighbors[0].bfd.min_tx: must be a whole number of microseconds (got 100.000001ms)"},
+		{"no unit", "      bfd: {min_tx: 300}\n",
+			`t.yaml:23: bgp.neighbors[0].bfd.min_tx: duration "300" needs a unit, as in 300s or 300ms`},
+		{"multiplier zero", "      bfd: {multiplier: 0}\n",
+			"t.yaml:23: bgp.neighbors[0].bfd.multiplier: must be between 1 and 255 (got 0)"},
+		{"multiplier too large", "      bfd: {multiplier: 256}\n",
+			"t.yaml:23: bgp.neighbors[0].bfd.multiplier: must be between 1 and 255 (got 256)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(withBFD(tc.block)))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got:\n%v\nwant:\n%s", err, tc.want)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -139,6 +140,16 @@ type BIRDPeer struct {
 	ASN      uint32     // the node's AS
 	HoldTime int        // seconds
 	Password string     // TCP MD5 ("" for none)
+	// BFD, when set, runs a BFD session (RFC 5880, single hop) with the
+	// node beside the BGP session ("bfd on"): BIRD closes the session when
+	// BFD says the node is down, instead of waiting for the hold time.
+	BFD *BIRDBFD
+}
+
+// BIRDBFD is the router's side of a BFD session.
+type BIRDBFD struct {
+	Interval   time.Duration // min rx and min tx interval
+	Multiplier int
 }
 
 // StartBIRD runs BIRD 2 in the router namespace as AS asn, peering
@@ -158,6 +169,9 @@ func (t *ECMPTopology) StartBIRD(ctx context.Context, dir string, asn uint32, pe
 	fmt.Fprintf(&b, "router id %s;\nlog stderr all;\n", TopoRouterC.Addr())
 	b.WriteString("protocol device { scan time 1; }\n")
 	b.WriteString("protocol kernel {\n  ipv4 { import none; export all; };\n  merge paths on;\n}\n")
+	if err := t.birdBFD(&b, peers); err != nil {
+		return nil, err
+	}
 	for i, p := range peers {
 		fmt.Fprintf(&b, "protocol bgp node%d {\n  local %s as %d;\n  neighbor %s as %d;\n", i, p.Local, asn, p.Node, p.ASN)
 		fmt.Fprintf(&b, "  passive on;\n  hold time %d;\n  keepalive time %d;\n", p.HoldTime, max(1, p.HoldTime/3))
@@ -168,6 +182,9 @@ func (t *ECMPTopology) StartBIRD(ctx context.Context, dir string, asn uint32, pe
 		if p.Password != "" {
 			fmt.Fprintf(&b, "  password %q;\n", p.Password)
 		}
+		if p.BFD != nil {
+			b.WriteString("  bfd on;\n")
+		}
 		b.WriteString("  ipv4 { import all; export none; };\n}\n")
 	}
 	conf := filepath.Join(dir, "bird.conf")
@@ -175,6 +192,29 @@ func (t *ECMPTopology) StartBIRD(ctx context.Context, dir string, asn uint32, pe
 		return nil, err
 	}
 	return t.Router.Start(ctx, bird, "-f", "-c", conf, "-s", filepath.Join(dir, "bird.ctl"))
+}
+
+// birdBFD writes BIRD's protocol bfd: for each peer with BFD, the timers
+// on the router's interface to that node (BIRD starts the sessions its
+// BGP protocols ask for).
+func (t *ECMPTopology) birdBFD(b *strings.Builder, peers []BIRDPeer) error {
+	var ifaces strings.Builder
+	for _, p := range peers {
+		if p.BFD == nil {
+			continue
+		}
+		i := slices.Index(t.RouterAddrs, p.Local)
+		if i < 0 {
+			return fmt.Errorf("lab: bird: bfd with %s: %s is not the router's address on a node's link", p.Node, p.Local)
+		}
+		ms := p.BFD.Interval.Milliseconds()
+		fmt.Fprintf(&ifaces, "  interface %q {\n    min rx interval %d ms;\n    min tx interval %d ms;\n    idle tx interval %d ms;\n    multiplier %d;\n  };\n",
+			t.routerIfs[i], ms, ms, max(ms, 1000), p.BFD.Multiplier)
+	}
+	if ifaces.Len() > 0 {
+		fmt.Fprintf(b, "protocol bfd {\n%s}\n", ifaces.String())
+	}
+	return nil
 }
 
 // Nexthops are the gateways of the router's kernel route to prefix in its

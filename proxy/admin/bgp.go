@@ -39,6 +39,22 @@ type BGPNeighborView struct {
 	UpdatesSent       uint64 `json:"updates_sent"`
 	UpdatesReceived   uint64 `json:"updates_received"`
 	DisconnectMessage string `json:"last_error,omitempty"`
+	// BFD is the neighbor's BFD session; nil when bfd is off for it.
+	BFD *BGPBFDView `json:"bfd,omitempty"`
+}
+
+// BGPBFDView is the BFD session (RFC 5880) beside a BGP session: while it
+// is down after having been up, the BGP session is closed.
+type BGPBFDView struct {
+	// State is the local session state: down, init, up (admin_down when
+	// the neighbor took it down by hand).
+	State           string `json:"state"`
+	Up              bool   `json:"up"`
+	MinTxMs         uint64 `json:"min_tx_ms"`
+	MinRxMs         uint64 `json:"min_rx_ms"`
+	Multiplier      uint32 `json:"multiplier"`
+	PacketsSent     uint64 `json:"packets_sent"`
+	PacketsReceived uint64 `json:"packets_received"`
 }
 
 // BGPRouteView is one announced (or announceable) prefix: a listener
@@ -93,6 +109,9 @@ var (
 	mBGPSessionState = desc("bgp_session_state", "1 for the BGP session's current FSM state, 0 for the others.", "neighbor", "state")
 	mBGPEstablished  = desc("bgp_session_established_total", "Transitions of the BGP session to established.", "neighbor")
 	mBGPUpdates      = desc("bgp_updates_total", "BGP UPDATE messages by direction (sent, received).", "neighbor", "direction")
+	mBGPBFDUp        = desc("bgp_bfd_up", "1 while the BFD session with the neighbor is up, else 0 (neighbors with bfd on only).", "neighbor")
+	mBGPBFDState     = desc("bgp_bfd_state", "1 for the BFD session's current state (down, init, up, admin_down), 0 for the others.", "neighbor", "state")
+	mBGPBFDPackets   = desc("bgp_bfd_packets_total", "BFD control packets by direction (sent, received).", "neighbor", "direction")
 	mBGPAnnounced    = desc("bgp_route_announced", "1 while the listener address (prefix) is announced, else 0 (no eligible backend, draining, or withdrawn for shutdown).", "prefix")
 	mBGPAnnounces    = desc("bgp_announcements_total", "Times the prefix was announced (it became servable, or its attributes changed).", "prefix")
 	mBGPWithdrawals  = desc("bgp_withdrawals_total", "Times the prefix was withdrawn (it stopped being servable, or the daemon shut down).", "prefix")
@@ -101,10 +120,13 @@ var (
 // BGPStates are the session states xdproxy_bgp_session_state reports.
 var BGPStates = []string{"idle", "connect", "active", "opensent", "openconfirm", "established"}
 
+// BFDStates are the session states xdproxy_bgp_bfd_state reports (RFC 5880 4.1).
+var BFDStates = []string{"admin_down", "down", "init", "up"}
+
 type bgpCollector struct{ source func() BGPSource }
 
 func (c *bgpCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mBGPSessionUp, mBGPSessionState, mBGPEstablished, mBGPUpdates, mBGPAnnounced, mBGPAnnounces, mBGPWithdrawals} {
+	for _, d := range []*prometheus.Desc{mBGPSessionUp, mBGPSessionState, mBGPEstablished, mBGPUpdates, mBGPBFDUp, mBGPBFDState, mBGPBFDPackets, mBGPAnnounced, mBGPAnnounces, mBGPWithdrawals} {
 		ch <- d
 	}
 }
@@ -123,6 +145,14 @@ func (c *bgpCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- counter(mBGPEstablished, n.Established, n.Address)
 		ch <- counter(mBGPUpdates, n.UpdatesSent, n.Address, "sent")
 		ch <- counter(mBGPUpdates, n.UpdatesReceived, n.Address, "received")
+		if f := n.BFD; f != nil {
+			ch <- gauge(mBGPBFDUp, b2f(f.Up), n.Address)
+			for _, s := range BFDStates {
+				ch <- gauge(mBGPBFDState, b2f(f.State == s), n.Address, s)
+			}
+			ch <- counter(mBGPBFDPackets, f.PacketsSent, n.Address, "sent")
+			ch <- counter(mBGPBFDPackets, f.PacketsReceived, n.Address, "received")
+		}
 	}
 	for _, r := range v.Routes {
 		ch <- gauge(mBGPAnnounced, b2f(r.Announced), r.Prefix)

@@ -24,6 +24,10 @@ type Neighbor struct {
 	ASN      uint32
 	HoldTime time.Duration
 	Password string
+	// BFD is the neighbor's bfd block (zero: no BFD): GoBGP runs a
+	// single-hop BFD session beside the BGP session and resets the BGP
+	// session when BFD says the neighbor is down.
+	BFD config.BGPBFD
 	// Port is the neighbor's BGP port (0: 179); the file has no field for
 	// it, tests set it.
 	Port uint16
@@ -52,7 +56,7 @@ func FromConfig(c *config.Config) *Config {
 	b := c.BGP
 	out := &Config{ASN: b.ASN, RouterID: b.RouterID, WithdrawDelay: b.WithdrawDelay}
 	for _, n := range b.Neighbors {
-		out.Neighbors = append(out.Neighbors, Neighbor{Addr: n.Address, ASN: n.ASN, HoldTime: n.HoldTime, Password: n.Password})
+		out.Neighbors = append(out.Neighbors, Neighbor{Addr: n.Address, ASN: n.ASN, HoldTime: n.HoldTime, Password: n.Password, BFD: n.BFD})
 	}
 	addrOf := map[string]netip.Addr{}
 	for _, l := range c.Listeners {

@@ -17,6 +17,14 @@
 // address family of its own address (an IPv6 listener is announced to
 // IPv6 neighbors). Communities are RFC 1997 standard communities.
 //
+// A neighbor's bfd block turns on GoBGP's BFD (single hop, RFC 5881) for
+// it: GoBGP resets the BGP session when BFD says the neighbor is down.
+// The speaker reports the BFD session in /bgp and the xdproxy_bgp_bfd_*
+// metrics, applies a change of the bfd block alone without a reset of
+// its own (bfdChange) and gives GoBGP a fresh BFD session whenever a BGP
+// session with BFD goes down (restartBFD: otherwise GoBGP and BIRD can
+// reset each other for ever).
+//
 // bgp.second_chance lists the other nodes behind the same routes; it is
 // not the speaker's: the engines hand segments of connections they do not
 // hold to those peers (stack/secondchance.go) and the XDP program takes

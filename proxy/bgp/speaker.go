@@ -113,7 +113,8 @@ func (s *Speaker) Kick() {
 // Apply runs cfg (nil: stops BGP). The first call starts the speaker; later
 // ones (reloads) change it in place: neighbors added are connected,
 // neighbors removed are closed, a neighbor whose settings changed is
-// reconnected, and the others' sessions stay up; routes follow the new
+// reconnected (a change of its bfd block alone is applied to the running
+// session, see bfdChange), and the others' sessions stay up; routes follow the new
 // announce list. A new asn or router_id takes a new BGP server, so every
 // session restarts (GoBGP cannot change its global settings while
 // running). It returns what it changed, one word each, for the reload log.
@@ -149,7 +150,7 @@ func (s *Speaker) Apply(cfg *Config) (changed []string, err error) {
 	var errs []error
 	for _, n := range old {
 		i := slices.IndexFunc(cfg.Neighbors, func(m Neighbor) bool { return m.Addr == n.Addr })
-		if i >= 0 && cfg.Neighbors[i] == n {
+		if i >= 0 && (cfg.Neighbors[i] == n || onlyBFDChanged(n, cfg.Neighbors[i])) {
 			continue
 		}
 		if err := s.srv.DeletePeer(context.Background(), &api.DeletePeerRequest{Address: n.Addr.String()}); err != nil {
@@ -165,6 +166,16 @@ func (s *Speaker) Apply(cfg *Config) (changed []string, err error) {
 		i := slices.IndexFunc(old, func(m Neighbor) bool { return m.Addr == n.Addr })
 		if i >= 0 && old[i] == n {
 			kept = append(kept, n)
+			continue
+		}
+		if i >= 0 && onlyBFDChanged(old[i], n) {
+			if _, err := s.srv.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: peerOf(n)}); err != nil {
+				errs = append(errs, fmt.Errorf("neighbor %s: bfd: %w", n.Addr, err))
+				kept = append(kept, old[i])
+				continue
+			}
+			kept = append(kept, n)
+			changed = append(changed, "neighbor "+n.Addr.String()+" "+bfdChange(old[i].BFD, n.BFD))
 			continue
 		}
 		if err := s.srv.AddPeer(context.Background(), &api.AddPeerRequest{Peer: peerOf(n)}); err != nil {
@@ -200,6 +211,29 @@ func (s *Speaker) Apply(cfg *Config) (changed []string, err error) {
 	}
 	s.sync()
 	return changed, errors.Join(errs...)
+}
+
+// onlyBFDChanged says whether a and b differ in their bfd blocks alone:
+// GoBGP applies that to a running session (UpdatePeer), without a reset.
+func onlyBFDChanged(a, b Neighbor) bool {
+	a.BFD = b.BFD
+	return a == b
+}
+
+// bfdChange words a change of a neighbor's bfd block for the reload log.
+// GoBGP replaces its BFD session for the neighbor (a new discriminator,
+// starting down) rather than renegotiating the timers in place (RFC 5880
+// 6.8.3's poll sequence): a router whose BFD session was up sees it go
+// down, and with BFD tied to BGP (BIRD's "bfd on") closes the session;
+// it comes back at once. Turning BFD on keeps the session.
+func bfdChange(from, to config.BGPBFD) string {
+	switch {
+	case !from.Enabled:
+		return "bfd on"
+	case !to.Enabled:
+		return "bfd off (a router still running BFD for it resets the session)"
+	}
+	return "bfd restarted with new timers (a router running BFD for it resets the session)"
 }
 
 func (s *Speaker) startServer(cfg *Config) error {
@@ -274,9 +308,46 @@ func (s *Speaker) peerChanged(srv *server.BgpServer, addr netip.Addr, state, msg
 		s.log.Info("bgp session up", "neighbor", addr)
 	case wasUp:
 		s.log.Warn("bgp session down", "neighbor", addr, "state", state, "reason", msg)
+		go s.restartBFD(srv, addr)
 	default:
 		s.log.Debug("bgp session state", "neighbor", addr, "state", state)
 	}
+}
+
+// restartBFD replaces GoBGP's BFD session with n by a fresh one (down, no
+// remote discriminator) once n's BGP session went down. Without it GoBGP
+// (v4.8.0) and a router that opens a new BFD session with each BGP
+// session (BIRD 2) can reset each other for ever: GoBGP drops the
+// packets of the router's new BFD session, whose discriminator is not
+// the one it bound (bfd_peer.go, rxPacket), until its detection time
+// runs out; it then resets the BGP peer, and a reset asked while the
+// session is not established waits for the next one to come up and
+// closes it at once (sendNotification queues a Cease); the router opens
+// yet another BFD session with the next BGP session, and so on.
+// TestBGPECMPBFD restarts the router's session to show it.
+func (s *Speaker) restartBFD(srv *server.BgpServer, addr netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if srv != s.srv {
+		return
+	}
+	// The neighbor as it is now (a reload may have come in between).
+	i := slices.IndexFunc(s.cfg.Neighbors, func(n Neighbor) bool { return n.Addr == addr })
+	if i < 0 || !s.cfg.Neighbors[i].BFD.Enabled {
+		return
+	}
+	n := s.cfg.Neighbors[i]
+	off := peerOf(n)
+	off.Bfd = nil
+	_, err := srv.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: off})
+	if err == nil {
+		_, err = srv.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: peerOf(n)})
+	}
+	if err != nil {
+		s.log.Warn("bgp: restarting bfd after the session went down", "neighbor", n.Addr, "err", err)
+		return
+	}
+	s.log.Info("bgp: bfd session restarted after the bgp session went down", "neighbor", n.Addr)
 }
 
 func stateName(st bgp.FSMState) string {
@@ -320,7 +391,44 @@ func peerOf(n Neighbor) *api.Peer {
 	if n.Local.IsValid() {
 		p.Transport.LocalAddress = n.Local.String()
 	}
+	if n.BFD.Enabled {
+		// GoBGP listens on UDP 3784 and sends from a port of 49152-65535
+		// with TTL 255 (RFC 5881); the intervals travel in microseconds.
+		p.Bfd = &api.BfdPeerConfig{
+			Enabled:                  true,
+			DesiredMinimumTxInterval: uint32(n.BFD.MinTx / time.Microsecond),
+			RequiredMinimumReceive:   uint32(n.BFD.MinRx / time.Microsecond),
+			DetectionMultiplier:      uint32(n.BFD.Multiplier),
+		}
+	}
 	return p
+}
+
+// bfdStateName is admin_down, down, init or up (RFC 5880 4.1); down also
+// before GoBGP's BFD peer exists (unspecified).
+func bfdStateName(st api.BfdSessionState) string {
+	if st == api.BfdSessionState_BFD_SESSION_STATE_UNSPECIFIED {
+		return "down"
+	}
+	return strings.ToLower(strings.TrimPrefix(st.String(), "BFD_SESSION_STATE_"))
+}
+
+// bfdView is the BFD session of n as p (nil: not known to GoBGP) reports it.
+func bfdView(n Neighbor, p *api.Peer) *admin.BGPBFDView {
+	if !n.BFD.Enabled {
+		return nil
+	}
+	v := &admin.BGPBFDView{State: "down", MinTxMs: uint64(n.BFD.MinTx / time.Millisecond),
+		MinRxMs: uint64(n.BFD.MinRx / time.Millisecond), Multiplier: uint32(n.BFD.Multiplier)}
+	if p != nil && p.State != nil && p.State.BfdState != nil {
+		st := p.State.BfdState
+		v.State = bfdStateName(st.SessionState)
+		if c := st.BfdAsync; c != nil {
+			v.PacketsSent, v.PacketsReceived = c.TransmittedPackets, c.ReceivedPackets
+		}
+	}
+	v.Up = v.State == "up"
+	return v
 }
 
 // sync announces the routes that should be and withdraws the others.
@@ -502,6 +610,7 @@ func (s *Speaker) BGPStatus() admin.BGPView {
 			}
 		}
 		nv.Up = nv.State == "established"
+		nv.BFD = bfdView(n, live[n.Addr.String()])
 		v.Neighbors = append(v.Neighbors, nv)
 	}
 	for _, r := range s.cfg.Routes {

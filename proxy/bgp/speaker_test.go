@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -256,5 +257,91 @@ bgp:
 	}
 	if got.Neighbors[0].HoldTime != config.DefaultBGPHoldTime || got.WithdrawDelay != config.DefaultBGPWithdrawDelay {
 		t.Errorf("defaults: %+v", got)
+	}
+}
+
+// The router here runs no BFD, so the session never comes up; what this
+// shows is the wiring: the bfd block reaches GoBGP (its BFD peer sends),
+// /bgp reports it, a BGP session does not wait for BFD, and a reload that
+// changes the bfd block alone keeps the BGP session. The lab test
+// (cmd/xdproxy TestBGPECMPBFD) runs it against BIRD.
+func TestSpeakerBFD(t *testing.T) {
+	r := newRouter(t, "127.0.0.5")
+	s := New(func(string) (bool, string) { return true, "" }, nil)
+	defer s.Stop()
+	n := r.neighbor()
+	cfg := &Config{ASN: 65001, RouterID: netip.MustParseAddr("10.0.0.1"), Neighbors: []Neighbor{n},
+		Routes: []Route{{Prefix: netip.MustParsePrefix("10.10.1.1/32"), Listeners: []string{"web"}}}}
+	if _, err := s.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "route", func() bool { return len(r.routes(t)) == 1 })
+	if f := s.BGPStatus().Neighbors[0].BFD; f != nil {
+		t.Errorf("bfd view without bfd: %+v", f)
+	}
+
+	// BFD on by reload: applied in place.
+	n.BFD = config.BGPBFD{Enabled: true, MinTx: 100 * time.Millisecond, MinRx: 150 * time.Millisecond, Multiplier: 4}
+	cfg.Neighbors = []Neighbor{n}
+	changed, err := s.Apply(cfg)
+	if err != nil || !slices.Equal(changed, []string{"neighbor 127.0.0.5 bfd on"}) {
+		t.Fatalf("Apply: %q %v", changed, err)
+	}
+	// GoBGP's BFD peer dials its socket after a second, then sends every min_tx.
+	waitFor(t, "bfd packets sent", func() bool {
+		f := s.BGPStatus().Neighbors[0].BFD
+		return f != nil && f.PacketsSent >= 3
+	})
+	nv := s.BGPStatus().Neighbors[0]
+	if f := nv.BFD; f.State != "down" || f.Up || f.MinTxMs != 100 || f.MinRxMs != 150 || f.Multiplier != 4 {
+		t.Errorf("bfd view: %+v", f)
+	}
+	if !nv.Up || nv.Established != 1 {
+		t.Errorf("the BGP session after bfd on: %+v", nv)
+	}
+
+	// New timers, then off: in place too; the session never reset.
+	n.BFD.MinTx = 200 * time.Millisecond
+	cfg.Neighbors = []Neighbor{n}
+	if changed, err := s.Apply(cfg); err != nil || len(changed) != 1 || !strings.HasPrefix(changed[0], "neighbor 127.0.0.5 bfd restarted") {
+		t.Fatalf("Apply: %q %v", changed, err)
+	}
+	if f := s.BGPStatus().Neighbors[0].BFD; f == nil || f.MinTxMs != 200 {
+		t.Errorf("bfd view after new timers: %+v", f)
+	}
+	n.BFD = config.BGPBFD{}
+	cfg.Neighbors = []Neighbor{n}
+	if changed, err := s.Apply(cfg); err != nil || len(changed) != 1 || !strings.HasPrefix(changed[0], "neighbor 127.0.0.5 bfd off") {
+		t.Fatalf("Apply: %q %v", changed, err)
+	}
+	time.Sleep(time.Second)
+	if nv := s.BGPStatus().Neighbors[0]; nv.BFD != nil || !nv.Up || nv.Established != 1 {
+		t.Errorf("after bfd off: %+v", nv)
+	}
+}
+
+func TestPeerOfBFD(t *testing.T) {
+	n := Neighbor{Addr: netip.MustParseAddr("10.10.1.254"), ASN: 65000, HoldTime: 9 * time.Second}
+	if p := peerOf(n); p.Bfd != nil {
+		t.Errorf("bfd off: %+v", p.Bfd)
+	}
+	n.BFD = config.BGPBFD{Enabled: true, MinTx: 300 * time.Millisecond, MinRx: 250 * time.Millisecond, Multiplier: 3}
+	// RFC 5880's intervals are microseconds.
+	if b := peerOf(n).Bfd; b == nil || !b.Enabled || b.DesiredMinimumTxInterval != 300000 || b.RequiredMinimumReceive != 250000 || b.DetectionMultiplier != 3 {
+		t.Errorf("bfd on: %+v", b)
+	}
+}
+
+func TestBFDStateNames(t *testing.T) {
+	for st, want := range map[api.BfdSessionState]string{
+		api.BfdSessionState_BFD_SESSION_STATE_UNSPECIFIED: "down",
+		api.BfdSessionState_BFD_SESSION_STATE_ADMIN_DOWN:  "admin_down",
+		api.BfdSessionState_BFD_SESSION_STATE_DOWN:        "down",
+		api.BfdSessionState_BFD_SESSION_STATE_INIT:        "init",
+		api.BfdSessionState_BFD_SESSION_STATE_UP:          "up",
+	} {
+		if got := bfdStateName(st); got != want {
+			t.Errorf("%v: %q, want %q", st, got, want)
+		}
 	}
 }
