@@ -83,7 +83,13 @@ func TestRestartUnderLoad(t *testing.T) {
 		d = startDaemon(t, topo, cfg)
 		rate, failed := connRate(topo.Client, url, 16, restartWindow)
 		m := d.fullMetrics()
-		t.Logf("restart %d: %.0f conn/s (%.2fx fresh, %d failed), syn_retransmits %v, syn_tw_collisions %v, tx_resets %v", i+1, rate, rate/fresh, failed,
+		// The same daemon's rate in the window after: what this box gives
+		// right now (other test packages run beside this one, and the fresh
+		// rate of a minute ago is no yardstick under changing load).
+		steady, failed2 := connRate(topo.Client, url, 16, restartWindow)
+		failed += failed2
+		t.Logf("restart %d: %.0f conn/s (%.2fx the %.0f of the window after, %.2fx fresh, %d failed), syn_retransmits %v, syn_tw_collisions %v, tx_resets %v",
+			i+1, rate, rate/steady, steady, rate/fresh, failed,
 			gaugeWith(m, "xdproxy_tcp_events_total", "counter", "syn_retransmits"),
 			gaugeWith(m, "xdproxy_tcp_events_total", "counter", "syn_tw_collisions"),
 			gaugeWith(m, "xdproxy_tcp_events_total", "counter", "tx_resets"))
@@ -92,15 +98,15 @@ func TestRestartUnderLoad(t *testing.T) {
 		if rxt := gaugeWith(m, "xdproxy_tcp_events_total", "counter", "syn_retransmits"); rxt > rate*restartWindow.Seconds()/100 {
 			t.Errorf("restart %d: %v SYNs retransmitted", i+1, rxt)
 		}
-		if rate < 0.5*fresh || failed > 0 {
-			t.Errorf("restart %d: %.0f conn/s in the first %v, %.2fx the fresh %.0f, %d failed", i+1, rate, restartWindow, rate/fresh, fresh, failed)
+		if rate < 0.5*steady || failed > 0 {
+			t.Errorf("restart %d: %.0f conn/s in the first %v, %.2fx the %.0f after, %d failed", i+1, rate, restartWindow, rate/steady, steady, failed)
 		}
-		rates = append(rates, rate/fresh)
+		rates = append(rates, rate/steady)
 	}
 	sort.Float64s(rates)
-	t.Logf("after a restart: median %.2fx the fresh rate (min %.2fx)", rates[len(rates)/2], rates[0])
+	t.Logf("after a restart: median %.2fx the rate of the window after (min %.2fx)", rates[len(rates)/2], rates[0])
 	if rates[len(rates)/2] < 0.8 {
-		t.Errorf("median rate in the first %v after a restart: %.2fx the fresh rate, want >= 0.8x", restartWindow, rates[len(rates)/2])
+		t.Errorf("median rate in the first %v after a restart: %.2fx the rate of the window after, want >= 0.8x", restartWindow, rates[len(rates)/2])
 	}
 }
 
