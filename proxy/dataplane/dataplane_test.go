@@ -82,13 +82,19 @@ func (el *echoLab) start(t *testing.T, mutate func(*Config)) {
 // between them (c0 10.77.0.1, p0 10.77.0.2), with no data plane yet.
 func newLabLink(t *testing.T, queues int) *echoLab {
 	t.Helper()
+	return newLabLinkMTU(t, queues, 0)
+}
+
+// newLabLinkMTU is newLabLink with both ends at mtu (0: the default).
+func newLabLinkMTU(t *testing.T, queues, mtu int) *echoLab {
+	t.Helper()
 	lab.RequireRoot(t)
 	l, err := lab.New(t)
 	if err != nil {
 		t.Fatal(err)
 	}
 	client, proxy, v, err := l.Pair("client", "c0", "proxy", "p0", lab.LinkOpts{
-		Queues: queues, AAddrs: []netip.Prefix{clientPrefix}, BAddrs: []netip.Prefix{proxyPrefix},
+		Queues: queues, MTU: mtu, AAddrs: []netip.Prefix{clientPrefix}, BAddrs: []netip.Prefix{proxyPrefix},
 		// The client kernel's frames must carry full checksums for the engine
 		// (see internal/lab's package doc on CHECKSUM_PARTIAL over veth).
 		DisableTxChecksum: true,
