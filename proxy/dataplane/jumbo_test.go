@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdproxy/xdproxy/bpf"
 	"github.com/xdproxy/xdproxy/stack"
 	"golang.org/x/sys/unix"
 )
@@ -131,4 +132,37 @@ func echoExchangeOpen(c net.Conn, msg []byte) error {
 		return fmt.Errorf("echo %q, want %q", buf, msg)
 	}
 	return nil
+}
+
+// TestLabJumboShapes covers MTU 9000 where TestLabJumbo does not go: XDP in
+// generic (skb) mode, where the kernel hands the frags-aware program a
+// multi-buffer skb, and two queues, where jumbo frames cross between shards
+// through the hand-off rings (slots sized for the longest frame).
+func TestLabJumboShapes(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		queues int
+		mode   bpf.Mode
+	}{
+		{"generic", 1, bpf.ModeGeneric},
+		{"two_queues", 2, bpf.ModeAuto},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			el := newLabLinkMTU(t, c.queues, 9000)
+			el.start(t, func(cfg *Config) { cfg.Interfaces[0].XDPMode = c.mode })
+			for range 4 {
+				el.bulk(t, 8<<20)
+			}
+			rx, tx, drops := el.xskChains(t)
+			var handoffs, handoffDrops uint64
+			for _, s := range el.dp.Shards() {
+				handoffs += s.Stats().HandoffsOut.Load() + s.Stats().TxHandoffs.Load()
+				handoffDrops += s.Stats().HandoffDrops.Load() + s.Stats().TxHandoffDrops.Load()
+			}
+			t.Logf("chains rx %d tx %d, hand-offs %d", rx, tx, handoffs)
+			if drops != 0 || handoffDrops != 0 || rx == 0 || tx == 0 {
+				t.Fatalf("drops %d, hand-off drops %d, chains rx %d tx %d", drops, handoffDrops, rx, tx)
+			}
+		})
+	}
 }
