@@ -789,32 +789,44 @@ func TestCurl(t *testing.T) {
 // TestJumboFrames: on links with an MTU over what a 2 KiB UMEM frame holds
 // the daemon picks 4 KiB frames and the engine the link's MTU, so a
 // download moves in segments of MTU-52 bytes (3448 at MTU 3500), intact.
+// Beyond a 4 KiB frame (MTU 9000: 8948-byte segments) the sockets use
+// multi-buffer AF_XDP: every full-sized frame travels as a chain of
+// descriptors, gathered on RX and split on TX, and none is dropped.
 func TestJumboFrames(t *testing.T) {
 	if err := lab.EnsureTools("curl:curl"); err != nil {
 		t.Fatal(err)
 	}
-	const mtu = 3500
-	topo := newTopologyMTU(t, e2eQueues, mtu)
-	startHTTP(t, topo.Backends, backend1+":8080", "b1")
-	startHTTP(t, topo.Backends, backend2+":8080", "b2")
-	d := startDaemon(t, topo, webConfig(topo, ""))
-	const size = 20 << 20
-	be, took := download(t, topo, size, 60*time.Second)
-	t.Logf("MTU %d: 20 MiB from %s in %s", mtu, be, took)
-	resp, err := d.admin.Get("http://" + d.adminAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	text, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	// Sent: the data to the client plus about one ACK per two segments to
-	// the backend — over 14,000 data frames alone at 1448 bytes a segment,
-	// about 6,100 (+ 3,050 ACKs) at 3448.
-	rx, tx := sumMetric(string(text), "xdproxy_xsk_rx_frames_total"), sumMetric(string(text), "xdproxy_xsk_tx_frames_total")
-	t.Logf("XSK frames: %.0f received, %.0f sent", rx, tx)
-	if maxFrames := float64(size) / 2000; tx > maxFrames || tx < float64(size)/(mtu-52) {
-		t.Fatalf("%.0f frames sent for a %d-byte download: want between %d and %.0f (segments of ~%d bytes)",
-			tx, size, size/(mtu-52), maxFrames, mtu-52)
+	for _, mtu := range []int{3500, 9000} {
+		t.Run(fmt.Sprint("mtu", mtu), func(t *testing.T) {
+			topo := newTopologyMTU(t, e2eQueues, mtu)
+			startHTTP(t, topo.Backends, backend1+":8080", "b1")
+			startHTTP(t, topo.Backends, backend2+":8080", "b2")
+			d := startDaemon(t, topo, webConfig(topo, ""))
+			const size = 20 << 20
+			be, took := download(t, topo, size, 60*time.Second)
+			t.Logf("MTU %d: 20 MiB from %s in %s", mtu, be, took)
+			resp, err := d.admin.Get("http://" + d.adminAddr + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			text, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			// Sent: the data to the client plus about one ACK per two segments to
+			// the backend — over 14,000 data frames alone at 1448 bytes a segment,
+			// about 6,100 (+ 3,050 ACKs) at 3448.
+			rx, tx := sumMetric(string(text), "xdproxy_xsk_rx_frames_total"), sumMetric(string(text), "xdproxy_xsk_tx_frames_total")
+			rxChains, txChains := sumMetric(string(text), "xdproxy_xsk_rx_chains_total"), sumMetric(string(text), "xdproxy_xsk_tx_chains_total")
+			drops := sumMetric(string(text), "xdproxy_xsk_rx_chain_drops_total") + sumMetric(string(text), "xdproxy_xsk_bad_commits_total")
+			t.Logf("XSK frames: %.0f received (%.0f chains), %.0f sent (%.0f chains)", rx, rxChains, tx, txChains)
+			if maxFrames := float64(size) / 2000; tx > maxFrames || tx < float64(size)/float64(mtu-52) {
+				t.Fatalf("%.0f frames sent for a %d-byte download: want between %d and %.0f (segments of ~%d bytes)",
+					tx, size, size/(mtu-52), maxFrames, mtu-52)
+			}
+			multi := mtu+22 > 4096
+			if drops != 0 || (multi && (rxChains < float64(size)/float64(mtu) || txChains < float64(size)/float64(mtu))) || (!multi && rxChains+txChains != 0) {
+				t.Fatalf("chains: %.0f received, %.0f sent, %.0f dropped (multi-buffer %v)", rxChains, txChains, drops, multi)
+			}
+		})
 	}
 }
 

@@ -100,7 +100,9 @@ func TestLabJumbo(t *testing.T) {
 			if drops != 0 {
 				t.Errorf("drops on the sockets: %d", drops)
 			}
-			if mtu > 4096 && (rx < size/9000 || tx < size/9000) {
+			// Most segments are full-sized (8948 bytes and three
+			// descriptors); short ones come at window edges.
+			if mtu > 4096 && (rx < size/10000 || tx < size/10000) {
 				t.Errorf("chains: rx %d, tx %d: the jumbo segments did not travel as chains", rx, tx)
 			}
 			if mtu <= 4096 && (rx != 0 || tx != 0) {
