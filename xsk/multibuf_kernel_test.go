@@ -3,9 +3,13 @@ package xsk
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // jumboFrame writes an n-byte test frame (etherTypeTest) carrying seq and a
@@ -88,5 +92,27 @@ func TestMultiBufferVeth(t *testing.T) {
 	if st.RxChains == 0 || st.TxChains == 0 || st.RxChainDrops != 0 || st.TxInvalidDescs != 0 ||
 		st.RxDropped != 0 || st.BadDescs != 0 || st.BadCommits != 0 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestMultiBufferBindRefused: where the kernel refuses multi-buffer in the
+// mode asked for (veth has no zero-copy at all), the error says that the
+// socket wanted multi-buffer and carries the errno; in auto mode the copy
+// mode bind with XDP_USE_SG succeeds.
+func TestMultiBufferBindRefused(t *testing.T) {
+	l := newLabMTU(t, 1, 9000)
+	cfg := Config{NumFrames: 64, FrameSize: 4096, MaxPacket: 9014, ZeroCopy: ZeroCopyOn}
+	var err error
+	l.do(t, func() { _, err = Open(l.xa, 0, cfg) })
+	if err == nil || !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EINVAL) ||
+		!strings.Contains(err.Error(), "multi-buffer (XDP_USE_SG, 9014-byte packets in 4096-byte frames)") {
+		t.Fatalf("zero-copy multi-buffer on veth: %v", err)
+	}
+	t.Log(err)
+	cfg.ZeroCopy = ZeroCopyAuto
+	s := openRetry(t, l, l.xa, 0, cfg)
+	defer s.Close()
+	if !s.MultiBuffer() || s.ZeroCopy() {
+		t.Fatalf("auto: multi-buffer %v, zero-copy %v", s.MultiBuffer(), s.ZeroCopy())
 	}
 }

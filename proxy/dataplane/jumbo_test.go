@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -195,5 +196,20 @@ func TestLabJumboShapes(t *testing.T) {
 				t.Fatalf("drops %d, hand-off drops %d, chains rx %d tx %d", drops, handoffDrops, rx, tx)
 			}
 		})
+	}
+}
+
+// TestOpenErrorNamesMTU: a socket refused for multi-buffer is reported with
+// the interface, the queue, the MTU that asked for it and the way out.
+func TestOpenErrorNamesMTU(t *testing.T) {
+	f := &Iface{name: "eth9", mtu: 9000, frame: 4096, packet: 9022}
+	err := f.openError(3, unix.EINVAL)
+	want := "dataplane: eth9 queue 3: MTU 9000 needs 9022-byte frames in chains of 4096-byte AF_XDP frames (multi-buffer, XDP_USE_SG: Linux 6.6+"
+	if !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "lower the MTU to 4074") || !errors.Is(err, unix.EINVAL) {
+		t.Fatalf("%v", err)
+	}
+	f.packet = 0
+	if err := f.openError(0, unix.EBUSY); err.Error() != "dataplane: eth9 queue 0: device or resource busy" {
+		t.Fatalf("%v", err)
 	}
 }
