@@ -3,7 +3,9 @@ package xsk
 // Receive moves up to len(descs) received frames from the RX ring into
 // descs and returns how many. It reads the kernel's producer index at most
 // once and writes the consumer index once per call, and allocates nothing.
-// The frames are the caller's until it passes them to Recycle.
+// The frames are the caller's until it passes them to Recycle. On a
+// multi-buffer socket a packet that spans frames comes gathered into a
+// scratch slot instead, valid until the next Receive (multibuf.go).
 func (s *Socket) Receive(descs []Desc) int {
 	if s.closed || len(descs) == 0 {
 		return 0
