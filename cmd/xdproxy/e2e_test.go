@@ -822,8 +822,10 @@ func TestJumboFrames(t *testing.T) {
 				t.Fatalf("%.0f frames sent for a %d-byte download: want between %d and %.0f (segments of ~%d bytes)",
 					tx, size, size/(mtu-52), maxFrames, mtu-52)
 			}
-			multi := mtu+22 > 4096
-			if drops != 0 || (multi && (rxChains < float64(size)/float64(mtu) || txChains < float64(size)/float64(mtu))) || (!multi && rxChains+txChains != 0) {
+			// Most segments are full-sized (three descriptors at 9000);
+			// short ones come at window edges.
+			multi, minChains := mtu+22 > 4096, 0.8*float64(size)/float64(mtu)
+			if drops != 0 || (multi && (rxChains < minChains || txChains < minChains)) || (!multi && rxChains+txChains != 0) {
 				t.Fatalf("chains: %.0f received, %.0f sent, %.0f dropped (multi-buffer %v)", rxChains, txChains, drops, multi)
 			}
 		})
