@@ -12,7 +12,7 @@ type Stats struct {
 	TxRingEmptyDescs     uint64 // times the TX ring was found empty
 
 	// From this side.
-	RxFrames   uint64 // descriptors returned by Receive
+	RxFrames   uint64 // packets returned by Receive (a multi-buffer chain counts once)
 	TxFrames   uint64 // frames queued by Commit
 	Completed  uint64 // frames reaped from the completion ring
 	Kicks      uint64 // sendto calls made by Flush
