@@ -1061,56 +1061,74 @@ func waitFor(t *testing.T, p *lab.Proc, s string, limit time.Duration) {
 	}
 }
 
+// TestIperf3 runs iperf3 both ways through the daemon, on links at MTU
+// 1500 and, in the same run, at MTU 9000 (multi-buffer AF_XDP), and logs
+// the rates side by side.
 func TestIperf3(t *testing.T) {
 	if err := lab.EnsureTools("iperf3"); err != nil {
 		t.Fatal(err)
 	}
-	topo := newTopology(t, e2eQueues)
-	srv, err := topo.Backends.Start(context.Background(), "iperf3", "-s", "-B", backend1, "-p", "5201", "--forceflush")
-	if err != nil {
-		t.Fatal(err)
+	var summary strings.Builder
+	for _, mtu := range []int{1500, 9000} {
+		t.Run(fmt.Sprint("mtu", mtu), func(t *testing.T) {
+			topo := newTopologyMTU(t, e2eQueues, mtu)
+			srv, err := topo.Backends.Start(context.Background(), "iperf3", "-s", "-B", backend1, "-p", "5201", "--forceflush")
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, srv, "Server listening", 20*time.Second)
+			startDaemon(t, topo, daemonConfig(topo, "2s",
+				listenerYAML("iperf", listenerIP+":5201", "round_robin", "", backend1+":5201")))
+			fmt.Fprintf(&summary, "\nMTU %d:", mtu)
+			for _, dir := range []struct {
+				name string
+				args []string
+			}{{"client → server", nil}, {"server → client (-R)", []string{"-R"}}} {
+				bps := iperf3Run(t, topo, dir.name, dir.args)
+				fmt.Fprintf(&summary, "  %s %.2f Gbit/s", dir.name, bps/1e9)
+			}
+		})
 	}
-	waitFor(t, srv, "Server listening", 20*time.Second)
-	startDaemon(t, topo, daemonConfig(topo, "2s",
-		listenerYAML("iperf", listenerIP+":5201", "round_robin", "", backend1+":5201")))
+	t.Log(summary.String())
+}
 
-	for _, dir := range []struct {
-		name string
-		args []string
-	}{{"client → server", nil}, {"server → client (-R)", []string{"-R"}}} {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		args := append([]string{"-c", listenerIP, "-p", "5201", "-t", "3", "-J"}, dir.args...)
-		out, err := topo.Client.Run(ctx, "iperf3", args...)
-		cancel()
-		if err != nil {
-			t.Fatalf("%s: %v", dir.name, err)
-		}
-		var res struct {
-			Error string
-			End   struct {
-				SumSent struct {
-					Bytes         int64
-					BitsPerSecond float64 `json:"bits_per_second"`
-					Retransmits   int
-				} `json:"sum_sent"`
-				SumReceived struct {
-					Bytes         int64
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
-			} `json:"end"`
-		}
-		if err := json.Unmarshal([]byte(out), &res); err != nil {
-			t.Fatalf("%s: iperf3 JSON: %v\n%s", dir.name, err, tail(out, 2000))
-		}
-		if res.Error != "" {
-			t.Fatalf("%s: iperf3: %s", dir.name, res.Error)
-		}
-		if res.End.SumReceived.Bytes <= 0 || res.End.SumReceived.BitsPerSecond <= 0 {
-			t.Fatalf("%s: nothing received:\n%s", dir.name, tail(out, 2000))
-		}
-		t.Logf("iperf3 %s: %.2f Gbit/s received (%d MiB; sender retransmits %d)", dir.name,
-			res.End.SumReceived.BitsPerSecond/1e9, res.End.SumReceived.Bytes>>20, res.End.SumSent.Retransmits)
+// iperf3Run runs a 3-second iperf3 from the client to the listener and
+// returns the received rate in bits per second.
+func iperf3Run(t *testing.T, topo *lab.Topology, name string, extra []string) float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	args := append([]string{"-c", listenerIP, "-p", "5201", "-t", "3", "-J"}, extra...)
+	out, err := topo.Client.Run(ctx, "iperf3", args...)
+	cancel()
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
 	}
+	var res struct {
+		Error string
+		End   struct {
+			SumSent struct {
+				Bytes         int64
+				BitsPerSecond float64 `json:"bits_per_second"`
+				Retransmits   int
+			} `json:"sum_sent"`
+			SumReceived struct {
+				Bytes         int64
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%s: iperf3 JSON: %v\n%s", name, err, tail(out, 2000))
+	}
+	if res.Error != "" {
+		t.Fatalf("%s: iperf3: %s", name, res.Error)
+	}
+	if res.End.SumReceived.Bytes <= 0 || res.End.SumReceived.BitsPerSecond <= 0 {
+		t.Fatalf("%s: nothing received:\n%s", name, tail(out, 2000))
+	}
+	t.Logf("iperf3 %s: %.2f Gbit/s received (%d MiB; sender retransmits %d)", name,
+		res.End.SumReceived.BitsPerSecond/1e9, res.End.SumReceived.Bytes>>20, res.End.SumSent.Retransmits)
+	return res.End.SumReceived.BitsPerSecond
 }
 
 // ---- 4. a backend dies mid-run ----
