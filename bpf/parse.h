@@ -42,8 +42,19 @@
 struct cursor {
 	void *start; /* the frame's first byte */
 	void *pos;
-	void *end;
+	void *end;   /* the end of the linear part: every header read lies before it */
+	__u32 len;   /* the whole frame's length, fragments of a multi-buffer frame included */
 };
+
+/*
+ * cursor_holds reports whether the frame, fragments included, holds len
+ * bytes from p on: how a length that the IP header claims is checked (a
+ * jumbo frame's payload runs past the linear part into its fragments).
+ */
+static __always_inline int cursor_holds(const struct cursor *c, void *p, __u32 len)
+{
+	return (__u64)(p - c->start) + len <= c->len;
+}
 
 /*
  * cursor_pull returns a pointer to the next len bytes and advances past

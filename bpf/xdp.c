@@ -287,7 +287,7 @@ static __always_inline enum steer steer_ipv4(struct cursor *c, __u32 flags, stru
 	tot_len = bpf_ntohs(ip->tot_len);
 	if (tot_len < ihl + sizeof(*th))
 		return MALFORMED;
-	if ((void *)ip + tot_len > c->end)
+	if (!cursor_holds(c, ip, tot_len))
 		return MALFORMED;
 	at->l3 = (void *)ip - c->start;
 	at->l4 = (void *)th - c->start;
@@ -392,7 +392,7 @@ static __always_inline enum steer steer_ipv6(struct cursor *c, __u32 flags, stru
 	payload_len = bpf_ntohs(ip6->payload_len);
 	if (payload_len < sizeof(*th))
 		return MALFORMED;
-	if ((void *)(ip6 + 1) + payload_len > c->end)
+	if (!cursor_holds(c, ip6 + 1, payload_len))
 		return MALFORMED;
 	at->l3 = (void *)ip6 - c->start;
 	at->l4 = (void *)th - c->start;
@@ -487,6 +487,7 @@ static __always_inline enum steer classify(struct xdp_md *ctx, __u32 flags, stru
 		.start = (void *)(long)ctx->data,
 		.pos = (void *)(long)ctx->data,
 		.end = (void *)(long)ctx->data_end,
+		.len = bpf_xdp_get_buff_len(ctx),
 	};
 	void *l3;
 	enum steer s;
@@ -662,7 +663,8 @@ static __always_inline enum cookie_act answer_syn(struct xdp_md *ctx, const stru
 
 	ip_len = at->v4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
 	l3 = at->l3 & L3_OFF_MASK;
-	if (bpf_xdp_adjust_tail(ctx, (int)(l3 + ip_len + tcp_len) - (int)(end - data)))
+	/* The whole frame's length: a SYN's payload may reach into fragments. */
+	if (bpf_xdp_adjust_tail(ctx, (int)(l3 + ip_len + tcp_len) - (int)bpf_xdp_get_buff_len(ctx)))
 		return CK_STEER;
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
@@ -843,7 +845,16 @@ static __always_inline int decapsulate(struct xdp_md *ctx, __u32 strip, __be16 p
 	return 0;
 }
 
-SEC("xdp")
+/*
+ * xdp.frags (BPF_F_XDP_HAS_FRAGS): the program takes multi-buffer frames, so
+ * it attaches to links whose MTU exceeds a page (jumbo frames, veth at 9000)
+ * and redirects them whole to sockets bound with XDP_USE_SG. It reads only
+ * the linear part (data..data_end): every header it parses lies there; a
+ * frame whose headers do not is judged on what the linear part holds, as
+ * any short frame is. bpf_xdp_load_bytes and bpf_xdp_adjust_tail work
+ * across fragments.
+ */
+SEC("xdp.frags")
 int xdproxy_steer(struct xdp_md *ctx)
 {
 	__u32 zero = 0;

@@ -46,6 +46,11 @@ type Config struct {
 	NumFrames int
 	// FrameSize is 2048 or 4096 bytes.
 	FrameSize int
+	// MaxPacket is the longest frame the socket carries (the link's MTU
+	// plus its Ethernet and VLAN headers); 0 means FrameSize. Above
+	// FrameSize the socket binds with XDP_USE_SG (multi-buffer, Linux 6.6+)
+	// and carries a packet as a chain of frames (multibuf.go); at most 17.
+	MaxPacket int
 	// Ring sizes in descriptors, powers of two.
 	FillSize, CompletionSize, RxSize, TxSize int
 	// ZeroCopy chooses the bind mode.
@@ -92,6 +97,9 @@ func (c Config) withDefaults() (Config, error) {
 		if !powerOfTwo(r.n) || r.n > 1<<20 {
 			return c, fmt.Errorf("%w: %s %d: want a power of two in [1, 2^20]", ErrConfig, r.name, r.n)
 		}
+	}
+	if c.MaxPacket < 0 || c.MaxPacket > maxChainDescs*c.FrameSize {
+		return c, fmt.Errorf("%w: MaxPacket %d: want at most %d frames of %d bytes", ErrConfig, c.MaxPacket, maxChainDescs, c.FrameSize)
 	}
 	switch c.ZeroCopy {
 	case ZeroCopyAuto, ZeroCopyOn, ZeroCopyOff:

@@ -30,7 +30,28 @@
 // txring.go, completionring.go over the shared header in ring.go; umem.go
 // (frames, free list, owners); socket.go (Open, bind, Close); rx.go and
 // tx.go (the hot paths); poll.go (need_wakeup, Poll, Wakeup); stats.go;
-// sys.go (the raw SOL_XDP calls x/sys/unix has no helper for).
+// sys.go (the raw SOL_XDP calls x/sys/unix has no helper for); multibuf.go
+// (packets larger than a frame).
+//
+// # Multi-buffer (jumbo frames)
+//
+// A frame is at most a page (aligned mode), so a link whose MTU needs more
+// (9000 on a NIC) sets Config.MaxPacket above FrameSize: the socket binds
+// with XDP_USE_SG (Linux 6.6+; EINVAL before, EOPNOTSUPP from a zero-copy
+// driver without it, and the bind error says so) and a packet travels as a
+// chain of descriptors with XDP_PKT_CONTD on all but the last, on RX and
+// TX. The API stays one contiguous frame per packet: Receive gathers a
+// chain into a per-socket scratch slot (one copy, only for packets that
+// span frames; the chain's frames go back to the fill ring at once), and
+// NextFrame hands out a MaxPacket-sized scratch buffer that Commit splits
+// into a chain. Chains too long, or never ended, are dropped and counted
+// (Stats.RxChainDrops). Measured on the fake rings (no kernel), 9000-byte
+// packets in three 4096-byte frames, 0 allocs:
+//
+//	go test ./xsk/ -run '^$' -bench MultiBuffer -benchmem
+//
+//	BenchmarkMultiBufferRX   280 ns/packet (32 GB/s): Receive, gather, Recycle
+//	BenchmarkMultiBufferTX   556 ns/packet (16 GB/s): NextFrame, Commit (split), Flush, Complete
 //
 // # Rings
 //

@@ -49,6 +49,14 @@ var labSeq atomic.Int32
 // removes it all in t.Cleanup.
 func newLab(tb testing.TB, queues int) *lab {
 	tb.Helper()
+	return newLabMTU(tb, queues, 1500)
+}
+
+// newLabMTU is newLab with both ends at mtu; above a page's worth the XDP
+// program is frags-aware (BPF_F_XDP_HAS_FRAGS), which veth requires to
+// attach at such an MTU, and frames reach it as multi-buffer xdp_buffs.
+func newLabMTU(tb testing.TB, queues, mtu int) *lab {
+	tb.Helper()
 	requireRoot(tb)
 	l := &lab{name: fmt.Sprintf("xsk-test-%d-%d", os.Getpid(), labSeq.Add(1))}
 
@@ -80,7 +88,7 @@ func newLab(tb testing.TB, queues int) *lab {
 	_ = os.WriteFile("/proc/sys/net/ipv6/conf/all/disable_ipv6", []byte("1"), 0)
 
 	veth := &netlink.Veth{
-		LinkAttrs:       netlink.LinkAttrs{Name: "xa", NumTxQueues: queues, NumRxQueues: queues, MTU: 1500},
+		LinkAttrs:       netlink.LinkAttrs{Name: "xa", NumTxQueues: queues, NumRxQueues: queues, MTU: mtu},
 		PeerName:        "xb",
 		PeerNumTxQueues: uint32(queues),
 		PeerNumRxQueues: uint32(queues),
@@ -110,8 +118,9 @@ func newLab(tb testing.TB, queues int) *lab {
 	tb.Cleanup(func() { l.xsks.Close() })
 	// return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "xsk_redirect",
-		Type: ebpf.XDP,
+		Name:  "xsk_redirect",
+		Type:  ebpf.XDP,
+		Flags: fragsFlag(mtu),
 		Instructions: asm.Instructions{
 			asm.LoadMem(asm.R2, asm.R1, 16, asm.Word), // struct xdp_md.rx_queue_index
 			asm.LoadMapPtr(asm.R1, l.xsks.FD()),
@@ -131,6 +140,13 @@ func newLab(tb testing.TB, queues int) *lab {
 	}
 	tb.Cleanup(func() { lk.Close() })
 	return l
+}
+
+func fragsFlag(mtu int) uint32 {
+	if mtu > 3500 {
+		return unix.BPF_F_XDP_HAS_FRAGS
+	}
+	return 0
 }
 
 // do runs fn with the calling goroutine's thread inside the lab namespace

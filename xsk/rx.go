@@ -3,10 +3,15 @@ package xsk
 // Receive moves up to len(descs) received frames from the RX ring into
 // descs and returns how many. It reads the kernel's producer index at most
 // once and writes the consumer index once per call, and allocates nothing.
-// The frames are the caller's until it passes them to Recycle.
+// The frames are the caller's until it passes them to Recycle. On a
+// multi-buffer socket a packet that spans frames comes gathered into a
+// scratch slot instead, valid until the next Receive (multibuf.go).
 func (s *Socket) Receive(descs []Desc) int {
 	if s.closed || len(descs) == 0 {
 		return 0
+	}
+	if s.mb.on {
+		return s.receiveChains(descs)
 	}
 	n := min(s.rx.available(uint32(min(len(descs), int(s.rx.size)))), uint32(len(descs)))
 	if n == 0 {
@@ -27,6 +32,9 @@ func (s *Socket) Receive(descs []Desc) int {
 // longer (for example to answer in place). It returns nil for a descriptor
 // that does not lie inside one frame of this socket's UMEM.
 func (s *Socket) Frame(d Desc) []byte {
+	if d.Addr&scratchAddr != 0 {
+		return s.scratchFrame(d) // a multi-buffer packet, gathered
+	}
 	base, ok := s.umem.base(d.Addr)
 	if !ok {
 		return nil
@@ -51,6 +59,9 @@ func (s *Socket) Recycle(descs []Desc) {
 	room := s.fill.free(uint32(len(descs)))
 	put := false
 	for _, d := range descs {
+		if d.Addr&scratchAddr != 0 && s.mb.on {
+			continue // gathered: its frames went back at Receive
+		}
 		addr, ok := s.umem.base(d.Addr)
 		if !ok || !s.umem.move(addr, ownedUser, ownedRx) {
 			s.ctr.badDescs++

@@ -41,6 +41,8 @@ type Socket struct {
 	txHeld bool
 	txAddr uint64
 
+	mb multiBuf // packets larger than a frame (multibuf.go)
+
 	pollFds [1]unix.PollFd
 	ctr     counters
 }
@@ -131,7 +133,7 @@ func (s *Socket) open() error {
 	}
 
 	s.needWakeup = *cfg.NeedWakeup
-	var flags uint16
+	flags := s.mb.bindFlags()
 	if s.needWakeup {
 		flags |= unix.XDP_USE_NEED_WAKEUP
 	}
@@ -184,7 +186,13 @@ const copyModeTxBatch = 32
 func (s *Socket) TxBudget() int { return s.txBudget }
 
 func (s *Socket) bind(flags uint16) error {
-	return unix.Bind(s.fd, &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(s.ifindex), QueueID: uint32(s.queue)})
+	err := unix.Bind(s.fd, &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(s.ifindex), QueueID: uint32(s.queue)})
+	if err != nil && s.mb.on {
+		// Before Linux 6.6 the flag is unknown (EINVAL); a driver without
+		// multi-buffer in this mode answers EOPNOTSUPP.
+		return fmt.Errorf("multi-buffer (XDP_USE_SG, %d-byte packets in %d-byte frames): %w", s.mb.maxPacket, s.cfg.FrameSize, err)
+	}
+	return err
 }
 
 // initRings builds the four rings over s.maps[1:] as laid out by off.
@@ -202,6 +210,7 @@ func (s *Socket) initRings(off *unix.XDPMmapOffsets) error {
 	if s.tx, err = newTxRing(s.maps[4], off.Tx, uint32(s.cfg.TxSize)); err != nil {
 		return fmt.Errorf("tx ring: %w", err)
 	}
+	s.initMultiBuf()
 	return nil
 }
 
@@ -256,6 +265,7 @@ func (s *Socket) release() error {
 	s.umem = umem{}
 	s.fill, s.comp, s.rx, s.tx = fillRing{}, completionRing{}, rxRing{}, txRing{}
 	s.txHeld = false
+	s.mb = multiBuf{}
 	var errs []error
 	// Rings first, then the socket, then the UMEM: the kernel keeps the
 	// UMEM pages pinned until it has let go of the socket, so the order is

@@ -12,7 +12,7 @@ type Stats struct {
 	TxRingEmptyDescs     uint64 // times the TX ring was found empty
 
 	// From this side.
-	RxFrames   uint64 // descriptors returned by Receive
+	RxFrames   uint64 // packets returned by Receive (a multi-buffer chain counts once)
 	TxFrames   uint64 // frames queued by Commit
 	Completed  uint64 // frames reaped from the completion ring
 	Kicks      uint64 // sendto calls made by Flush
@@ -22,7 +22,14 @@ type Stats struct {
 	TxNoFrame  uint64 // NextFrame found no free frame
 	TxRingFull uint64 // NextFrame found no TX ring slot
 	BadDescs   uint64 // descriptors outside the UMEM, or frames returned twice
-	BadCommits uint64 // Commit with a length outside [1, FrameSize]
+	BadCommits uint64 // Commit with a length outside [1, FrameSize] (MaxPacket with multi-buffer)
+
+	// Multi-buffer (XDP_USE_SG) packets: chains of descriptors.
+	RxChains     uint64 // chains Receive gathered into one packet
+	RxChainDescs uint64 // descriptors in them
+	RxChainDrops uint64 // chains dropped: longer than MaxPacket, or never ended
+	TxChains     uint64 // packets Commit split into a chain
+	TxChainDescs uint64 // descriptors in them
 }
 
 type counters struct {
@@ -45,6 +52,7 @@ func (s *Socket) Stats() (Stats, error) {
 		Wakeups: c.wakeups, TxNoFrame: c.txNoFrame, TxRingFull: c.txRingFull,
 		BadDescs: c.badDescs, BadCommits: c.badCommits,
 	}
+	s.mb.stats(&st)
 	k, err := getStatistics(s.fd)
 	if err != nil {
 		return st, s.opError("get statistics", err)

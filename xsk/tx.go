@@ -13,6 +13,9 @@ func (s *Socket) NextFrame() []byte {
 	if s.closed {
 		return nil
 	}
+	if s.mb.on {
+		return s.nextFrameChained()
+	}
 	if s.txHeld {
 		return s.umem.frame(s.txAddr)
 	}
@@ -38,6 +41,10 @@ func (s *Socket) NextFrame() []byte {
 // outstanding, or with n outside [1, FrameSize], queues nothing (and a held
 // frame stays held for the next NextFrame).
 func (s *Socket) Commit(n int) {
+	if s.mb.on {
+		s.commitChained(n)
+		return
+	}
 	if !s.txHeld {
 		return
 	}
@@ -157,6 +164,9 @@ func (s *Socket) Unflushed() int {
 func (s *Socket) UnflushedFrame(i int) []byte {
 	if s.closed || i < 0 || i >= int(s.tx.cachedProd-s.tx.published) {
 		return nil
+	}
+	if s.mb.on {
+		return s.unflushedChain(i)
 	}
 	d := s.tx.descs[(s.tx.published+uint32(i))&s.tx.mask]
 	return s.umem.mem[d.Addr : d.Addr+uint64(d.Len) : d.Addr+uint64(d.Len)]

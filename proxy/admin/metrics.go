@@ -114,6 +114,11 @@ var xskStats = []struct {
 	{desc("xsk_tx_ring_full_total", "Outgoing frames lost because the TX ring had no free slot.", "interface", "queue"), func(s *xsk.Stats) uint64 { return s.TxRingFull }},
 	{desc("xsk_bad_descs_total", "Descriptors outside the UMEM, or frames returned twice.", "interface", "queue"), func(s *xsk.Stats) uint64 { return s.BadDescs }},
 	{desc("xsk_bad_commits_total", "Frame commits with a length outside the frame.", "interface", "queue"), func(s *xsk.Stats) uint64 { return s.BadCommits }},
+	{desc("xsk_rx_chains_total", "Multi-buffer packets (jumbo frames) received as chains of descriptors and gathered.", "interface", "queue"), func(s *xsk.Stats) uint64 { return s.RxChains }},
+	{desc("xsk_rx_chain_descs_total", "Descriptors in the received chains.", "interface", "queue"), func(s *xsk.Stats) uint64 { return s.RxChainDescs }},
+	{desc("xsk_rx_chain_drops_total", "Received chains dropped: longer than the link's largest frame, or never ended.", "interface", "queue"), func(s *xsk.Stats) uint64 { return s.RxChainDrops }},
+	{desc("xsk_tx_chains_total", "Outgoing frames sent as chains of descriptors (multi-buffer).", "interface", "queue"), func(s *xsk.Stats) uint64 { return s.TxChains }},
+	{desc("xsk_tx_chain_descs_total", "Descriptors in the sent chains.", "interface", "queue"), func(s *xsk.Stats) uint64 { return s.TxChainDescs }},
 }
 
 // legsZero are the legs and states reported for every listener even at

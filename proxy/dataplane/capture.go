@@ -327,7 +327,11 @@ func (tp *shardTap) received(now stack.Time, ifx, queue int, sock *xsk.Socket, d
 // sent offers the frames the next Flush of sock (interface ifx) sends.
 func (tp *shardTap) sent(now stack.Time, ifx, queue int, sock *xsk.Socket) {
 	for i, n := 0, sock.Unflushed(); i < n; i++ {
-		tp.frame(now, ifx, queue, true, sock.UnflushedFrame(i))
+		// nil: a descriptor that continues a multi-buffer frame, which
+		// its first descriptor already showed whole.
+		if f := sock.UnflushedFrame(i); f != nil {
+			tp.frame(now, ifx, queue, true, f)
+		}
 	}
 }
 

@@ -92,6 +92,7 @@ type Iface struct {
 	mac      wire.MAC
 	mtu      int
 	frame    int // UMEM frame size
+	packet   int // the longest frame the link carries; over frame: multi-buffer (jumbo.go)
 	virtual  bool
 	sources  []netip.Addr        // the kernel's first IPv4 and global IPv6 address on it
 	kernel   map[netip.Addr]bool // every address the kernel has on it
@@ -308,7 +309,7 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 	handoffSlot := 0
 	for _, f := range d.ifs {
 		d.hashClients = d.hashClients || f.link.Type() == "veth"
-		handoffSlot = max(handoffSlot, f.frame)
+		handoffSlot = max(handoffSlot, f.frame, f.packet)
 	}
 	d.shards = make([]*Shard, shards)
 	for i := range d.shards {
@@ -333,9 +334,10 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 			ic := cfg.Interfaces[j]
 			xcfg := ic.XSK
 			xcfg.FrameSize = f.frame
+			xcfg.MaxPacket = f.packet
 			sock, err := xsk.Open(f.link.Attrs().Index, f.queues[i], xcfg)
 			if err != nil {
-				return nil, fmt.Errorf("dataplane: %s queue %d: %w", f.name, f.queues[i], err)
+				return nil, f.openError(f.queues[i], err)
 			}
 			s.socks[j], s.queues[j] = sock, f.queues[i]
 		}
@@ -469,7 +471,8 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 			zc = sk.ZeroCopy()
 		}
 		d.log.Info("data plane up", "interface", f.name, "queues", f.queues, "shards", len(d.shards),
-			"xdp_mode", f.prog.AttachedMode(), "zerocopy", zc, "virtual", f.virtual, "sources", f.sources)
+			"xdp_mode", f.prog.AttachedMode(), "zerocopy", zc, "virtual", f.virtual, "sources", f.sources,
+			"mtu", f.mtu, "multi_buffer", f.packet > f.frame)
 	}
 	return d, nil
 }
@@ -491,7 +494,7 @@ func (d *Dataplane) openIface(i int, ic InterfaceConfig) (*Iface, error) {
 	if d.cfg.Engine.MTU != 0 {
 		f.mtu = d.cfg.Engine.MTU
 	}
-	if f.frame, err = frameSizeFor(ic.Name, f.mtu, ic.XSK.FrameSize); err != nil {
+	if f.frame, f.packet, err = frameSizeFor(ic.Name, f.mtu, ic.XSK.FrameSize); err != nil {
 		return nil, err
 	}
 	f.queues = ic.Queues
@@ -702,26 +705,6 @@ func (d *Dataplane) owner(frame []byte, self int) int {
 // maxFrameOverhead is what a frame holds besides the IP packet: Ethernet
 // and two VLAN tags (the XDP program accepts QinQ).
 const maxFrameOverhead = wire.EthernetHeaderLen + 8
-
-// frameSizeFor picks the UMEM frame size for an MTU: every frame is one
-// buffer (no multi-buffer AF_XDP), so the largest frame the link can carry
-// must fit — 2048-byte frames up to an MTU of 2026, 4096-byte beyond. A
-// configured size that is too small, or an MTU over what 4096 holds, is an
-// error naming the interface, never frames dropped at random.
-func frameSizeFor(ifname string, mtu, frameSize int) (int, error) {
-	need := mtu + maxFrameOverhead
-	switch {
-	case need > 4096:
-		return 0, fmt.Errorf("dataplane: interface %q: MTU %d does not fit one 4096-byte AF_XDP frame (at most %d; xdproxy does not use multi-buffer frames)", ifname, mtu, 4096-maxFrameOverhead)
-	case frameSize == 0 && need > 2048:
-		return 4096, nil
-	case frameSize == 0:
-		return 2048, nil
-	case need > frameSize:
-		return 0, fmt.Errorf("dataplane: interface %q: MTU %d needs frames of 4096 bytes, not %d", ifname, mtu, frameSize)
-	}
-	return frameSize, nil
-}
 
 // tcpLocate finds, without a full parse, the source address and the TCP
 // header of an Ethernet frame (IPv4 or IPv6, after VLAN tags); the engine

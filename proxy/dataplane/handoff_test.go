@@ -49,25 +49,30 @@ func TestHandoffLargeFrames(t *testing.T) {
 
 func TestFrameSizeFor(t *testing.T) {
 	for _, c := range []struct {
-		mtu, cfg, want int
-		err            string
+		mtu, cfg, want, packet int
+		err                    string
 	}{
-		{1500, 0, 2048, ""},
-		{2026, 0, 2048, ""},
-		{2027, 0, 4096, ""},
-		{3500, 0, 4096, ""},
-		{4074, 0, 4096, ""},
-		{1500, 4096, 4096, ""},
-		{4075, 0, 0, `interface "p0": MTU 4075 does not fit one 4096-byte AF_XDP frame (at most 4074`},
-		{9000, 4096, 0, "MTU 9000 does not fit"},
-		{3000, 2048, 0, `interface "p0": MTU 3000 needs frames of 4096 bytes, not 2048`},
+		{1500, 0, 2048, 0, ""},
+		{2026, 0, 2048, 0, ""},
+		{2027, 0, 4096, 0, ""},
+		{3500, 0, 4096, 0, ""},
+		{4074, 0, 4096, 0, ""},
+		{1500, 4096, 4096, 0, ""},
+		// Beyond one frame: multi-buffer chains.
+		{4075, 0, 4096, 4097, ""},
+		{9000, 0, 4096, 9022, ""},
+		{9000, 4096, 4096, 9022, ""},
+		{3000, 2048, 2048, 3022, ""},
+		{9000, 2048, 2048, 9022, ""},
+		{40000, 2048, 0, 0, `interface "p0": MTU 40000 does not fit 17 AF_XDP frames of 2048 bytes`},
+		{1500, 1024, 0, 0, `interface "p0": frame size 1024`},
 	} {
-		got, err := frameSizeFor("p0", c.mtu, c.cfg)
+		got, packet, err := frameSizeFor("p0", c.mtu, c.cfg)
 		switch {
 		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
 			t.Errorf("MTU %d, frame size %d: error %v, want one containing %q", c.mtu, c.cfg, err, c.err)
-		case c.err == "" && (err != nil || got != c.want):
-			t.Errorf("MTU %d, frame size %d: got %d, %v; want %d", c.mtu, c.cfg, got, err, c.want)
+		case c.err == "" && (err != nil || got != c.want || packet != c.packet):
+			t.Errorf("MTU %d, frame size %d: got %d, %d, %v; want %d, %d", c.mtu, c.cfg, got, packet, err, c.want, c.packet)
 		}
 	}
 }
