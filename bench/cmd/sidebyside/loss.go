@@ -428,16 +428,8 @@ log:
 			return err
 		}
 		runningCC = cc
-		// A first small download: neighbours resolved, the path serving.
-		var last error
-		for range 50 {
-			if _, last = fetch(ctx, topo.Client, fmt.Sprintf("%s:%d", listenIP, downloadProxyPort), 1<<20, 5*time.Second); last == nil || ctx.Err() != nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if last != nil {
-			return fmt.Errorf("xdproxy (%s) not serving: %w", cc, last)
+		if err := waitDownloads(ctx, topo.Client, fmt.Sprintf("%s:%d", listenIP, downloadProxyPort)); err != nil {
+			return fmt.Errorf("xdproxy (%s) not serving: %w", cc, err)
 		}
 		return nil
 	}
@@ -446,15 +438,8 @@ log:
 		if sd.kind == "xdproxy" {
 			continue
 		}
-		var last error
-		for range 50 {
-			if _, last = fetch(ctx, topo.Client, sd.addr, 1<<20, 5*time.Second); last == nil || ctx.Err() != nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if last != nil {
-			return fmt.Errorf("%s path not serving: %w", sd.name, last)
+		if err := waitDownloads(ctx, topo.Client, sd.addr); err != nil {
+			return fmt.Errorf("%s path not serving: %w", sd.name, err)
 		}
 	}
 
@@ -515,6 +500,19 @@ log:
 	fmt.Println(md)
 	logf("wrote %s/loss.json, loss.md in %.0fs", o.Out, res.Seconds)
 	return nil
+}
+
+// waitDownloads makes a first small download from addr until one succeeds
+// (neighbours resolved, the path serving), for up to 50 tries.
+func waitDownloads(ctx context.Context, ns *lab.NS, addr string) error {
+	var last error
+	for range 50 {
+		if _, last = fetch(ctx, ns, addr, 1<<20, 5*time.Second); last == nil || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return last
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
