@@ -82,7 +82,14 @@ type sim struct {
 	burstAt [2]Time          // when the current burst on link i began
 	burst   [2]int           // frames put on link i at burstAt
 	bursts  [2]int           // the most frames put on link i at one instant
+
+	oversized [2]int // frames over simMaxFrame engine i built (dropped, an error)
+	largest   [2]int // the largest of them
 }
+
+// simMaxFrame is the largest Ethernet frame (no FCS) of the sim's links:
+// the engines' default MTU of IP plus the 14-byte Ethernet header.
+const simMaxFrame = DefaultMTU + 14
 
 // simSink puts an engine's frames on its outgoing link.
 type simSink struct {
@@ -101,6 +108,13 @@ func (k *simSink) NextFrame() []byte {
 func (k *simSink) Commit(n int) {
 	s, l := k.s, k.s.links[k.idx]
 	s.sent[k.idx]++
+	if n > simMaxFrame {
+		// A frame over the link's MTU never arrives on a real link (veth
+		// drops it; a NIC cannot send it): the engine must never build one.
+		s.oversized[k.idx]++
+		s.largest[k.idx] = max(s.largest[k.idx], n)
+		return
+	}
 	if l.loss > 0 && s.rng.Float64() < l.loss {
 		s.lost[k.idx]++
 		return
@@ -366,6 +380,12 @@ func runSimObserved(t *testing.T, name string, link linkConfig, size0, size1 int
 	for _, a := range apps {
 		if st := a.c.State(); st != Closed && st != TimeWait {
 			t.Errorf("%s: connection state %v at the end, want CLOSED or TIME_WAIT", name, st)
+		}
+	}
+	for i := range s.oversized {
+		if s.oversized[i] > 0 {
+			t.Errorf("%s: engine %d built %d frames over the %d-byte MTU (the largest %d bytes of Ethernet frame)",
+				name, i, s.oversized[i], DefaultMTU, s.largest[i])
 		}
 	}
 	el := done.Sub(start)

@@ -113,18 +113,25 @@ func (c *Conn) rcvWindow() uint16 {
 }
 
 // options fills the options of a non-SYN segment: timestamps (RFC 7323) and
-// SACK blocks (RFC 2018), a D-SACK block first when one is owed (RFC 2883).
-func (c *Conn) options(o *wire.TCPOptions) *wire.TCPOptions {
+// SACK blocks (RFC 2018), a D-SACK block first when one is owed (RFC 2883) —
+// as many blocks as fit in room, the bytes of options the segment may carry
+// (the peer's MSS counts options and payload together: RFC 9293 section
+// 3.7.1, RFC 6691), so that no segment exceeds the path's MTU.
+func (c *Conn) options(o *wire.TCPOptions, room int) *wire.TCPOptions {
 	*o = wire.TCPOptions{}
 	if c.tsOK {
 		o.HasTimestamps, o.TSVal, o.TSEcr = true, c.tsNow(), c.tsRecent
+		room -= wire.LenTimestampsOption
 	}
-	if c.sackOK && (c.ooo.n > 0 || c.hasDSACK) {
+	if c.sackOK && (c.ooo.n > 0 || c.hasDSACK) && room >= wire.SACKOptionLen(1) {
 		var d *seqRange
 		if c.hasDSACK {
 			d = &c.dsack
 		}
 		c.ooo.sackBlocks(o, d)
+		for o.NumSACK > 0 && wire.SACKOptionLen(int(o.NumSACK)) > room {
+			o.NumSACK--
+		}
 	}
 	if !o.HasTimestamps && o.NumSACK == 0 {
 		return nil
@@ -144,7 +151,7 @@ func (c *Conn) sendAt(seq seqnum.Value, flags uint8, off, n int) {
 	var o wire.TCPOptions
 	p1, p2 := c.sndBuf.peek(off, n)
 	flags |= wire.FlagACK
-	if c.e.sendSegment(c.key, c.peer, seq, c.rcvNxt, flags, c.rcvWindow(), c.options(&o), p1, p2) {
+	if c.e.sendSegment(c.key, c.peer, seq, c.rcvNxt, flags, c.rcvWindow(), c.options(&o, c.sndMSS-n), p1, p2) {
 		c.ackNeeded = false
 		c.hasDSACK = false
 		c.unackedRcv = 0
@@ -190,9 +197,27 @@ func (c *Conn) challengeACK() {
 // options every segment carries (RFC 9293 section 3.7.1).
 func (c *Conn) effectiveMSS() int {
 	if c.tsOK {
-		return c.sndMSS - 12
+		return c.sndMSS - wire.LenTimestampsOption
 	}
 	return c.sndMSS
+}
+
+// newDataMSS is the payload of a full-sized segment of new data now: the
+// effective MSS less the room for the SACK blocks this side owes the peer
+// while it holds out-of-order data (as Linux's tcp_current_mss), so they
+// ride on our data too. Retransmissions keep their size and carry what
+// blocks fit beside it (sendAt).
+func (c *Conn) newDataMSS() int {
+	mss := c.effectiveMSS()
+	if !c.sackOK || (c.ooo.n == 0 && !c.hasDSACK) {
+		return mss
+	}
+	blocks := c.ooo.n
+	if c.hasDSACK {
+		blocks++
+	}
+	blocks = min(blocks, wire.MaxSACKBlocks(c.tsOK))
+	return mss - wire.SACKOptionLen(blocks)
 }
 
 // output sends what may be sent now: in loss recovery first the lost
@@ -211,7 +236,7 @@ func (c *Conn) output() {
 		return
 	}
 	e := c.e
-	mss := c.effectiveMSS()
+	mss := c.newDataMSS()
 	dataEnd := c.sndBufSeq.Add(seqnum.Size(c.sndBuf.Len()))
 	blocked := false
 	for {

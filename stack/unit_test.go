@@ -1033,3 +1033,64 @@ func TestUnitSYNWithMalformedOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestSACKBlocksFitTheMTU: while the engine holds out-of-order data it owes
+// the peer SACK blocks, and the peer's MSS counts options with payload. New
+// data is sized so the blocks ride along within the MTU (1448 bytes of
+// payload less one 12-byte block: exactly 1500 bytes of IP), a full-sized
+// retransmission keeps its size and carries only what fits (its
+// timestamps), and once the hole fills segments are 1448 bytes again.
+func TestSACKBlocksFitTheMTU(t *testing.T) {
+	h := newHarness(t)
+	h.listen()
+	h.established()
+	check := func(what string, wantPayload, wantBlocks int) {
+		t.Helper()
+		got, p, ok := h.recv()
+		if !ok {
+			t.Fatalf("%s: engine sent nothing", what)
+		}
+		ipLen := len(p.IPPacket())
+		if len(got.data) != wantPayload || int(p.TCP.Options.NumSACK) != wantBlocks || !p.TCP.Options.HasTimestamps {
+			t.Fatalf("%s: %d bytes of payload, %d SACK blocks, timestamps %v (%d bytes of IP); want %d, %d, true",
+				what, len(got.data), p.TCP.Options.NumSACK, p.TCP.Options.HasTimestamps, ipLen, wantPayload, wantBlocks)
+		}
+		if ipLen > DefaultMTU {
+			t.Fatalf("%s: %d bytes of IP, over the %d-byte MTU", what, ipLen, DefaultMTU)
+		}
+	}
+	write := func(n int) {
+		t.Helper()
+		if got, err := h.c.Write(make([]byte, n)); got != n || err != nil {
+			t.Fatalf("Write(%d): %d, %v", n, got, err)
+		}
+	}
+	write(1448)
+	check("a segment before any hole", 1448, 0)
+
+	// A hole at 1..100: the peer's bytes 101..200 are held out of order.
+	h.send(seg{flags: ACK, seq: 101, ack: 1, data: make([]byte, 100)})
+	check("the duplicate ACK", 0, 1)
+
+	write(3 * 1448)
+	check("first new segment while holding 101..200", 1436, 1)
+	check("second", 1436, 1)
+	check("third", 1436, 1)
+	check("the rest", 3*12, 1)
+	h.expectNone()
+
+	// The tail loss probe resends the last segment; then the RTO resends
+	// the first at its size: no room for the block.
+	h.advance(h.c.rto)
+	check("the tail loss probe", 3*12, 1)
+	h.advance(h.c.rto)
+	check("the full-sized segment's retransmission", 1448, 0)
+	h.drain()
+
+	// The hole fills; everything is acknowledged; full-sized again.
+	h.send(seg{flags: ACK, seq: 1, ack: 1 + 4*1448, data: make([]byte, 100)})
+	h.drain()
+	write(2 * 1448)
+	check("new segment after the hole filled", 1448, 0)
+	check("second", 1448, 0)
+}

@@ -27,6 +27,23 @@ const (
 	maxSACKBlocks    = 4 // (40 - 2) / 8
 )
 
+// LenTimestampsOption is what the timestamps option takes of a non-SYN
+// segment as Encode writes it: NOP NOP and the 10-byte option.
+const LenTimestampsOption = 2 + lenTimestamps
+
+// SACKOptionLen is what n SACK blocks take as Encode writes them: NOP NOP,
+// kind, length and the blocks.
+func SACKOptionLen(n int) int { return 4 + lenSACKBlock*n }
+
+// MaxSACKBlocks is how many SACK blocks a non-SYN segment has room for:
+// three beside timestamps, four without.
+func MaxSACKBlocks(timestamps bool) int {
+	if timestamps {
+		return (MaxTCPOptionsLen - LenTimestampsOption - 4) / lenSACKBlock
+	}
+	return maxSACKBlocks
+}
+
 // SACKBlock is one block of a SACK option: the sequence numbers of the first
 // byte received and of the byte after the last (RFC 2018 §3).
 type SACKBlock struct{ Start, End uint32 }
