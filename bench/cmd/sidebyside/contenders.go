@@ -57,8 +57,8 @@ var allContenders = []contender{
 	{"xdproxy-kernel", "xdproxy, dial: kernel (client leg on the engine, backend leg on kernel sockets)", func(ctx context.Context, h *harness) (*instance, error) {
 		return startXdproxy(ctx, h, "kernel")
 	}, 1},
-	{"haproxy", "HAProxy (Debian), mode tcp, nbthread 2, roundrobin", startHAProxy, 2},
-	{"nginx", "nginx stream (Debian), worker_processes 2", startNginx, 2},
+	{"haproxy", "HAProxy (Debian), mode tcp, nbthread %d (xdproxy's shards), roundrobin", startHAProxy, 2},
+	{"nginx", "nginx stream (Debian), worker_processes %d (xdproxy's shards)", startNginx, 2},
 	{"gocopy", "a plain Go proxy: goroutine pair per connection, io.Copy each way (splice(2) inside)", startGoCopy, 6},
 }
 
@@ -203,15 +203,15 @@ func runXdproxy(ctx context.Context, ns *lab.NS, bin, path string) (*instance, e
 func startHAProxy(ctx context.Context, h *harness) (*instance, error) {
 	var b strings.Builder
 	// No maxconn: HAProxy derives it from the descriptor limit.
-	b.WriteString(`global
-    nbthread 2
+	fmt.Fprintf(&b, `global
+    nbthread %d
 
 defaults
     mode tcp
     timeout connect 3s
     timeout client 10m
     timeout server 10m
-`)
+`, h.opt.shards())
 	for _, s := range services {
 		fmt.Fprintf(&b, "\nlisten %s\n    bind %s:%d\n    balance roundrobin\n", s.name, listenIP, s.proxyPort)
 		for i, be := range backendsOf(h, s) {
@@ -240,7 +240,7 @@ func startNginx(ctx context.Context, h *harness) (*instance, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, `load_module %s;
 daemon off;
-worker_processes 2;
+worker_processes %d;
 worker_rlimit_nofile %d;
 pid %s/nginx.pid;
 error_log %s/error.log warn;
@@ -250,7 +250,7 @@ events {
 stream {
     proxy_connect_timeout 3s;
     proxy_timeout 10m;
-`, nginxStreamModule, h.nofile, dir, dir, h.nofile-100)
+`, nginxStreamModule, h.opt.shards(), h.nofile, dir, dir, h.nofile-100)
 	for _, s := range services {
 		fmt.Fprintf(&b, "    upstream %s {\n", s.name)
 		for _, be := range backendsOf(h, s) {

@@ -18,7 +18,7 @@
 // that of the front link (p0 ⇄ router) in both shapes.
 //
 // Contenders: xdproxy with dial: xdp; xdproxy with dial: kernel; HAProxy
-// (mode tcp, nbthread 2); nginx stream (2 workers); a plain Go io.Copy proxy
+// (mode tcp, nbthread = xdproxy's shards); nginx stream (as many workers); a plain Go io.Copy proxy
 // (this binary, `sidebyside gocopy`); and the direct path (no proxy) as the
 // ceiling. Each proxy runs alone in the proxy namespace (nothing else is
 // attached to p0 while a kernel proxy is measured) and listens on
@@ -284,6 +284,16 @@ func parseShape(name string) (lab.Shape, error) {
 func (o *options) shape() lab.Shape {
 	s, _ := parseShape(o.Shape)
 	return s
+}
+
+// shards is how many shards xdproxy runs (one per queue of its busiest
+// interface), and so how many threads or workers the kernel proxies get:
+// the targets compare them with as many threads as xdproxy has shards.
+func (o *options) shards() int {
+	if o.shape() == lab.TwoArmed {
+		return max(o.Queues, o.backQueues())
+	}
+	return o.Queues
 }
 
 // backQueues is the queue count of the back link (two-armed).

@@ -175,6 +175,9 @@ func newResults(h *harness, cs []contender) *Results {
 		Settings: h.opt, Summary: map[string]*Summary{}}
 	for _, c := range cs {
 		about := c.about
+		if strings.Contains(about, "%d") {
+			about = fmt.Sprintf(about, h.opt.shards())
+		}
 		if c.name == "direct" && h.opt.shape() == lab.TwoArmed {
 			about = directTwoArmed
 		}
