@@ -182,7 +182,7 @@ func parseArgs(args []string, out io.Writer) (*options, []contender, error) {
 	fs.BoolVar(&o.Upload, "upload", false, "also measure a one-stream bulk upload")
 	fs.StringVar(&o.CrossFlag, "crosscheck", "all", "contenders cross-checked with wrk and iperf3 in the first round: all, none, or a comma list")
 	fs.StringVar(&o.Shape, "shape", lab.OneArmed.String(), "lab topology: one-armed (backends behind the router, one proxy veth p0) or two-armed (front veth p0 towards the router, back veth p1 with the backends on-link)")
-	fs.IntVar(&o.Queues, "queues", 2, "queues of the proxy's (front) veth (xdproxy shards)")
+	fs.IntVar(&o.Queues, "queues", 1, "queues of the proxy's (front) veth: xdproxy's shards, HAProxy's threads, nginx's workers (1: a veth as Linux creates it; on a multi-queue veth a peer's frames land on a queue its socket's random hash picks, and about half cross between shards)")
 	fs.IntVar(&o.BackQueues, "back-queues", 0, "queues of the back veth, -shape two-armed only (0: -queues)")
 	fs.IntVar(&o.MTU, "mtu", 0, "MTU of every lab link (0: 1500); above 2026 xdproxy uses 4 KiB frames")
 	fs.StringVar(&o.Workloads, "workloads", "", "comma list of workloads to run (default all: "+strings.Join(allWorkloads, ",")+"; rr means every offered rate)")

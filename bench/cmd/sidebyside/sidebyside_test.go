@@ -216,7 +216,7 @@ func TestParseArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Shape != "one-armed" || o.shape() != lab.OneArmed || o.Queues != 2 || o.BackQueues != 0 || o.backQueues() != 2 || len(cs) != len(allContenders) {
+	if o.Shape != "one-armed" || o.shape() != lab.OneArmed || o.Queues != 1 || o.BackQueues != 0 || o.backQueues() != 1 || o.shards() != 1 || len(cs) != len(allContenders) {
 		t.Errorf("defaults: %+v, %d contenders", o, len(cs))
 	}
 	if n := o.planned(len(cs)); n != 3*len(cs)*(1+3+1+2)+len(cs) {
@@ -231,7 +231,7 @@ func TestParseArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.shape() != lab.TwoArmed || o.Queues != 2 || o.backQueues() != 1 || len(cs) != 2 || cs[0].name != "xdproxy-xdp" || cs[1].name != "haproxy" {
+	if o.shape() != lab.TwoArmed || o.Queues != 2 || o.backQueues() != 1 || o.shards() != 2 || len(cs) != 2 || cs[0].name != "xdproxy-xdp" || cs[1].name != "haproxy" {
 		t.Errorf("two-armed: %+v, contenders %v", o, cs)
 	}
 	if !o.runs("bulk8") || o.runs("rr") || o.planned(len(cs)) != 3*2*3 {
@@ -243,7 +243,7 @@ func TestParseArgs(t *testing.T) {
 	if _, cs, err := parseArgs([]string{"-contenders", "haproxy", "-base-bin", "/tmp/old-xdproxy"}, io.Discard); err != nil || len(cs) != 2 || cs[1].name != "xdproxy-base" {
 		t.Errorf("-base-bin: contenders %v, %v", cs, err)
 	}
-	if o, _, err := parseArgs([]string{"-shape", "two-armed"}, io.Discard); err != nil || o.backQueues() != 2 {
+	if o, _, err := parseArgs([]string{"-shape", "two-armed", "-queues", "2"}, io.Discard); err != nil || o.backQueues() != 2 {
 		t.Errorf("two-armed without -back-queues: back queues %d, %v", o.backQueues(), err)
 	}
 
