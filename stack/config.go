@@ -165,6 +165,23 @@ type Config struct {
 	// does not hold to the other nodes instead of resetting them
 	// (secondchance.go).
 	SecondChance SecondChance
+	// Flows, when set, is told of every 4-tuple the engine starts and
+	// stops holding state for.
+	Flows FlowObserver
+}
+
+// FlowObserver hears which flows an engine holds: from the moment a
+// connection record exists for the 4-tuple (a SYN answered, a SYN cookie
+// accepted, an active open) until neither the record nor its TIME_WAIT
+// entry remains. A record that becomes a TIME_WAIT entry stays held; a
+// TIME_WAIT entry that a new SYN reopens is released before the new
+// connection is held. The calls come from the engine's goroutine, in
+// order; they must not call back into the engine. A shard loop uses it to
+// send a client's segments to the shard that holds the flow when the link
+// does not keep a flow on one queue (veth).
+type FlowObserver interface {
+	FlowHeld(k FlowKey)
+	FlowReleased(k FlowKey)
 }
 
 // maxInterfaces bounds Interfaces: an interface index is a byte on every

@@ -65,6 +65,7 @@ func (e *Engine) Dial(now Time, local netip.Addr, remote netip.AddrPort) (*Conn,
 		e.traceOpen(c, nil)
 	}
 	e.flows[k] = c
+	e.flowHeld(k)
 	if known {
 		c.sendSYN()
 	} else {

@@ -97,6 +97,9 @@ func New(cfg Config) (*Engine, error) {
 	e.mem.counters = &e.counters
 	e.mem.pub.share.Store(cfg.MemoryLimit)
 	e.tw.init(cfg.TimeWaitMax)
+	if cfg.Flows != nil {
+		e.tw.released = cfg.Flows.FlowReleased
+	}
 	e.neigh.init()
 	for _, ifc := range cfg.Interfaces {
 		e.ifs = append(e.ifs, netIf{
@@ -422,12 +425,28 @@ func (e *Engine) sendSegment(k FlowKey, to hop, seq, ack seqnum.Value, flags uin
 	return true
 }
 
+// flowHeld and flowReleased tell Config.Flows.
+func (e *Engine) flowHeld(k FlowKey) {
+	if e.cfg.Flows != nil {
+		e.cfg.Flows.FlowHeld(k)
+	}
+}
+
+func (e *Engine) flowReleased(k FlowKey) {
+	if e.cfg.Flows != nil {
+		e.cfg.Flows.FlowReleased(k)
+	}
+}
+
 // releaseConn ends the engine's side of c in state final (Closed or
 // TimeWait): out of the flow table and the timer heap, listener slots
 // returned, EventClosed queued.
 func (e *Engine) releaseConn(c *Conn, final State) {
 	if cur, ok := e.flows[c.key]; ok && cur == c {
 		delete(e.flows, c.key)
+		if final != TimeWait { // else its TIME_WAIT entry holds the flow on
+			e.flowReleased(c.key)
+		}
 	}
 	c.deadline = Never
 	e.timers.remove(c)

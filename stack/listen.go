@@ -206,6 +206,7 @@ func (l *Listener) handleSYN(s *segment, iss seqnum.Value, haveISS bool) {
 		e.traceOpen(c, s)
 	}
 	e.flows[s.key] = c
+	e.flowHeld(s.key)
 	c.sendSYN()
 }
 
@@ -297,6 +298,7 @@ func (l *Listener) cookieACK(s *segment) {
 		e.traceOpen(c, s)
 	}
 	e.flows[s.key] = c
+	e.flowHeld(s.key)
 	e.counters.inc(SYNCookiesAccepted)
 	e.counters.inc(PassiveOpens)
 	c.listener = l

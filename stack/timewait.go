@@ -37,6 +37,9 @@ type timeWaitTable struct {
 	max   int
 	index map[FlowKey]int // key → slot
 	stats *Stats
+	// released hears of every live entry dropped (expired, recycled,
+	// removed): Config.Flows.
+	released func(FlowKey)
 }
 
 func (t *timeWaitTable) init(max int) {
@@ -64,6 +67,9 @@ func (t *timeWaitTable) popHead() bool {
 	if wasLive {
 		delete(t.index, e.key)
 		t.live--
+		if t.released != nil {
+			t.released(e.key)
+		}
 	}
 	*e = twEntry{}
 	t.head = (t.head + 1) % len(t.ring)
@@ -119,6 +125,9 @@ func (t *timeWaitTable) remove(slot int) {
 	delete(t.index, e.key)
 	e.live = false
 	t.live--
+	if t.released != nil {
+		t.released(e.key)
+	}
 }
 
 // nextExpiry is the expiry of the oldest live entry, or Never.

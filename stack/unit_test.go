@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -1093,4 +1094,78 @@ func TestSACKBlocksFitTheMTU(t *testing.T) {
 	write(2 * 1448)
 	check("new segment after the hole filled", 1448, 0)
 	check("second", 1448, 0)
+}
+
+// flowLog records what a FlowObserver hears, as "held <remote port>" and
+// "released <remote port>".
+type flowLog struct{ got []string }
+
+func (f *flowLog) FlowHeld(k FlowKey) { f.got = append(f.got, fmt.Sprintf("held %d", k.RemotePort)) }
+func (f *flowLog) FlowReleased(k FlowKey) {
+	f.got = append(f.got, fmt.Sprintf("released %d", k.RemotePort))
+}
+
+func (f *flowLog) expect(t *testing.T, what string, want ...string) {
+	t.Helper()
+	if !slices.Equal(f.got, want) {
+		t.Fatalf("%s: the observer heard %q, want %q", what, f.got, want)
+	}
+	f.got = nil
+}
+
+// TestFlowObserver: Config.Flows hears a flow held from the first record
+// (SYN answered, cookie accepted, active open) until neither the record nor
+// its TIME_WAIT entry is left, and a TIME_WAIT entry that a new SYN reopens
+// released before the new connection is held.
+func TestFlowObserver(t *testing.T) {
+	p := fmt.Sprint(peerAP.Port())
+	t.Run("passive, reset", func(t *testing.T) {
+		var f flowLog
+		h := newHarness(t, withConfig(func(c *Config) { c.Flows = &f }))
+		h.synReceived()
+		f.expect(t, "SYN answered", "held "+p)
+		h.send(seg{flags: ACK, seq: 1, ack: 1})
+		h.c = h.l.Accept()
+		f.expect(t, "established")
+		h.send(seg{flags: RST, seq: 1})
+		f.expect(t, "reset", "released "+p)
+	})
+	t.Run("passive, TIME_WAIT, expiry", func(t *testing.T) {
+		var f flowLog
+		h := newHarness(t, withConfig(func(c *Config) { c.Flows = &f }))
+		h.timeWait()
+		f.expect(t, "into TIME_WAIT", "held "+p)
+		h.advance(DefaultTimeWait + time.Second)
+		f.expect(t, "TIME_WAIT expired", "released "+p)
+	})
+	t.Run("TIME_WAIT reopened by a SYN", func(t *testing.T) {
+		var f flowLog
+		h := newHarness(t, withConfig(func(c *Config) { c.Flows = &f }))
+		h.timeWait()
+		f.got = nil
+		h.advance(time.Second)
+		h.send(seg{flags: SYN, seq: 1000})
+		h.expect(seg{flags: SYN | ACK, seq: 2 + 65537, ack: 1001})
+		f.expect(t, "reopened", "released "+p, "held "+p)
+	})
+	t.Run("SYN cookie", func(t *testing.T) {
+		var f flowLog
+		h := newHarness(t, withCookies(SYNCookiesAlways), withConfig(func(c *Config) { c.Flows = &f }))
+		h.listen()
+		h.send(seg{flags: SYN, seq: 0})
+		h.expectCookieSYNACK(1)
+		f.expect(t, "cookie SYN-ACK (no state)")
+		h.advance(10 * time.Millisecond)
+		h.send(seg{flags: ACK, seq: 1, ack: 1})
+		h.expectState(Established)
+		f.expect(t, "cookie accepted", "held "+p)
+	})
+	t.Run("active open, connection refused", func(t *testing.T) {
+		var f flowLog
+		h := newHarness(t, withConfig(func(c *Config) { c.Flows = &f }))
+		h.synSent()
+		f.expect(t, "SYN sent", "held "+p)
+		h.send(seg{flags: RST | ACK, seq: 0, ack: 1})
+		f.expect(t, "refused", "released "+p)
+	})
 }

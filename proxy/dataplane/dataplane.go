@@ -141,9 +141,15 @@ type Dataplane struct {
 	nl          *netlink.Handle         // netlink sockets in that namespace (goroutines do not inherit it)
 	// hashClients: the receive queue of a client flow is not stable (veth:
 	// the queue is the sender's skb->hash, which its TCP re-randomises on
-	// an RTO or duplicate data), so client flows are owned by a hash of
-	// their address instead of by the queue they happen to arrive on.
-	hashClients  bool
+	// an RTO or duplicate data). A client flow belongs to the shard whose
+	// engine holds it (clientFlows: the shard that answered its SYN, on
+	// the queue the flow arrives on while the hash holds); a segment that
+	// lands elsewhere is handed to that shard.
+	hashClients bool
+	// clientFlows maps a client flow the engines hold to the shard that
+	// holds it (clientFlowKey → int), kept by the engines' FlowObserver
+	// (clientFlowOwner); only with hashClients and more than one shard.
+	clientFlows  sync.Map
 	memLimit     atomic.Int64            // Config.MemoryLimit, or SetMemoryLimit's
 	capture      atomic.Pointer[Capture] // the running capture (one at a time), or nil
 	cookies      *cookieCtl              // SYN cookies in XDP (cookies.go); nil with syn_cookies never
@@ -386,6 +392,9 @@ func Start(cfg Config) (_ *Dataplane, err error) {
 		if n := len(d.shards); n > 1 {
 			id := i
 			ecfg.PortFilter = func(p uint16) bool { return int(p)%n == id }
+			if d.hashClients {
+				ecfg.Flows = &clientFlowOwner{d: d, shard: id}
+			}
 		}
 		if cfg.NewHandler != nil {
 			ecfg.Handler = cfg.NewHandler(s)
@@ -679,9 +688,13 @@ func (d *Dataplane) teardown() error {
 // (TCP to a source port) belongs to the shard that chose the port (ports are
 // split by port mod shards: the engines' PortFilter); everything else stays
 // where RSS put it, which keeps every packet of a client flow on one queue.
-// Where the queue of a flow can change mid-connection (veth: hashClients),
-// client flows belong to the shard a hash of the client's address picks;
-// otherwise a segment landing on another shard would be answered with a RST.
+// Where the queue of a flow can change mid-connection (veth: hashClients), a
+// client segment goes to the shard whose engine holds its flow
+// (clientFlows), so one that lands on another queue is not answered with a
+// RST; a flow nobody holds (a new SYN, a cookie's ACK) stays where it
+// landed. (Until this table, client flows went by a hash of the client's
+// address: on a 2-queue veth half of their segments crossed shards; now
+// only those whose sender re-randomised its hash do.)
 func (d *Dataplane) owner(frame []byte, self int) int {
 	n := len(d.shards)
 	if n == 1 {
@@ -693,13 +706,67 @@ func (d *Dataplane) owner(frame []byte, self int) int {
 	}
 	if port < d.portLo || port > d.portHi {
 		if d.hashClients {
-			if h, ok := tcpSourceHash(frame); ok {
-				return int(h % uint32(n))
+			if k, ok := clientFlowOf(frame); ok {
+				if o, ok := d.clientFlows.Load(k); ok {
+					return o.(int)
+				}
 			}
 		}
 		return self
 	}
 	return int(port) % n
+}
+
+// clientFlowKey is a client flow as the shared table keys it: addresses
+// in their 16-byte form (IPv4 mapped), no pointers.
+type clientFlowKey struct {
+	remote, local         [16]byte
+	remotePort, localPort uint16
+}
+
+// clientFlowOf reads a TCP frame's flow, as seen by its receiver.
+func clientFlowOf(f []byte) (k clientFlowKey, ok bool) {
+	src, dst, tcp, ok := tcpLocateAddrs(f)
+	if !ok {
+		return k, false
+	}
+	if len(src) == 4 {
+		k.remote[10], k.remote[11], k.local[10], k.local[11] = 0xff, 0xff, 0xff, 0xff
+		copy(k.remote[12:], src)
+		copy(k.local[12:], dst)
+	} else {
+		copy(k.remote[:], src)
+		copy(k.local[:], dst)
+	}
+	k.remotePort, k.localPort = binary.BigEndian.Uint16(tcp[0:]), binary.BigEndian.Uint16(tcp[2:])
+	return k, true
+}
+
+// clientFlowOwner is a shard engine's FlowObserver: it records the client
+// flows (not the backend legs, whose source port names their shard) the
+// engine holds in the data plane's table.
+type clientFlowOwner struct {
+	d     *Dataplane
+	shard int
+}
+
+func (o *clientFlowOwner) key(k stack.FlowKey) (clientFlowKey, bool) {
+	if k.LocalPort >= o.d.portLo && k.LocalPort <= o.d.portHi {
+		return clientFlowKey{}, false
+	}
+	return clientFlowKey{remote: k.RemoteAddr.As16(), local: k.LocalAddr.As16(), remotePort: k.RemotePort, localPort: k.LocalPort}, true
+}
+
+func (o *clientFlowOwner) FlowHeld(k stack.FlowKey) {
+	if ck, ok := o.key(k); ok {
+		o.d.clientFlows.Store(ck, o.shard)
+	}
+}
+
+func (o *clientFlowOwner) FlowReleased(k stack.FlowKey) {
+	if ck, ok := o.key(k); ok {
+		o.d.clientFlows.CompareAndDelete(ck, o.shard)
+	}
 }
 
 // maxFrameOverhead is what a frame holds besides the IP packet: Ethernet
@@ -710,6 +777,12 @@ const maxFrameOverhead = wire.EthernetHeaderLen + 8
 // header of an Ethernet frame (IPv4 or IPv6, after VLAN tags); the engine
 // checks the rest.
 func tcpLocate(f []byte) (src []byte, tcp []byte, ok bool) {
+	src, _, tcp, ok = tcpLocateAddrs(f)
+	return src, tcp, ok
+}
+
+// tcpLocateAddrs is tcpLocate with the destination address too.
+func tcpLocateAddrs(f []byte) (src, dst, tcp []byte, ok bool) {
 	off := 12
 	for len(f) >= off+2 {
 		et := binary.BigEndian.Uint16(f[off:])
@@ -720,25 +793,25 @@ func tcpLocate(f []byte) (src []byte, tcp []byte, ok bool) {
 			continue
 		case wire.EtherTypeIPv4:
 			if len(f) < off+20 || f[off+9] != wire.ProtoTCP {
-				return nil, nil, false
+				return nil, nil, nil, false
 			}
-			src = f[off+12 : off+16]
+			src, dst = f[off+12:off+16], f[off+16:off+20]
 			off += int(f[off]&0x0f) * 4
 		case wire.EtherTypeIPv6:
 			if len(f) < off+40 || f[off+6] != wire.ProtoTCP {
-				return nil, nil, false
+				return nil, nil, nil, false
 			}
-			src = f[off+8 : off+24]
+			src, dst = f[off+8:off+24], f[off+24:off+40]
 			off += 40
 		default:
-			return nil, nil, false
+			return nil, nil, nil, false
 		}
 		if len(f) < off+4 {
-			return nil, nil, false
+			return nil, nil, nil, false
 		}
-		return src, f[off:], true
+		return src, dst, f[off:], true
 	}
-	return nil, nil, false
+	return nil, nil, nil, false
 }
 
 // tcpDstPort reads the TCP destination port of a frame.
@@ -748,27 +821,6 @@ func tcpDstPort(f []byte) (uint16, bool) {
 		return 0, false
 	}
 	return binary.BigEndian.Uint16(tcp[2:]), true
-}
-
-// tcpSourceHash hashes the source address and port of a TCP frame (FNV-1a,
-// then murmur3's fmix32: FNV's low bits are weak, mod 2 a mere parity).
-func tcpSourceHash(f []byte) (uint32, bool) {
-	src, tcp, ok := tcpLocate(f)
-	if !ok {
-		return 0, false
-	}
-	h := uint32(2166136261)
-	for _, b := range src {
-		h = (h ^ uint32(b)) * 16777619
-	}
-	h = (h ^ uint32(tcp[0])) * 16777619
-	h = (h ^ uint32(tcp[1])) * 16777619
-	h ^= h >> 16
-	h *= 0x85ebca6b
-	h ^= h >> 13
-	h *= 0xc2b2ae35
-	h ^= h >> 16
-	return h, true
 }
 
 // newRand is a ChaCha8 generator seeded from the OS CSPRNG: ISN and cookie

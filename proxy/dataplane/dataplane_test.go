@@ -371,6 +371,18 @@ func TestLabTwoQueues(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// Client flows stay on the queue they arrive on (the client socket's
+	// hash picks it) and are held by that queue's shard: none of their
+	// segments cross shards (a re-randomised hash, on an RTO, would).
+	var rx, out uint64
+	for _, s := range el.dp.Shards() {
+		rx += s.Stats().RxFrames.Load()
+		out += s.Stats().HandoffsOut.Load()
+	}
+	t.Logf("client flows: %d frames received, %d handed to another shard", rx, out)
+	if out*20 > rx {
+		t.Errorf("client flows: %d of %d frames handed off, want under 5%% (by a hash of the address, half were)", out, rx)
+	}
 	// Engine-side flows from both shards.
 	el.client.EchoTCP(t, "10.77.0.1:9000")
 	done := make(chan dialResult, 200)
