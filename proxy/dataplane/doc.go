@@ -16,8 +16,11 @@
 //
 // Flows belong to shards as before: a backend leg's return traffic to the
 // shard that chose its source port (port mod shards), a client flow to the
-// queue RSS put it on (on veth, whose queue is not stable, to a hash of the
-// client's address). A frame that lands elsewhere is copied to its owner
+// queue RSS put it on. On veth, whose queue is the sender's pick (its
+// socket's hash, redrawn on an RTO, or its CPU under XPS), a client flow
+// belongs to the shard whose engine holds it — the one that answered its
+// SYN — found in a table the engines keep through stack.FlowObserver
+// (Dataplane.owner). A frame that lands elsewhere is copied to its owner
 // through a lock-free single-producer/single-consumer ring, counted.
 //
 // # Routes, neighbours, addresses
