@@ -1119,9 +1119,12 @@ func (f *flowLog) expect(t *testing.T, what string, want ...string) {
 // released before the new connection is held.
 func TestFlowObserver(t *testing.T) {
 	p := fmt.Sprint(peerAP.Port())
+	observed := func(t *testing.T, opts ...harnessOpt) (*harness, *flowLog) {
+		f := new(flowLog)
+		return newHarness(t, append(opts, withConfig(func(c *Config) { c.Flows = f }))...), f
+	}
 	t.Run("passive, reset", func(t *testing.T) {
-		var f flowLog
-		h := newHarness(t, withConfig(func(c *Config) { c.Flows = &f }))
+		h, f := observed(t)
 		h.synReceived()
 		f.expect(t, "SYN answered", "held "+p)
 		h.send(seg{flags: ACK, seq: 1, ack: 1})
@@ -1131,16 +1134,14 @@ func TestFlowObserver(t *testing.T) {
 		f.expect(t, "reset", "released "+p)
 	})
 	t.Run("passive, TIME_WAIT, expiry", func(t *testing.T) {
-		var f flowLog
-		h := newHarness(t, withConfig(func(c *Config) { c.Flows = &f }))
+		h, f := observed(t)
 		h.timeWait()
 		f.expect(t, "into TIME_WAIT", "held "+p)
 		h.advance(DefaultTimeWait + time.Second)
 		f.expect(t, "TIME_WAIT expired", "released "+p)
 	})
 	t.Run("TIME_WAIT reopened by a SYN", func(t *testing.T) {
-		var f flowLog
-		h := newHarness(t, withConfig(func(c *Config) { c.Flows = &f }))
+		h, f := observed(t)
 		h.timeWait()
 		f.got = nil
 		h.advance(time.Second)
@@ -1149,8 +1150,7 @@ func TestFlowObserver(t *testing.T) {
 		f.expect(t, "reopened", "released "+p, "held "+p)
 	})
 	t.Run("SYN cookie", func(t *testing.T) {
-		var f flowLog
-		h := newHarness(t, withCookies(SYNCookiesAlways), withConfig(func(c *Config) { c.Flows = &f }))
+		h, f := observed(t, withCookies(SYNCookiesAlways))
 		h.listen()
 		h.send(seg{flags: SYN, seq: 0})
 		h.expectCookieSYNACK(1)
@@ -1161,8 +1161,7 @@ func TestFlowObserver(t *testing.T) {
 		f.expect(t, "cookie accepted", "held "+p)
 	})
 	t.Run("active open, connection refused", func(t *testing.T) {
-		var f flowLog
-		h := newHarness(t, withConfig(func(c *Config) { c.Flows = &f }))
+		h, f := observed(t)
 		h.synSent()
 		f.expect(t, "SYN sent", "held "+p)
 		h.send(seg{flags: RST | ACK, seq: 0, ack: 1})
