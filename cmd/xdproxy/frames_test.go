@@ -22,28 +22,8 @@ import (
 // since).
 func TestFramesPerConnection(t *testing.T) {
 	topo := newTopology(t, e2eQueues)
-	ln, err := topo.Backends.ListenTCP(backend1 + ":7100")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				b := make([]byte, 64)
-				if _, err := io.ReadFull(c, b); err != nil {
-					return
-				}
-				c.Write(b)
-				io.Copy(io.Discard, c)
-			}()
-		}
-	}()
+	// The backend echoes the request, then closes after the client.
+	topo.Backends.EchoTCP(t, backend1+":7100")
 	d := startDaemon(t, topo, daemonConfig(topo, "1s", listenerYAML("web", listenerIP+":7100", "round_robin", "", backend1+":7100")))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

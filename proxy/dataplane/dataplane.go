@@ -700,16 +700,15 @@ func (d *Dataplane) owner(frame []byte, self int) int {
 	if n == 1 {
 		return self
 	}
-	port, ok := tcpDstPort(frame)
+	src, dst, tcp, ok := tcpLocate(frame)
 	if !ok {
 		return self
 	}
+	port := binary.BigEndian.Uint16(tcp[2:])
 	if port < d.portLo || port > d.portHi {
 		if d.hashClients {
-			if k, ok := clientFlowOf(frame); ok {
-				if o, ok := d.clientFlows.Load(k); ok {
-					return o.(int)
-				}
+			if o, ok := d.clientFlows.Load(clientFlowOf(src, dst, tcp)); ok {
+				return o.(int)
 			}
 		}
 		return self
@@ -724,12 +723,9 @@ type clientFlowKey struct {
 	remotePort, localPort uint16
 }
 
-// clientFlowOf reads a TCP frame's flow, as seen by its receiver.
-func clientFlowOf(f []byte) (k clientFlowKey, ok bool) {
-	src, dst, tcp, ok := tcpLocateAddrs(f)
-	if !ok {
-		return k, false
-	}
+// clientFlowOf is the flow of a received TCP frame, from the parts
+// tcpLocate found.
+func clientFlowOf(src, dst, tcp []byte) (k clientFlowKey) {
 	if len(src) == 4 {
 		k.remote[10], k.remote[11], k.local[10], k.local[11] = 0xff, 0xff, 0xff, 0xff
 		copy(k.remote[12:], src)
@@ -739,7 +735,7 @@ func clientFlowOf(f []byte) (k clientFlowKey, ok bool) {
 		copy(k.local[:], dst)
 	}
 	k.remotePort, k.localPort = binary.BigEndian.Uint16(tcp[0:]), binary.BigEndian.Uint16(tcp[2:])
-	return k, true
+	return k
 }
 
 // clientFlowOwner is a shard engine's FlowObserver: it records the client
@@ -773,16 +769,10 @@ func (o *clientFlowOwner) FlowReleased(k stack.FlowKey) {
 // and two VLAN tags (the XDP program accepts QinQ).
 const maxFrameOverhead = wire.EthernetHeaderLen + 8
 
-// tcpLocate finds, without a full parse, the source address and the TCP
-// header of an Ethernet frame (IPv4 or IPv6, after VLAN tags); the engine
-// checks the rest.
-func tcpLocate(f []byte) (src []byte, tcp []byte, ok bool) {
-	src, _, tcp, ok = tcpLocateAddrs(f)
-	return src, tcp, ok
-}
-
-// tcpLocateAddrs is tcpLocate with the destination address too.
-func tcpLocateAddrs(f []byte) (src, dst, tcp []byte, ok bool) {
+// tcpLocate finds, without a full parse, the source and destination
+// addresses and the TCP header of an Ethernet frame (IPv4 or IPv6, after
+// VLAN tags); the engine checks the rest.
+func tcpLocate(f []byte) (src, dst, tcp []byte, ok bool) {
 	off := 12
 	for len(f) >= off+2 {
 		et := binary.BigEndian.Uint16(f[off:])
@@ -812,15 +802,6 @@ func tcpLocateAddrs(f []byte) (src, dst, tcp []byte, ok bool) {
 		return src, dst, f[off:], true
 	}
 	return nil, nil, nil, false
-}
-
-// tcpDstPort reads the TCP destination port of a frame.
-func tcpDstPort(f []byte) (uint16, bool) {
-	_, tcp, ok := tcpLocate(f)
-	if !ok {
-		return 0, false
-	}
-	return binary.BigEndian.Uint16(tcp[2:]), true
 }
 
 // newRand is a ChaCha8 generator seeded from the OS CSPRNG: ISN and cookie
